@@ -1,0 +1,71 @@
+//! serde types for every etcd value the cluster reads or writes (keys under `/vitastor`),
+//! with validation that names the offending field and value.
+//!
+//! Unknown extra fields are accepted and ignored, as Vitastor does: none of these types use
+//! `deny_unknown_fields`.
+
+pub mod global;
+pub mod inode;
+mod lenient;
+pub mod osd;
+pub mod pg;
+pub mod pool;
+
+pub use global::{GlobalConfig, ImmediateCommit};
+pub use inode::{ImageIndex, InodeConfig};
+pub use osd::{NodePlacement, OsdConfig, OsdState, OsdStats};
+pub use pg::{PgConfig, PgConfigItem, PgHistory, PgState, PgStats};
+pub use pool::{parse_pools, PoolConfig, PoolScheme};
+
+use std::fmt;
+
+/// A value that failed to parse or validate: `what` names the key or field path
+/// (`pools["1"].pg_size`), `problem` says what is wrong with which value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SchemaError {
+    pub what: String,
+    pub problem: String,
+}
+
+impl SchemaError {
+    pub fn new(what: impl Into<String>, problem: impl Into<String>) -> Self {
+        SchemaError {
+            what: what.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.problem)
+    }
+}
+
+/// Parses a JSON value of type `T` from etcd, naming the key in the error.
+pub fn parse_value<T: serde::de::DeserializeOwned>(
+    key: &str,
+    json: &[u8],
+) -> Result<T, SchemaError> {
+    serde_json::from_slice(json)
+        .map_err(|error| SchemaError::new(key, format!("invalid JSON: {error}")))
+}
+
+/// The well-known keys, relative to the prefix (default `/vitastor`).
+pub mod keys {
+    pub const DEFAULT_PREFIX: &str = "/vitastor";
+    pub const CONFIG_GLOBAL: &str = "/config/global";
+    pub const CONFIG_POOLS: &str = "/config/pools";
+    pub const CONFIG_OSD: &str = "/config/osd/";
+    pub const CONFIG_NODE_PLACEMENT: &str = "/config/node_placement";
+    pub const CONFIG_INODE: &str = "/config/inode/";
+    pub const INDEX_IMAGE: &str = "/index/image/";
+    pub const INDEX_MAXID: &str = "/index/maxid/";
+    pub const PG_CONFIG: &str = "/pg/config";
+    pub const PG_STATE: &str = "/pg/state/";
+    pub const PG_HISTORY: &str = "/pg/history/";
+    pub const PGSTATS: &str = "/pgstats/";
+    pub const OSD_STATE: &str = "/osd/state/";
+    pub const OSD_STATS: &str = "/osd/stats/";
+    pub const MON_MASTER: &str = "/mon/master";
+}
