@@ -1,0 +1,54 @@
+//! The seam between the blockstore and a disk: submit requests, reap completions.
+//!
+//! The blockstore drives every disk the same way from one thread: it submits reads, writes
+//! and fsyncs tagged with a number, then polls for `(tag, result)` completions, which may
+//! arrive in any order. [`super::uring::UringDisk`] does this with io_uring on a real file
+//! or device; [`super::sim::SimDisk`] does it in memory and can crash, tear and flip bits.
+
+/// What a request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    Read,
+    Write,
+    /// Make every write completed before this request was submitted durable.
+    Fsync,
+}
+
+/// One disk request. `buf`/`len` describe memory owned by the blockstore that stays valid
+/// and untouched until the request's completion has been reaped.
+#[derive(Debug, Clone, Copy)]
+pub struct IoRequest {
+    pub tag: u64,
+    pub kind: IoKind,
+    pub offset: u64,
+    pub buf: *mut u8,
+    pub len: usize,
+}
+
+/// A finished request: bytes transferred, or a negative errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoCompletion {
+    pub tag: u64,
+    pub result: i32,
+}
+
+/// A disk driven from a single thread.
+pub trait Disk {
+    /// Size of the device in bytes.
+    fn size(&self) -> u64;
+
+    /// Queues a request.
+    ///
+    /// # Safety
+    /// `req.buf` must point to `req.len` bytes that stay valid, and are neither read nor
+    /// written by anyone else, until the completion for `req.tag` has been returned by
+    /// [`Disk::poll`] (for a read the disk writes into them; for a write it reads them).
+    unsafe fn submit(&mut self, req: IoRequest);
+
+    /// Sends queued requests to the device and appends finished ones to `out`, waiting
+    /// until at least `min_complete` are available (0 = do not wait).
+    fn poll(&mut self, min_complete: usize, out: &mut Vec<IoCompletion>) -> std::io::Result<()>;
+
+    /// Requests submitted and not yet reaped.
+    fn in_flight(&self) -> usize;
+}

@@ -1,0 +1,554 @@
+//! The flusher: makes stable journaled versions permanent in the data and metadata areas
+//! and moves the journal start forward. One batch at a time:
+//!
+//! ```text
+//!   Idle --(journal over threshold, space wanted, or flush_all)--> pick objects
+//!     [ReadMeta]      read metadata slots when checksums are not kept in memory
+//!     Records         journal one flush record per object: its block's full new metadata
+//!     SyncRecords     fsync (also makes the flushed journal entries durable)
+//!     Data            write journaled sectors in place + the new metadata slots
+//!                     (+ an empty slot for a block the object moved away from)
+//!     SyncData        fsync, then apply to the in-memory index
+//!     Header          write the journal header with the new start
+//!     SyncHeader      fsync, then give journal space and freed blocks back
+//!   --> Idle
+//! ```
+//!
+//! A crash at any point is repaired on open: the flush records replay the metadata, and
+//! in-place data is covered by the journal entries that are only dropped after the header
+//! moves past them.
+
+use super::aligned::AlignedBuf;
+use super::bitmap;
+use super::dirty::{DirtyEntry, DirtyKind};
+use super::disk::{Disk, IoKind};
+use super::error::BlockstoreError;
+use super::journal_format::{
+    EntryHeader, EntryKind, JournalHeader, FLAG_DELETED, FLAG_STABLE, NO_BLOCK,
+};
+use super::layout::SECTOR;
+use super::meta_format::{self, MetaEntry, MetaSlot};
+use super::store::{Blockstore, Owner};
+use vitastor_proto::{errno, ObjectId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    ReadMeta,
+    Records,
+    SyncRecords,
+    Data,
+    SyncData,
+    Header,
+    SyncHeader,
+}
+
+/// One object in a flush batch.
+struct FlushItem {
+    oid: ObjectId,
+    version: u64,
+    prefix_len: usize,
+    /// Block that will hold the object; `None` when the newest flushed version is a delete.
+    target: Option<u32>,
+    /// Clean block the object leaves (its metadata slot is emptied).
+    old_clean: Option<u32>,
+    /// Redirected blocks in the flushed prefix that end up unused.
+    superseded: Vec<u32>,
+    bitmap: Vec<u8>,
+    /// Full per-sector checksums of the target block (filled after ReadMeta if needed).
+    csums: Vec<u32>,
+    /// Sector -> (journal data position, checksum), newest version wins.
+    overlays: Vec<(u32, u64, u32)>,
+    /// Target block whose metadata slot must be read first.
+    meta_read: Option<AlignedBuf>,
+    buffers: Vec<AlignedBuf>,
+    record_seq: u64,
+}
+
+pub(super) struct Flusher {
+    phase: Phase,
+    pub force: bool,
+    /// Set after a failed write: the store then refuses changes (reads keep working).
+    pub broken: Option<String>,
+    items: Vec<FlushItem>,
+    pending_io: u32,
+    failed: Option<i32>,
+    header_buf: AlignedBuf,
+    trim_to_seq: u64,
+}
+
+impl Flusher {
+    pub fn new() -> Flusher {
+        Flusher {
+            phase: Phase::Idle,
+            force: false,
+            broken: None,
+            items: Vec::new(),
+            pending_io: 0,
+            failed: None,
+            header_buf: AlignedBuf::new(SECTOR as usize),
+            trim_to_seq: 0,
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+}
+
+impl<D: Disk> Blockstore<D> {
+    fn flush_wanted(&self) -> bool {
+        self.flusher.force
+            || !self.space_waiters.is_empty()
+            || self.journal.used_bytes() * 100
+                >= self.journal.size * self.config.flush_journal_percent
+            || self.alloc.free_blocks() * 8 < u64::from(self.alloc.total_blocks())
+    }
+
+    /// Where the journal could start: the oldest entry any object still needs.
+    fn trim_target(&self) -> u64 {
+        self.dirty
+            .values()
+            .flat_map(|chain| chain.iter().map(|e| e.seq))
+            .min()
+            .unwrap_or(self.journal.next_seq)
+    }
+
+    pub(super) fn maybe_start_flush(&mut self) {
+        if !self.flusher.is_idle() || self.flusher.broken.is_some() || !self.flush_wanted() {
+            return;
+        }
+        // Oldest first, so that every batch lets the journal start move forward.
+        let limit = self
+            .journal
+            .max_flush_records()
+            .min((self.journal.free_bytes() / SECTOR) as usize);
+        let mut candidates: Vec<(u64, ObjectId, usize)> = Vec::new();
+        for (oid, chain) in &self.dirty {
+            let prefix_len = chain.iter().take_while(|e| e.stable && e.written).count();
+            if prefix_len > 0 {
+                candidates.push((chain[0].seq, *oid, prefix_len));
+            }
+        }
+        candidates.sort_unstable_by_key(|(seq, _, _)| *seq);
+        candidates.truncate(limit);
+        let mut items = Vec::with_capacity(candidates.len());
+        for (_, oid, prefix_len) in candidates {
+            if let Some(item) = self.plan_flush_item(oid, prefix_len) {
+                items.push(item);
+            }
+        }
+        if items.is_empty() {
+            let target = self.trim_target();
+            if target > self.journal.start_seq {
+                self.flusher.trim_to_seq = target;
+                self.write_header_async();
+            }
+            return;
+        }
+        self.flusher.items = items;
+        self.flusher.failed = None;
+        self.stats.flush_batches += 1;
+        let mut reads = Vec::new();
+        for item in self.flusher.items.iter_mut() {
+            if let (Some(buf), Some(block)) = (item.meta_read.as_mut(), item.target) {
+                reads.push((self.sb.meta_slot_offset(block), buf.as_mut_ptr()));
+            }
+        }
+        if reads.is_empty() {
+            return self.write_flush_records();
+        }
+        self.flusher.phase = Phase::ReadMeta;
+        for (offset, ptr) in reads {
+            self.flusher_submit(IoKind::Read, offset, ptr, SECTOR as usize);
+        }
+    }
+
+    fn plan_flush_item(&self, oid: ObjectId, prefix_len: usize) -> Option<FlushItem> {
+        let chain = self.dirty.get(&oid)?;
+        let prefix: &[DirtyEntry] = &chain[..prefix_len];
+        let version = prefix.last()?.version;
+        let sectors = self.sb.sectors_per_block();
+        let granularity = self.sb.bitmap_granularity;
+        let clean = self.clean.get(&oid);
+        let base_index = prefix
+            .iter()
+            .rposition(|e| matches!(e.kind, DirtyKind::Big { .. } | DirtyKind::Delete));
+        let mut item = FlushItem {
+            oid,
+            version,
+            prefix_len,
+            target: None,
+            old_clean: clean.map(|c| c.block),
+            superseded: Vec::new(),
+            bitmap: vec![0; bitmap::bitmap_bytes(sectors)],
+            csums: vec![0; sectors as usize],
+            overlays: Vec::new(),
+            meta_read: None,
+            buffers: Vec::new(),
+            record_seq: 0,
+        };
+        let overlay_from = match base_index.map(|i| (i, &prefix[i].kind)) {
+            Some((i, DirtyKind::Delete)) => {
+                item.superseded = prefix.iter().filter_map(DirtyEntry::big_block).collect();
+                i + 1
+            }
+            Some((
+                i,
+                DirtyKind::Big {
+                    block,
+                    offset,
+                    len,
+                    csums,
+                },
+            )) => {
+                item.target = Some(*block);
+                let (start, n) = (offset / granularity, len / granularity);
+                bitmap::set_range(&mut item.bitmap, start, n);
+                item.csums[start as usize..(start + n) as usize].copy_from_slice(csums);
+                item.superseded = prefix[..i]
+                    .iter()
+                    .filter_map(DirtyEntry::big_block)
+                    .collect();
+                i + 1
+            }
+            _ => {
+                let Some(clean) = clean else {
+                    tracing::error!(%oid, "journaled small writes without a base version; not flushing");
+                    return None;
+                };
+                item.target = Some(clean.block);
+                item.old_clean = None;
+                item.bitmap.copy_from_slice(clean.bitmap);
+                match clean.csums {
+                    Some(csums) => item.csums.copy_from_slice(csums),
+                    None => item.meta_read = Some(AlignedBuf::new(SECTOR as usize)),
+                }
+                0
+            }
+        };
+        if item.old_clean == item.target {
+            item.old_clean = None;
+        }
+        for entry in &prefix[overlay_from..] {
+            if let DirtyKind::Small {
+                offset,
+                len,
+                data_pos,
+                csums,
+            } = &entry.kind
+            {
+                let (start, n) = (offset / granularity, len / granularity);
+                bitmap::set_range(&mut item.bitmap, start, n);
+                for i in 0..n {
+                    let overlay = (
+                        start + i,
+                        data_pos + u64::from(i) * u64::from(granularity),
+                        csums[i as usize],
+                    );
+                    match item.overlays.iter_mut().find(|(s, _, _)| *s == start + i) {
+                        Some(existing) => *existing = overlay,
+                        None => item.overlays.push(overlay),
+                    }
+                }
+            }
+        }
+        item.overlays.sort_unstable();
+        Some(item)
+    }
+
+    fn flusher_submit(&mut self, kind: IoKind, offset: u64, ptr: *mut u8, len: usize) {
+        self.flusher.pending_io += 1;
+        // SAFETY: every buffer passed here is owned by the flusher (its items or header
+        // buffer) or is the journal mirror, and none is dropped or reused before the
+        // flusher's phase completes, i.e. after all its requests are reaped.
+        unsafe { self.submit_io(Owner::Flusher, kind, offset, ptr, len) };
+    }
+
+    fn flusher_fsync(&mut self) -> bool {
+        if self.config.disable_fsync {
+            return false;
+        }
+        self.flusher_submit(IoKind::Fsync, 0, std::ptr::null_mut(), 0);
+        true
+    }
+
+    pub(super) fn flusher_io_done(&mut self, result: i32) {
+        self.flusher.pending_io -= 1;
+        if result < 0 && self.flusher.failed.is_none() {
+            self.flusher.failed = Some(-result);
+        }
+        if self.flusher.pending_io > 0 {
+            return;
+        }
+        if let Some(failed) = self.flusher.failed.take() {
+            let reason = format!(
+                "flusher disk I/O failed in phase {:?}: {}",
+                self.flusher.phase,
+                errno::name(failed)
+            );
+            tracing::error!("{reason}");
+            self.flusher.broken = Some(reason);
+            self.flusher.items.clear();
+            self.flusher.phase = Phase::Idle;
+            return;
+        }
+        match self.flusher.phase {
+            Phase::ReadMeta => self.apply_read_meta(),
+            Phase::Records => {
+                self.flusher.phase = Phase::SyncRecords;
+                if !self.flusher_fsync() {
+                    self.write_flush_data();
+                }
+            }
+            Phase::SyncRecords => self.write_flush_data(),
+            Phase::Data => {
+                self.flusher.phase = Phase::SyncData;
+                if !self.flusher_fsync() {
+                    self.finish_flush_batch();
+                }
+            }
+            Phase::SyncData => self.finish_flush_batch(),
+            Phase::Header => {
+                self.flusher.phase = Phase::SyncHeader;
+                if !self.flusher_fsync() {
+                    self.finish_trim();
+                }
+            }
+            Phase::SyncHeader => self.finish_trim(),
+            Phase::Idle => tracing::error!("flusher completion while idle"),
+        }
+    }
+
+    fn apply_read_meta(&mut self) {
+        let sectors = self.sb.sectors_per_block();
+        let format_id = self.sb.format_id;
+        for item in self.flusher.items.iter_mut() {
+            let (Some(buf), Some(block)) = (item.meta_read.take(), item.target) else {
+                continue;
+            };
+            match meta_format::decode(&buf, block, sectors, format_id) {
+                MetaSlot::Used(entry) if entry.oid == item.oid => {
+                    item.csums.copy_from_slice(&entry.csums);
+                }
+                _ => {
+                    let reason = format!(
+                        "metadata slot of block {block} ({}) is unreadable",
+                        item.oid
+                    );
+                    tracing::error!("{reason}");
+                    self.flusher.broken = Some(reason);
+                    self.flusher.items.clear();
+                    self.flusher.phase = Phase::Idle;
+                    return;
+                }
+            }
+        }
+        self.write_flush_records();
+    }
+
+    fn write_flush_records(&mut self) {
+        self.flusher.phase = Phase::Records;
+        let mut items = std::mem::take(&mut self.flusher.items);
+        for item in items.iter_mut() {
+            for (sector, _, csum) in &item.overlays {
+                item.csums[*sector as usize] = *csum;
+            }
+        }
+        let mut written = Vec::new();
+        for mut item in items {
+            let mut header = EntryHeader {
+                kind: EntryKind::Flush,
+                flags: FLAG_STABLE
+                    | if item.target.is_none() {
+                        FLAG_DELETED
+                    } else {
+                        0
+                    },
+                seq: 0,
+                oid: item.oid,
+                version: item.version,
+                offset: 0,
+                len: 0,
+                block: item.target.unwrap_or(NO_BLOCK),
+                data_sectors: 0,
+                old_block: item.old_clean.unwrap_or(NO_BLOCK),
+                session: 0,
+                bitmap: item.bitmap.clone(),
+                csums: if item.target.is_some() {
+                    item.csums.clone()
+                } else {
+                    Vec::new()
+                },
+            };
+            let Some((seq, pos)) = self.append_entry(&mut header, None, true) else {
+                break;
+            };
+            item.record_seq = seq;
+            written.push((item, pos));
+        }
+        let positions: Vec<u64> = written.iter().map(|(_, pos)| *pos).collect();
+        self.flusher.items = written.into_iter().map(|(item, _)| item).collect();
+        if positions.is_empty() {
+            self.flusher.phase = Phase::Idle;
+            return;
+        }
+        for pos in positions {
+            let offset = self.journal.disk_offset + pos;
+            let ptr = self.journal.ptr_at(pos);
+            self.flusher_submit(IoKind::Write, offset, ptr, SECTOR as usize);
+        }
+    }
+
+    fn write_flush_data(&mut self) {
+        self.flusher.phase = Phase::Data;
+        self.mutation_gen += 1;
+        let granularity = u64::from(self.sb.bitmap_granularity);
+        let format_id = self.sb.format_id;
+        let mut requests: Vec<(u64, *mut u8, usize)> = Vec::new();
+        let mut items = std::mem::take(&mut self.flusher.items);
+        for item in items.iter_mut() {
+            if let Some(target) = item.target {
+                let mut runs: Vec<(u32, Vec<u64>)> = Vec::new();
+                for (sector, pos, _) in &item.overlays {
+                    match runs.last_mut() {
+                        Some((first, positions)) if *first + positions.len() as u32 == *sector => {
+                            positions.push(*pos)
+                        }
+                        _ => runs.push((*sector, vec![*pos])),
+                    }
+                }
+                for (first, positions) in runs {
+                    let mut buf = AlignedBuf::new((positions.len() as u64 * granularity) as usize);
+                    for (i, pos) in positions.iter().enumerate() {
+                        let at = i * granularity as usize;
+                        buf[at..at + granularity as usize]
+                            .copy_from_slice(self.journal.slice(*pos, granularity));
+                    }
+                    let offset = self.sb.block_offset(target) + u64::from(first) * granularity;
+                    requests.push((offset, buf.as_mut_ptr(), buf.len()));
+                    item.buffers.push(buf);
+                }
+                let entry = MetaEntry {
+                    oid: item.oid,
+                    version: item.version,
+                    block: target,
+                    bitmap: item.bitmap.clone(),
+                    csums: item.csums.clone(),
+                };
+                let mut slot = AlignedBuf::new(SECTOR as usize);
+                meta_format::encode_entry(&entry, format_id, &mut slot);
+                requests.push((
+                    self.sb.meta_slot_offset(target),
+                    slot.as_mut_ptr(),
+                    SECTOR as usize,
+                ));
+                item.buffers.push(slot);
+            }
+            if let Some(old) = item.old_clean {
+                let mut slot = AlignedBuf::new(SECTOR as usize);
+                meta_format::encode_empty(old, format_id, &mut slot);
+                requests.push((
+                    self.sb.meta_slot_offset(old),
+                    slot.as_mut_ptr(),
+                    SECTOR as usize,
+                ));
+                item.buffers.push(slot);
+            }
+        }
+        self.flusher.items = items;
+        for (offset, ptr, len) in requests {
+            self.flusher_submit(IoKind::Write, offset, ptr, len);
+        }
+    }
+
+    fn finish_flush_batch(&mut self) {
+        let items = std::mem::take(&mut self.flusher.items);
+        for item in items {
+            if let Some(chain) = self.dirty.get_mut(&item.oid) {
+                debug_assert!(chain[..item.prefix_len]
+                    .iter()
+                    .all(|e| e.version <= item.version));
+                chain.drain(..item.prefix_len);
+                if chain.is_empty() {
+                    self.dirty.remove(&item.oid);
+                }
+            }
+            match item.target {
+                Some(block) => {
+                    let entry = MetaEntry {
+                        oid: item.oid,
+                        version: item.version,
+                        block,
+                        bitmap: item.bitmap,
+                        csums: item.csums,
+                    };
+                    self.clean.insert(&entry);
+                }
+                None => {
+                    self.clean.remove(&item.oid);
+                }
+            }
+            for block in item.old_clean.into_iter().chain(item.superseded) {
+                self.alloc.free_later(block, item.record_seq);
+            }
+            self.stats.flushed_objects += 1;
+        }
+        self.mutation_gen += 1;
+        let target = self.trim_target();
+        if target > self.journal.start_seq {
+            self.flusher.trim_to_seq = target;
+            self.write_header_async();
+        } else {
+            self.flusher.phase = Phase::Idle;
+        }
+    }
+
+    fn next_header(&self, start_seq: u64, clean_end_seq: u64) -> JournalHeader {
+        JournalHeader {
+            generation: self.journal.header_generation + 1,
+            start_pos: self.journal.position_of(start_seq),
+            start_seq,
+            clean_end_seq,
+            session: self.journal.session,
+        }
+    }
+
+    fn header_offset(&self, generation: u64) -> u64 {
+        self.sb.journal_offset + (generation % 2) * SECTOR
+    }
+
+    fn write_header_async(&mut self) {
+        self.flusher.phase = Phase::Header;
+        let header = self.next_header(self.flusher.trim_to_seq, 0);
+        let format_id = self.sb.format_id;
+        header.encode(format_id, &mut self.flusher.header_buf);
+        let offset = self.header_offset(header.generation);
+        let ptr = self.flusher.header_buf.as_mut_ptr();
+        self.flusher_submit(IoKind::Write, offset, ptr, SECTOR as usize);
+    }
+
+    fn finish_trim(&mut self) {
+        self.journal.header_generation += 1;
+        let target = self.flusher.trim_to_seq;
+        self.journal.trim(target);
+        if self.alloc.release_before(target) > 0 {
+            self.mutation_gen += 1;
+        }
+        self.flusher.phase = Phase::Idle;
+    }
+
+    /// Writes the journal header (current start; with the clean-shutdown mark if `clean`)
+    /// and waits for it to be durable. Only when nothing is in flight.
+    pub(super) fn write_journal_header_sync(&mut self, clean: bool) -> Result<(), BlockstoreError> {
+        let end = if clean { self.journal.next_seq } else { 0 };
+        let header = self.next_header(self.journal.start_seq, end);
+        let mut buf = AlignedBuf::new(SECTOR as usize);
+        header.encode(self.sb.format_id, &mut buf);
+        let offset = self.header_offset(header.generation);
+        self.io_sync(IoKind::Write, offset, &mut buf)?;
+        self.io_sync(IoKind::Fsync, 0, &mut [])?;
+        self.journal.header_generation += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! The journal: two header copies, then a ring of entries. Every entry starts with one
+//! sealed 4 KiB header sector; a small write's data sectors follow it in the same I/O.
+//!
+//! Journal header (both copies; the valid one with the higher generation wins):
+//!
+//! | offset | field |
+//! |---|---|
+//! | 0 | magic `VJHD` (u32) |
+//! | 8 | format id (u64) |
+//! | 16 | generation (u64) |
+//! | 24 | start position in the ring (u64, bytes) |
+//! | 32 | start sequence number (u64) |
+//! | 40 | clean-shutdown end sequence (u64; 0 = not a clean shutdown) |
+//! | 48 | session (u64), incremented and made durable at every open |
+//! | 4092 | crc32c |
+//!
+//! Entry header sector:
+//!
+//! | offset | field |
+//! |---|---|
+//! | 0 | magic `VJEN` (u32), 4 kind (u16), 6 flags (u16: 1 = stable, 2 = deleted) |
+//! | 8 | format id (u64), 16 sequence number (u64; consecutive) |
+//! | 24 | inode, 32 stripe, 40 version (u64 each) |
+//! | 48 | offset, 52 length in the object (u32 bytes) |
+//! | 56 | block (u32), 60 data sectors following this header (u32) |
+//! | 64 | old block freed by a flush (u32, `u32::MAX` = none), 68 crc count `c` (u32) |
+//! | 72 | session (u64): bumped at every open; along the chain it never decreases, so an
+//! |    | entry left over from before a crash can never be taken for a continuation |
+//! | 80 | bitmap (`ceil(n/8)` bytes, flush records only), then `c` crc32c values (u32) |
+//! | 4092 | crc32c of bytes 0..4092 |
+//!
+//! Kinds: small write (data in the journal), big write (data redirected to `block`),
+//! stabilize, rollback, delete, flush (the full new metadata of `block`, written before
+//! the flusher touches the data and metadata areas so a torn in-place write can be redone).
+
+use super::bitmap::bitmap_bytes;
+use super::codec::{is_all_zero, seal_sector, sector_is_sealed, Reader, Writer};
+use super::layout::SECTOR;
+use vitastor_proto::ObjectId;
+
+const HEADER_MAGIC: u32 = u32::from_le_bytes(*b"VJHD");
+const ENTRY_MAGIC: u32 = u32::from_le_bytes(*b"VJEN");
+const ENTRY_FIXED_BYTES: usize = 80;
+pub const NO_BLOCK: u32 = u32::MAX;
+pub const FLAG_STABLE: u16 = 1;
+pub const FLAG_DELETED: u16 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalHeader {
+    pub generation: u64,
+    pub start_pos: u64,
+    pub start_seq: u64,
+    pub clean_end_seq: u64,
+    pub session: u64,
+}
+
+impl JournalHeader {
+    pub fn encode(&self, format_id: u64, out: &mut [u8]) {
+        out[..SECTOR as usize].fill(0);
+        let mut w = Writer::new(&mut out[..SECTOR as usize]);
+        w.u32(HEADER_MAGIC);
+        w.u32(0);
+        w.u64(format_id);
+        w.u64(self.generation);
+        w.u64(self.start_pos);
+        w.u64(self.start_seq);
+        w.u64(self.clean_end_seq);
+        w.u64(self.session);
+        seal_sector(&mut out[..SECTOR as usize]);
+    }
+
+    /// `Ok(None)` for an empty (zero or other-format) copy, `Err` for a damaged one.
+    pub fn decode(sector: &[u8], format_id: u64) -> Result<Option<JournalHeader>, ()> {
+        if is_all_zero(sector) {
+            return Ok(None);
+        }
+        if !sector_is_sealed(sector) {
+            return Err(());
+        }
+        let mut r = Reader::new(sector);
+        let magic = r.u32().ok_or(())?;
+        let _ = r.u32();
+        let header_format = r.u64().ok_or(())?;
+        if magic != HEADER_MAGIC || header_format != format_id {
+            return Ok(None);
+        }
+        Ok(Some(JournalHeader {
+            generation: r.u64().ok_or(())?,
+            start_pos: r.u64().ok_or(())?,
+            start_seq: r.u64().ok_or(())?,
+            clean_end_seq: r.u64().ok_or(())?,
+            session: r.u64().ok_or(())?,
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum EntryKind {
+    SmallWrite = 1,
+    BigWrite = 2,
+    Stabilize = 3,
+    Rollback = 4,
+    Delete = 5,
+    Flush = 6,
+}
+
+impl EntryKind {
+    fn from_u16(value: u16) -> Option<EntryKind> {
+        [
+            EntryKind::SmallWrite,
+            EntryKind::BigWrite,
+            EntryKind::Stabilize,
+            EntryKind::Rollback,
+            EntryKind::Delete,
+            EntryKind::Flush,
+        ]
+        .into_iter()
+        .find(|kind| *kind as u16 == value)
+    }
+}
+
+/// One journal entry's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryHeader {
+    pub kind: EntryKind,
+    pub flags: u16,
+    pub seq: u64,
+    pub oid: ObjectId,
+    pub version: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub block: u32,
+    pub data_sectors: u32,
+    pub old_block: u32,
+    pub session: u64,
+    /// Flush records: the block's full bitmap. Empty for other kinds.
+    pub bitmap: Vec<u8>,
+    /// Small/big writes: one per written sector; flush records: one per sector of the block.
+    pub csums: Vec<u32>,
+}
+
+impl EntryHeader {
+    /// Largest crc count a header sector can carry with a bitmap of `sectors` bits.
+    pub fn max_csums(sectors: u32) -> usize {
+        (SECTOR as usize - 4 - ENTRY_FIXED_BYTES - bitmap_bytes(sectors)) / 4
+    }
+
+    /// Total bytes of the entry in the ring.
+    pub fn entry_bytes(&self) -> u64 {
+        SECTOR * (1 + u64::from(self.data_sectors))
+    }
+
+    pub fn is_stable(&self) -> bool {
+        self.flags & FLAG_STABLE != 0
+    }
+
+    pub fn encode(&self, format_id: u64, out: &mut [u8]) {
+        out[..SECTOR as usize].fill(0);
+        let mut w = Writer::new(&mut out[..SECTOR as usize]);
+        w.u32(ENTRY_MAGIC);
+        w.u16(self.kind as u16);
+        w.u16(self.flags);
+        w.u64(format_id);
+        w.u64(self.seq);
+        w.u64(self.oid.inode);
+        w.u64(self.oid.stripe);
+        w.u64(self.version);
+        w.u32(self.offset);
+        w.u32(self.len);
+        w.u32(self.block);
+        w.u32(self.data_sectors);
+        w.u32(self.old_block);
+        w.u32(self.csums.len() as u32);
+        w.u64(self.session);
+        debug_assert_eq!(w.position(), ENTRY_FIXED_BYTES);
+        w.bytes(&self.bitmap);
+        for csum in &self.csums {
+            w.u32(*csum);
+        }
+        seal_sector(&mut out[..SECTOR as usize]);
+    }
+
+    /// Decodes a header sector: `None` unless it is a sealed entry of this format whose
+    /// fields are self-consistent. `bitmap_len` is the bitmap size of flush records.
+    pub fn decode(sector: &[u8], format_id: u64, bitmap_len: usize) -> Option<EntryHeader> {
+        if sector.len() < SECTOR as usize || !sector_is_sealed(&sector[..SECTOR as usize]) {
+            return None;
+        }
+        let mut r = Reader::new(sector);
+        if r.u32()? != ENTRY_MAGIC {
+            return None;
+        }
+        let kind = EntryKind::from_u16(r.u16()?)?;
+        let flags = r.u16()?;
+        if r.u64()? != format_id {
+            return None;
+        }
+        let seq = r.u64()?;
+        let oid = ObjectId {
+            inode: r.u64()?,
+            stripe: r.u64()?,
+        };
+        let version = r.u64()?;
+        let offset = r.u32()?;
+        let len = r.u32()?;
+        let block = r.u32()?;
+        let data_sectors = r.u32()?;
+        let old_block = r.u32()?;
+        let csum_count = r.u32()? as usize;
+        let session = r.u64()?;
+        let bitmap = if kind == EntryKind::Flush {
+            r.bytes(bitmap_len)?.to_vec()
+        } else {
+            Vec::new()
+        };
+        if ENTRY_FIXED_BYTES + bitmap.len() + csum_count * 4 > SECTOR as usize - 4 {
+            return None;
+        }
+        let csums = (0..csum_count)
+            .map(|_| r.u32())
+            .collect::<Option<Vec<u32>>>()?;
+        Some(EntryHeader {
+            kind,
+            flags,
+            seq,
+            oid,
+            version,
+            offset,
+            len,
+            block,
+            data_sectors,
+            old_block,
+            session,
+            bitmap,
+            csums,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_detect_damage() {
+        let entry = EntryHeader {
+            kind: EntryKind::Flush,
+            flags: FLAG_STABLE,
+            seq: 12,
+            oid: ObjectId {
+                inode: 3,
+                stripe: 0,
+            },
+            version: 5,
+            offset: 0,
+            len: 0,
+            block: 7,
+            data_sectors: 0,
+            old_block: NO_BLOCK,
+            session: 4,
+            bitmap: vec![1, 2, 3, 4],
+            csums: (100..132).collect(),
+        };
+        let mut sector = vec![0u8; 4096];
+        entry.encode(9, &mut sector);
+        assert_eq!(EntryHeader::decode(&sector, 9, 4), Some(entry.clone()));
+        assert_eq!(EntryHeader::decode(&sector, 8, 4), None);
+        sector[50] ^= 4;
+        assert_eq!(EntryHeader::decode(&sector, 9, 4), None);
+        assert_eq!(EntryHeader::decode(&sector[..100], 9, 4), None);
+
+        let header = JournalHeader {
+            generation: 3,
+            start_pos: 8192,
+            start_seq: 17,
+            clean_end_seq: 0,
+            session: 2,
+        };
+        header.encode(9, &mut sector);
+        assert_eq!(JournalHeader::decode(&sector, 9), Ok(Some(header)));
+        sector[30] ^= 1;
+        assert_eq!(JournalHeader::decode(&sector, 9), Err(()));
+        assert_eq!(JournalHeader::decode(&[0u8; 4096], 9), Ok(None));
+    }
+}

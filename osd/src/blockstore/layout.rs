@@ -1,0 +1,278 @@
+//! The on-disk layout and the superblock.
+//!
+//! | area | offset | size | content |
+//! |---|---|---|---|
+//! | superblock | 0 | 4 KiB | [`Superblock`], crc32c in the last 4 bytes |
+//! | metadata | `meta_offset` | `blocks x 4 KiB` | one sealed 4 KiB slot per data block ([`super::meta_format`]) |
+//! | journal | `journal_offset` | `journal_size` | two 4 KiB header copies, then the entry ring ([`super::journal_format`]) |
+//! | data | `data_offset` | `blocks x block_size` | object data, written in place or redirected to fresh blocks |
+//!
+//! Superblock fields (little-endian):
+//!
+//! | offset | field |
+//! |---|---|
+//! | 0 | magic `VITRSBS1` (u64) |
+//! | 8 | format version (u32) |
+//! | 16 | format id (u64, random per `prepare`; every record carries it, so data of an earlier format is never mistaken for ours) |
+//! | 24 | block size (u32), 28 bitmap granularity (u32) |
+//! | 32 | meta offset, 40 meta size, 48 journal offset, 56 journal size, 64 data offset, 72 block count (u64 each) |
+//! | 4092 | crc32c of bytes 0..4092 |
+//!
+//! All offsets and sizes are multiples of 4 KiB so every I/O can use O_DIRECT.
+
+use super::codec::{seal_sector, sector_is_sealed, Reader, Writer};
+use super::error::BlockstoreError;
+
+pub const SECTOR: u64 = 4096;
+pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"VITRSBS1");
+pub const FORMAT_VERSION: u32 = 1;
+pub const DEFAULT_JOURNAL_SIZE: u64 = 32 << 20;
+/// Smallest journal: two header copies plus room for a few entries.
+pub const MIN_JOURNAL_SIZE: u64 = 16 * SECTOR;
+
+/// Where everything is, as recorded in the superblock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Superblock {
+    pub format_id: u64,
+    pub block_size: u32,
+    pub bitmap_granularity: u32,
+    pub meta_offset: u64,
+    pub meta_size: u64,
+    pub journal_offset: u64,
+    pub journal_size: u64,
+    pub data_offset: u64,
+    pub block_count: u64,
+}
+
+/// What `prepare` is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatOptions {
+    pub block_size: u32,
+    pub bitmap_granularity: u32,
+    pub journal_size: u64,
+    /// 0 = as many blocks as fit.
+    pub meta_size: u64,
+    pub format_id: u64,
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions {
+            block_size: 128 << 10,
+            bitmap_granularity: 4096,
+            journal_size: DEFAULT_JOURNAL_SIZE,
+            meta_size: 0,
+            format_id: 0,
+        }
+    }
+}
+
+impl Superblock {
+    /// Lays out a device of `device_size` bytes.
+    pub fn plan(device_size: u64, options: &FormatOptions) -> Result<Superblock, BlockstoreError> {
+        let invalid = |message: String| BlockstoreError::InvalidFormat(message);
+        vitastor_proto::etcd::pool::check_block_geometry(
+            "",
+            options.block_size,
+            options.bitmap_granularity,
+        )
+        .map_err(|error| invalid(error.to_string()))?;
+        if u64::from(options.bitmap_granularity) < SECTOR {
+            return Err(invalid(format!(
+                "bitmap_granularity {} is below the 4096-byte direct I/O sector this blockstore needs",
+                options.bitmap_granularity
+            )));
+        }
+        let sectors_per_block = options.block_size / options.bitmap_granularity;
+        if sectors_per_block > super::meta_format::MAX_SECTORS_PER_BLOCK {
+            return Err(invalid(format!(
+                "block_size / bitmap_granularity = {sectors_per_block} exceeds {}",
+                super::meta_format::MAX_SECTORS_PER_BLOCK
+            )));
+        }
+        let journal_size = options.journal_size / SECTOR * SECTOR;
+        if journal_size < MIN_JOURNAL_SIZE {
+            return Err(invalid(format!(
+                "journal_size {} is below the minimum {MIN_JOURNAL_SIZE}",
+                options.journal_size
+            )));
+        }
+        let block_size = u64::from(options.block_size);
+        let journal_offset = SECTOR;
+        let meta_offset = journal_offset + journal_size;
+        let space = (device_size / SECTOR * SECTOR)
+            .checked_sub(meta_offset)
+            .unwrap_or(0);
+        let mut block_count = space / (block_size + SECTOR);
+        if options.meta_size > 0 {
+            block_count = block_count.min(options.meta_size / SECTOR);
+        }
+        if block_count == 0 {
+            return Err(invalid(format!(
+                "device of {device_size} bytes has no room for a data block after a {journal_size}-byte journal"
+            )));
+        }
+        let meta_size = block_count * SECTOR;
+        let data_offset =
+            (meta_offset + meta_size).div_ceil(block_size.max(SECTOR)) * block_size.max(SECTOR);
+        let block_count = block_count.min(device_size.saturating_sub(data_offset) / block_size);
+        if block_count == 0 {
+            return Err(invalid(format!(
+                "device of {device_size} bytes is too small"
+            )));
+        }
+        Ok(Superblock {
+            format_id: options.format_id,
+            block_size: options.block_size,
+            bitmap_granularity: options.bitmap_granularity,
+            meta_offset,
+            meta_size: block_count * SECTOR,
+            journal_offset,
+            journal_size,
+            data_offset,
+            block_count,
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut sector = vec![0u8; SECTOR as usize];
+        let mut w = Writer::new(&mut sector);
+        w.u64(SUPERBLOCK_MAGIC);
+        w.u32(FORMAT_VERSION);
+        w.u32(0);
+        w.u64(self.format_id);
+        w.u32(self.block_size);
+        w.u32(self.bitmap_granularity);
+        w.u64(self.meta_offset);
+        w.u64(self.meta_size);
+        w.u64(self.journal_offset);
+        w.u64(self.journal_size);
+        w.u64(self.data_offset);
+        w.u64(self.block_count);
+        seal_sector(&mut sector);
+        sector
+    }
+
+    /// Decodes and checks a superblock sector, with one clear message per failure.
+    pub fn decode(sector: &[u8], device_size: u64) -> Result<Superblock, BlockstoreError> {
+        let bad = |message: String| BlockstoreError::BadSuperblock(message);
+        let mut r = Reader::new(sector);
+        let magic = r
+            .u64()
+            .ok_or_else(|| bad("device is smaller than a superblock".into()))?;
+        if magic != SUPERBLOCK_MAGIC {
+            return Err(bad(format!(
+                "no blockstore superblock (magic {magic:#018x}); format the device with `vitastor-disk prepare`"
+            )));
+        }
+        if !sector_is_sealed(sector) {
+            return Err(bad(
+                "superblock checksum mismatch (corrupted superblock)".into()
+            ));
+        }
+        let version = r.u32().unwrap_or(0);
+        if version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "unknown format version {version} (this build reads version {FORMAT_VERSION})"
+            )));
+        }
+        let _reserved = r.u32();
+        let read = |r: &mut Reader| r.u64().unwrap_or(0);
+        let format_id = read(&mut r);
+        let block_size = r.u32().unwrap_or(0);
+        let bitmap_granularity = r.u32().unwrap_or(0);
+        let superblock = Superblock {
+            format_id,
+            block_size,
+            bitmap_granularity,
+            meta_offset: read(&mut r),
+            meta_size: read(&mut r),
+            journal_offset: read(&mut r),
+            journal_size: read(&mut r),
+            data_offset: read(&mut r),
+            block_count: read(&mut r),
+        };
+        let end = superblock
+            .data_offset
+            .saturating_add(superblock.block_count.saturating_mul(u64::from(block_size)));
+        if end > device_size
+            || superblock.block_count == 0
+            || superblock.meta_size != superblock.block_count * SECTOR
+        {
+            return Err(bad(format!(
+                "areas do not fit the device ({end} > {device_size} bytes)"
+            )));
+        }
+        Ok(superblock)
+    }
+
+    pub fn sectors_per_block(&self) -> u32 {
+        self.block_size / self.bitmap_granularity
+    }
+
+    pub fn block_offset(&self, block: u32) -> u64 {
+        self.data_offset + u64::from(block) * u64::from(self.block_size)
+    }
+
+    pub fn meta_slot_offset(&self, block: u32) -> u64 {
+        self.meta_offset + u64::from(block) * SECTOR
+    }
+
+    pub fn data_size(&self) -> u64 {
+        self.block_count * u64::from(self.block_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_and_round_trip() {
+        let options = FormatOptions {
+            format_id: 42,
+            ..FormatOptions::default()
+        };
+        let superblock = Superblock::plan(1 << 30, &options).unwrap();
+        assert!(superblock.data_offset + superblock.data_size() <= 1 << 30);
+        assert_eq!(superblock.data_offset % u64::from(superblock.block_size), 0);
+        let bytes = superblock.encode();
+        assert_eq!(Superblock::decode(&bytes, 1 << 30).unwrap(), superblock);
+    }
+
+    #[test]
+    fn bad_superblocks_have_clear_messages() {
+        let superblock = Superblock::plan(1 << 26, &FormatOptions::default()).unwrap();
+        let mut bytes = superblock.encode();
+        assert!(Superblock::decode(&vec![0u8; 4096], 1 << 26)
+            .unwrap_err()
+            .to_string()
+            .contains("prepare"));
+        bytes[100] ^= 1;
+        assert!(Superblock::decode(&bytes, 1 << 26)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
+        let mut newer = superblock.encode();
+        newer[8] = 9;
+        seal_sector(&mut newer);
+        assert!(Superblock::decode(&newer, 1 << 26)
+            .unwrap_err()
+            .to_string()
+            .contains("version 9"));
+        assert!(Superblock::decode(&superblock.encode(), 1 << 20)
+            .unwrap_err()
+            .to_string()
+            .contains("fit"));
+        let tiny = Superblock::plan(1 << 20, &FormatOptions::default());
+        assert!(tiny.is_err());
+        let odd = FormatOptions {
+            block_size: 100_000,
+            ..FormatOptions::default()
+        };
+        assert!(Superblock::plan(1 << 30, &odd)
+            .unwrap_err()
+            .to_string()
+            .contains("block_size"));
+    }
+}

@@ -1,0 +1,555 @@
+//! Opening a blockstore: check the superblock, load the metadata area, replay the journal
+//! and repair what a crash left half-done.
+//!
+//! 1. Metadata slots: the highest version of each object wins; stale duplicates are
+//!    emptied; damaged slots are remembered.
+//! 2. Journal header: the valid copy with the higher generation.
+//! 3. Entries from the start: each must be sealed, have the next sequence number, a
+//!    session no older than the previous entry, and (small writes) intact data. The first
+//!    entry that is not is the end of the journal; a valid entry with a *newer* sequence
+//!    number there means the header is stale, which is corruption.
+//! 4. Redirected writes are checked against their data checksums (unless a later flush
+//!    record rewrote the block); a torn one ends the journal there.
+//! 5. If the journal was closed cleanly, it must end exactly where it was closed.
+//! 6. Entries are applied in order; flush records are redone on the metadata area.
+//! 7. A damaged metadata slot that no flush record covers is corruption.
+//! 8. A new session starts: the header is rewritten before anything else happens.
+
+use super::aligned::AlignedBuf;
+use super::bitmap::bitmap_bytes;
+use super::dirty::{DirtyEntry, DirtyKind};
+use super::disk::{Disk, IoKind};
+use super::error::BlockstoreError;
+use super::journal_format::{EntryHeader, EntryKind, JournalHeader, FLAG_DELETED, NO_BLOCK};
+use super::layout::{Superblock, SECTOR};
+use super::meta_format::{self, MetaEntry, MetaSlot};
+use super::store::{io_sync, Blockstore, BlockstoreConfig};
+use std::collections::{BTreeMap, BTreeSet};
+
+const META_READ_CHUNK: u64 = 1 << 20;
+const JOURNAL_READ_CHUNK: u64 = 4 << 20;
+
+enum Stop {
+    /// End of the journal (torn, stale or empty space).
+    End,
+    /// A valid entry newer than expected: the start we replay from is stale.
+    Overwritten(u64),
+}
+
+/// What replay must still write to the metadata area.
+#[derive(Default)]
+struct Repairs {
+    /// Block -> its metadata as the journal says it should be (None = empty slot).
+    redo: BTreeMap<u32, Option<MetaEntry>>,
+    /// Blocks mentioned by any flush record (their slots may legitimately be torn).
+    covered: BTreeSet<u32>,
+}
+
+impl<D: Disk> Blockstore<D> {
+    /// Opens a formatted device.
+    pub fn open(mut disk: D, config: BlockstoreConfig) -> Result<Blockstore<D>, BlockstoreError> {
+        let size = disk.size();
+        let mut sector = AlignedBuf::new(SECTOR as usize);
+        io_sync(&mut disk, IoKind::Read, 0, &mut sector)?;
+        let superblock = Superblock::decode(&sector, size)?;
+        if config.block_size != 0 && config.block_size != superblock.block_size {
+            return Err(BlockstoreError::BlockSizeMismatch {
+                on_disk: superblock.block_size,
+                requested: config.block_size,
+            });
+        }
+        let mut store = Blockstore::assemble(disk, superblock, config);
+        store.load()?;
+        Ok(store)
+    }
+
+    fn load(&mut self) -> Result<(), BlockstoreError> {
+        let mut repairs = Repairs::default();
+        let suspects = self.load_meta(&mut repairs)?;
+        let header = self.load_journal_header()?;
+        self.read_ring()?;
+        let (mut entries, stop_pos) = self.parse_journal(&header)?;
+        self.verify_big_writes(&mut entries)?;
+        let end_seq = entries.last().map_or(header.start_seq, |(e, _)| e.seq + 1);
+        if header.clean_end_seq != 0 && end_seq < header.clean_end_seq {
+            return Err(BlockstoreError::Corrupted {
+                what: "journal",
+                detail: format!(
+                    "the journal was closed cleanly at seq {} but replay stops at seq {end_seq} (ring position {stop_pos})",
+                    header.clean_end_seq
+                ),
+            });
+        }
+        for (entry, pos) in &entries {
+            self.apply_entry(entry, *pos, &mut repairs);
+        }
+        for block in &suspects {
+            if !repairs.covered.contains(block) && !repairs.redo.contains_key(block) {
+                return Err(BlockstoreError::Corrupted {
+                    what: "metadata",
+                    detail: format!(
+                        "the slot of data block {block} is damaged and no journal record covers it"
+                    ),
+                });
+            }
+            repairs.redo.entry(*block).or_insert(None);
+        }
+        self.write_repairs(&repairs)?;
+        let positions = entries
+            .iter()
+            .map(|(e, pos)| (e.seq, *pos, e.entry_bytes()))
+            .collect();
+        self.journal
+            .restore(header.start_pos, header.start_seq, positions);
+        self.journal.header_generation = header.generation;
+        self.journal.session = header.session + 1;
+        self.write_journal_header_sync(false)?;
+        Ok(())
+    }
+
+    /// Reads every metadata slot into the clean index; returns the damaged slots.
+    fn load_meta(&mut self, repairs: &mut Repairs) -> Result<Vec<u32>, BlockstoreError> {
+        let sb = self.sb;
+        let sectors = sb.sectors_per_block();
+        let mut suspects = Vec::new();
+        let mut buf = AlignedBuf::new(META_READ_CHUNK.min(sb.meta_size) as usize);
+        let mut offset = 0;
+        while offset < sb.meta_size {
+            let len = META_READ_CHUNK.min(sb.meta_size - offset) as usize;
+            self.io_sync(IoKind::Read, sb.meta_offset + offset, &mut buf[..len])?;
+            for (i, slot) in buf[..len].chunks(SECTOR as usize).enumerate() {
+                let block = ((offset / SECTOR) as usize + i) as u32;
+                match meta_format::decode(slot, block, sectors, sb.format_id) {
+                    MetaSlot::Empty => {}
+                    MetaSlot::Corrupt => suspects.push(block),
+                    MetaSlot::Used(entry) => {
+                        // Duplicates (a crash between writing an object's new slot and
+                        // emptying its old one): the higher version wins, the loser's
+                        // block is emptied and given back after the first trim.
+                        let loser = match self.clean.get(&entry.oid).map(|c| (c.block, c.version)) {
+                            Some((_, version)) if version >= entry.version => Some(block),
+                            Some((other, _)) => {
+                                self.clean.insert(&entry);
+                                Some(other)
+                            }
+                            None => {
+                                self.clean.insert(&entry);
+                                None
+                            }
+                        };
+                        self.alloc.mark_used(block);
+                        if let Some(loser) = loser {
+                            repairs.redo.insert(loser, None);
+                            self.alloc.free_later(loser, 0);
+                        }
+                    }
+                }
+            }
+            offset += len as u64;
+        }
+        Ok(suspects)
+    }
+
+    pub(super) fn load_journal_header(&mut self) -> Result<JournalHeader, BlockstoreError> {
+        let mut buf = AlignedBuf::new(2 * SECTOR as usize);
+        self.io_sync(IoKind::Read, self.sb.journal_offset, &mut buf)?;
+        let format_id = self.sb.format_id;
+        let copies = [
+            JournalHeader::decode(&buf[..SECTOR as usize], format_id),
+            JournalHeader::decode(&buf[SECTOR as usize..], format_id),
+        ];
+        let best = copies
+            .iter()
+            .filter_map(|c| c.ok().flatten())
+            .max_by_key(|h| h.generation);
+        match best {
+            Some(header) => {
+                if copies.iter().any(Result::is_err) {
+                    tracing::warn!(
+                        "one journal header copy is damaged (torn by a crash?); using the other"
+                    );
+                }
+                if header.start_pos % SECTOR != 0 || header.start_pos >= self.journal.size {
+                    return Err(BlockstoreError::Corrupted {
+                        what: "journal header",
+                        detail: format!("start position {} is outside the ring", header.start_pos),
+                    });
+                }
+                Ok(header)
+            }
+            None => Err(BlockstoreError::Corrupted {
+                what: "journal header",
+                detail: "no valid copy of the journal header".to_string(),
+            }),
+        }
+    }
+
+    pub(super) fn read_ring(&mut self) -> Result<(), BlockstoreError> {
+        let mut offset = 0;
+        while offset < self.journal.size {
+            let len = JOURNAL_READ_CHUNK.min(self.journal.size - offset);
+            let disk_offset = self.journal.disk_offset + offset;
+            let ptr = self.journal.ptr_at(offset);
+            // SAFETY: the slice covers part of the journal mirror, which nothing else
+            // touches during open.
+            let target = unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) };
+            let disk = self.disk.as_mut().expect("invariant: disk present");
+            io_sync(disk, IoKind::Read, disk_offset, target)?;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    /// Checks one entry at `pos` in the mirror.
+    fn parse_entry_at(
+        &self,
+        pos: u64,
+        expected_seq: u64,
+        min_session: u64,
+    ) -> Result<EntryHeader, Stop> {
+        if pos + SECTOR > self.journal.size {
+            return Err(Stop::End);
+        }
+        let sectors = self.sb.sectors_per_block();
+        let entry = EntryHeader::decode(
+            self.journal.slice(pos, SECTOR),
+            self.sb.format_id,
+            bitmap_bytes(sectors),
+        )
+        .ok_or(Stop::End)?;
+        if entry.seq != expected_seq {
+            return Err(
+                if entry.seq > expected_seq && entry.session >= min_session {
+                    Stop::Overwritten(entry.seq)
+                } else {
+                    Stop::End
+                },
+            );
+        }
+        if entry.session < min_session
+            || pos + entry.entry_bytes() > self.journal.size
+            || !self.entry_is_consistent(&entry)
+        {
+            return Err(Stop::End);
+        }
+        if entry.kind == EntryKind::SmallWrite {
+            let granularity = u64::from(self.sb.bitmap_granularity);
+            let data = self.journal.slice(pos + SECTOR, u64::from(entry.len));
+            let intact = data
+                .chunks(granularity as usize)
+                .zip(&entry.csums)
+                .all(|(piece, csum)| crc32c::crc32c(piece) == *csum);
+            if !intact {
+                return Err(Stop::End);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Field sanity of a sealed entry, so replay never indexes out of range.
+    fn entry_is_consistent(&self, e: &EntryHeader) -> bool {
+        let granularity = self.sb.bitmap_granularity;
+        let sectors = self.sb.sectors_per_block() as usize;
+        let blocks = self.sb.block_count;
+        let range_ok = e.len > 0
+            && e.offset % granularity == 0
+            && e.len % granularity == 0
+            && u64::from(e.offset) + u64::from(e.len) <= u64::from(self.sb.block_size)
+            && e.csums.len() == (e.len / granularity) as usize;
+        match e.kind {
+            EntryKind::SmallWrite => {
+                range_ok && u64::from(e.data_sectors) * SECTOR == u64::from(e.len)
+            }
+            EntryKind::BigWrite => range_ok && e.data_sectors == 0 && u64::from(e.block) < blocks,
+            EntryKind::Flush => {
+                let deleted = e.flags & FLAG_DELETED != 0;
+                e.data_sectors == 0
+                    && (e.old_block == NO_BLOCK || u64::from(e.old_block) < blocks)
+                    && (deleted || (u64::from(e.block) < blocks && e.csums.len() == sectors))
+            }
+            EntryKind::Stabilize | EntryKind::Rollback | EntryKind::Delete => e.data_sectors == 0,
+        }
+    }
+
+    /// Walks the ring from the header's start; returns the valid entries with their
+    /// positions, and where replay stopped.
+    pub(super) fn parse_journal(
+        &self,
+        header: &JournalHeader,
+    ) -> Result<(Vec<(EntryHeader, u64)>, u64), BlockstoreError> {
+        let mut entries = Vec::new();
+        let mut pos = header.start_pos;
+        let mut expected = header.start_seq;
+        let mut session = 0;
+        let mut consumed = 0;
+        while consumed < self.journal.size {
+            let found = match self.parse_entry_at(pos, expected, session) {
+                Ok(entry) => Ok((entry, pos)),
+                Err(first_stop) => {
+                    // An entry that did not fit in the tail of the ring starts at 0.
+                    let wrapped = if pos != 0 {
+                        self.parse_entry_at(0, expected, session).ok()
+                    } else {
+                        None
+                    };
+                    match (wrapped, first_stop) {
+                        (Some(entry), _) => {
+                            consumed += self.journal.size - pos;
+                            Ok((entry, 0))
+                        }
+                        (None, stop) => Err(stop),
+                    }
+                }
+            };
+            match found {
+                Ok((entry, at)) => {
+                    consumed += entry.entry_bytes();
+                    if consumed > self.journal.size {
+                        break;
+                    }
+                    session = entry.session;
+                    expected += 1;
+                    pos = (at + entry.entry_bytes()) % self.journal.size;
+                    entries.push((entry, at));
+                }
+                Err(Stop::End) => break,
+                Err(Stop::Overwritten(seq)) => {
+                    return Err(BlockstoreError::Corrupted {
+                        what: "journal",
+                        detail: format!(
+                            "expected entry {expected} at ring position {pos} but found newer entry {seq}: the journal header is stale or damaged"
+                        ),
+                    })
+                }
+            }
+        }
+        Ok((entries, pos))
+    }
+
+    /// Drops the journal from the first redirected write whose data did not land.
+    fn verify_big_writes(
+        &mut self,
+        entries: &mut Vec<(EntryHeader, u64)>,
+    ) -> Result<(), BlockstoreError> {
+        let granularity = self.sb.bitmap_granularity as usize;
+        for i in 0..entries.len() {
+            let (entry, _) = &entries[i];
+            if entry.kind != EntryKind::BigWrite {
+                continue;
+            }
+            let rewritten_later = entries[i + 1..]
+                .iter()
+                .any(|(e, _)| e.kind == EntryKind::Flush && e.block == entry.block);
+            let already_flushed = self
+                .clean
+                .get(&entry.oid)
+                .is_some_and(|c| c.version >= entry.version);
+            if rewritten_later || already_flushed {
+                continue;
+            }
+            let mut data = AlignedBuf::new(entry.len as usize);
+            let offset = self.sb.block_offset(entry.block) + u64::from(entry.offset);
+            let csums = entry.csums.clone();
+            let seq = entry.seq;
+            self.io_sync(IoKind::Read, offset, &mut data)?;
+            let intact = data
+                .chunks(granularity)
+                .zip(&csums)
+                .all(|(piece, csum)| crc32c::crc32c(piece) == *csum);
+            if !intact {
+                tracing::warn!(seq, "redirected write did not fully reach the disk before the crash; journal ends there");
+                entries.truncate(i);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_entry(&mut self, entry: &EntryHeader, pos: u64, repairs: &mut Repairs) {
+        let oid = entry.oid;
+        let clean_version = self.clean.get(&oid).map_or(0, |c| c.version);
+        let latest = self.latest_version(&oid);
+        let stable = entry.is_stable();
+        let seq = entry.seq;
+        match entry.kind {
+            EntryKind::SmallWrite => {
+                if entry.version <= latest || !self.object_exists(&oid) {
+                    return;
+                }
+                let kind = DirtyKind::Small {
+                    offset: entry.offset,
+                    len: entry.len,
+                    data_pos: pos + SECTOR,
+                    csums: entry.csums.clone().into_boxed_slice(),
+                };
+                self.push_dirty(
+                    oid,
+                    DirtyEntry {
+                        version: entry.version,
+                        seq,
+                        stable,
+                        written: true,
+                        kind,
+                    },
+                );
+            }
+            EntryKind::BigWrite => {
+                if entry.version <= latest {
+                    return;
+                }
+                if self.alloc.is_used(entry.block) {
+                    tracing::warn!(%oid, block = entry.block, seq, "journal names a block that is in use; skipping the stale entry");
+                    return;
+                }
+                self.alloc.mark_used(entry.block);
+                let kind = DirtyKind::Big {
+                    block: entry.block,
+                    offset: entry.offset,
+                    len: entry.len,
+                    csums: entry.csums.clone().into_boxed_slice(),
+                };
+                self.push_dirty(
+                    oid,
+                    DirtyEntry {
+                        version: entry.version,
+                        seq,
+                        stable,
+                        written: true,
+                        kind,
+                    },
+                );
+            }
+            EntryKind::Delete => {
+                if entry.version > latest {
+                    self.push_dirty(
+                        oid,
+                        DirtyEntry {
+                            version: entry.version,
+                            seq,
+                            stable: true,
+                            written: true,
+                            kind: DirtyKind::Delete,
+                        },
+                    );
+                }
+            }
+            EntryKind::Stabilize => {
+                if let Some(chain) = self.dirty.get_mut(&oid) {
+                    chain
+                        .iter_mut()
+                        .filter(|e| e.version <= entry.version)
+                        .for_each(|e| e.stable = true);
+                }
+            }
+            EntryKind::Rollback => {
+                if let Some(chain) = self.dirty.get_mut(&oid) {
+                    let cut = chain
+                        .iter()
+                        .position(|e| e.version > entry.version && !e.stable)
+                        .unwrap_or(chain.len());
+                    let dropped: Vec<DirtyEntry> = chain.drain(cut..).collect();
+                    if chain.is_empty() {
+                        self.dirty.remove(&oid);
+                    }
+                    for block in dropped.iter().filter_map(DirtyEntry::big_block) {
+                        self.alloc.free_later(block, seq);
+                    }
+                }
+            }
+            EntryKind::Flush => self.apply_flush_record(entry, clean_version, repairs),
+        }
+    }
+
+    fn apply_flush_record(
+        &mut self,
+        entry: &EntryHeader,
+        clean_version: u64,
+        repairs: &mut Repairs,
+    ) {
+        let oid = entry.oid;
+        let target = (entry.flags & FLAG_DELETED == 0).then_some(entry.block);
+        repairs.covered.extend(target);
+        if entry.old_block != NO_BLOCK {
+            repairs.covered.insert(entry.old_block);
+        }
+        if entry.version <= clean_version {
+            return;
+        }
+        if let Some(block) = target {
+            if self.clean.owner(block).is_some_and(|owner| owner != oid) {
+                tracing::warn!(%oid, block, seq = entry.seq, "flush record names a block owned by another object; skipping");
+                return;
+            }
+        }
+        let seq = entry.seq;
+        if let Some(chain) = self.dirty.get_mut(&oid) {
+            let cut = chain
+                .iter()
+                .position(|e| e.version > entry.version)
+                .unwrap_or(chain.len());
+            let flushed: Vec<DirtyEntry> = chain.drain(..cut).collect();
+            if chain.is_empty() {
+                self.dirty.remove(&oid);
+            }
+            for block in flushed
+                .iter()
+                .filter_map(DirtyEntry::big_block)
+                .filter(|b| Some(*b) != target)
+            {
+                self.alloc.free_later(block, seq);
+            }
+        }
+        let old = match target {
+            Some(block) => {
+                let meta = MetaEntry {
+                    oid,
+                    version: entry.version,
+                    block,
+                    bitmap: entry.bitmap.clone(),
+                    csums: entry.csums.clone(),
+                };
+                self.alloc.mark_used(block);
+                let old = self.clean.insert(&meta);
+                repairs.redo.insert(block, Some(meta));
+                old
+            }
+            None => self.clean.remove(&oid),
+        };
+        if let Some(old) = old {
+            self.alloc.free_later(old, seq);
+            repairs.redo.insert(old, None);
+        }
+        if entry.old_block != NO_BLOCK && Some(entry.old_block) != target {
+            repairs.redo.entry(entry.old_block).or_insert(None);
+        }
+    }
+
+    /// Writes the metadata slots replay decided on, then fsyncs.
+    fn write_repairs(&mut self, repairs: &Repairs) -> Result<(), BlockstoreError> {
+        if repairs.redo.is_empty() {
+            return Ok(());
+        }
+        let format_id = self.sb.format_id;
+        let mut slot = AlignedBuf::new(SECTOR as usize);
+        for (block, wanted) in &repairs.redo {
+            let owner = self.clean.owner(*block);
+            match (owner, wanted) {
+                (Some(oid), Some(entry))
+                    if entry.oid == oid
+                        && self
+                            .clean
+                            .get(&oid)
+                            .is_some_and(|c| c.version == entry.version) =>
+                {
+                    meta_format::encode_entry(entry, format_id, &mut slot);
+                }
+                (Some(_), _) => continue,
+                (None, _) => meta_format::encode_empty(*block, format_id, &mut slot),
+            }
+            let offset = self.sb.meta_slot_offset(*block);
+            self.io_sync(IoKind::Write, offset, &mut slot)?;
+        }
+        self.io_sync(IoKind::Fsync, 0, &mut [])?;
+        Ok(())
+    }
+}

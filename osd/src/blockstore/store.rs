@@ -1,0 +1,681 @@
+//! The blockstore's state, its public API and the event loop that routes disk completions
+//! to the operations (and the flusher) that are waiting for them.
+
+use super::aligned::AlignedBuf;
+use super::alloc::Allocator;
+use super::clean_index::CleanIndex;
+use super::dirty::{DirtyEntry, DirtyKind, DirtyMap};
+use super::disk::{Disk, IoCompletion, IoKind, IoRequest};
+use super::error::{BlockstoreError, OpError};
+use super::flusher::Flusher;
+use super::journal::JournalRing;
+use super::layout::Superblock;
+use super::read::ReadOp;
+use super::write::{JournalOp, SyncOp, WriteOp};
+use std::collections::{BTreeMap, VecDeque};
+use vitastor_proto::placement::pg_of_stripe;
+use vitastor_proto::{errno, ObjectId};
+
+/// Identifies a submitted operation in its completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+/// An operation on the blockstore.
+#[derive(Debug)]
+pub enum Op {
+    /// Reads the newest completed version. `offset`/`len` must be multiples of the bitmap
+    /// granularity inside one block.
+    Read {
+        oid: ObjectId,
+        offset: u32,
+        len: u32,
+    },
+    /// Writes a new version (`version` 0 = next after the newest). `data.len()` is the length.
+    Write {
+        oid: ObjectId,
+        version: u64,
+        offset: u32,
+        data: AlignedBuf,
+        stable: bool,
+    },
+    /// Makes every write completed before it durable.
+    Sync,
+    /// Marks every version <= `version` stable.
+    Stabilize { oid: ObjectId, version: u64 },
+    /// Drops every unstable version > `version`.
+    Rollback { oid: ObjectId, version: u64 },
+    /// Deletes the object (a stable tombstone version; `version` 0 = next).
+    Delete { oid: ObjectId, version: u64 },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpOutput {
+    Read {
+        version: u64,
+        bitmap: Vec<u8>,
+        data: AlignedBuf,
+    },
+    Version(u64),
+    Done,
+}
+
+impl PartialEq for AlignedBuf {
+    fn eq(&self, other: &AlignedBuf) -> bool {
+        self[..] == other[..]
+    }
+}
+impl Eq for AlignedBuf {}
+
+#[derive(Debug)]
+pub struct Completion {
+    pub id: OpId,
+    pub result: Result<OpOutput, OpError>,
+}
+
+/// One version of one object, as listed for peering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedVersion {
+    pub oid: ObjectId,
+    pub version: u64,
+    pub stable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlockstoreConfig {
+    /// Expected block size; 0 accepts whatever the device was formatted with.
+    pub block_size: u32,
+    /// Keep per-sector checksums of clean blocks in memory when they fit in this budget.
+    pub csum_memory_limit_bytes: u64,
+    /// Complete fsyncs without issuing them (drives with power-loss protection only).
+    pub disable_fsync: bool,
+    /// Start flushing when the journal is this full (percent).
+    pub flush_journal_percent: u64,
+}
+
+impl Default for BlockstoreConfig {
+    fn default() -> Self {
+        BlockstoreConfig {
+            block_size: 0,
+            csum_memory_limit_bytes: 256 << 20,
+            disable_fsync: false,
+            flush_journal_percent: 50,
+        }
+    }
+}
+
+/// Counters for `/osd/stats` and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlockstoreStats {
+    pub reads: u64,
+    pub small_writes: u64,
+    pub big_writes: u64,
+    pub syncs: u64,
+    pub flush_batches: u64,
+    pub flushed_objects: u64,
+    pub csum_errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    Op(usize),
+    Flusher,
+}
+
+pub(super) enum OpState {
+    Read(ReadOp),
+    Write(WriteOp),
+    Sync(SyncOp),
+    Journal(JournalOp),
+}
+
+pub(super) struct OpSlot {
+    pub id: OpId,
+    pub state: OpState,
+    pub pending_io: u32,
+    pub error: Option<OpError>,
+}
+
+pub struct Blockstore<D: Disk> {
+    pub(super) disk: Option<D>,
+    pub(super) sb: Superblock,
+    pub(super) config: BlockstoreConfig,
+    pub(super) clean: CleanIndex,
+    pub(super) dirty: DirtyMap,
+    pub(super) alloc: Allocator,
+    pub(super) journal: JournalRing,
+    pub(super) flusher: Flusher,
+    pub(super) slots: Vec<Option<OpSlot>>,
+    free_slots: Vec<usize>,
+    next_op_id: u64,
+    next_tag: u64,
+    /// In-flight disk requests: tag -> (owner, is a write).
+    inflight: BTreeMap<u64, (Owner, bool)>,
+    /// Syncs waiting for earlier writes to complete before their fsync.
+    pub(super) sync_waiters: Vec<usize>,
+    /// Ops waiting for journal or data space.
+    pub(super) space_waiters: VecDeque<usize>,
+    completions: Vec<Completion>,
+    io_done: Vec<IoCompletion>,
+    /// Bumped whenever data may change under an in-flight read (in-place flush, block reuse).
+    pub(super) mutation_gen: u64,
+    pub(super) stats: BlockstoreStats,
+}
+
+impl<D: Disk> Blockstore<D> {
+    pub(super) fn assemble(disk: D, sb: Superblock, config: BlockstoreConfig) -> Blockstore<D> {
+        let sectors = sb.sectors_per_block();
+        let csum_bytes = sb.block_count * u64::from(sectors) * 4;
+        let csums_in_memory = csum_bytes <= config.csum_memory_limit_bytes;
+        let journal = JournalRing::new(
+            sb.journal_offset + 2 * super::layout::SECTOR,
+            sb.journal_size - 2 * super::layout::SECTOR,
+        );
+        Blockstore {
+            disk: Some(disk),
+            clean: CleanIndex::new(sb.block_count as u32, sectors, csums_in_memory),
+            dirty: DirtyMap::default(),
+            alloc: Allocator::new(sb.block_count as u32),
+            flusher: Flusher::new(),
+            journal,
+            sb,
+            config,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            next_op_id: 1,
+            next_tag: 1,
+            inflight: BTreeMap::new(),
+            sync_waiters: Vec::new(),
+            space_waiters: VecDeque::new(),
+            completions: Vec::new(),
+            io_done: Vec::new(),
+            mutation_gen: 0,
+            stats: BlockstoreStats::default(),
+        }
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn stats(&self) -> BlockstoreStats {
+        self.stats
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.sb.block_size
+    }
+
+    pub fn bitmap_granularity(&self) -> u32 {
+        self.sb.bitmap_granularity
+    }
+
+    /// Bytes of the data area.
+    pub fn size_bytes(&self) -> u64 {
+        self.sb.data_size()
+    }
+
+    /// Bytes of the data area not holding any object version.
+    pub fn free_bytes(&self) -> u64 {
+        self.alloc.free_blocks() * u64::from(self.sb.block_size)
+    }
+
+    pub fn journal_used_bytes(&self) -> u64 {
+        self.journal.used_bytes()
+    }
+
+    /// Bytes of memory held by the metadata index and the journal mirror.
+    pub fn memory_bytes(&self) -> usize {
+        self.clean.memory_bytes() + self.journal.size as usize
+    }
+
+    pub fn csums_in_memory(&self) -> bool {
+        self.clean.csums_in_memory()
+    }
+
+    /// Operations submitted and not yet completed (including the flusher's work).
+    pub fn is_idle(&self) -> bool {
+        self.slots.iter().all(Option::is_none) && self.flusher.is_idle() && self.inflight.is_empty()
+    }
+
+    pub(super) fn disk_mut(&mut self) -> &mut D {
+        self.disk
+            .as_mut()
+            .expect("invariant: the disk is present until into_disk/close")
+    }
+
+    /// Starts an operation; its result comes out of [`Blockstore::take_completions`].
+    pub fn submit(&mut self, op: Op) -> OpId {
+        let id = OpId(self.next_op_id);
+        self.next_op_id += 1;
+        let state = match op {
+            Op::Read { oid, offset, len } => OpState::Read(ReadOp::new(oid, offset, len)),
+            Op::Write {
+                oid,
+                version,
+                offset,
+                data,
+                stable,
+            } => OpState::Write(WriteOp::new(oid, version, offset, data, stable)),
+            Op::Sync => OpState::Sync(SyncOp::default()),
+            Op::Stabilize { oid, version } => OpState::Journal(JournalOp::stabilize(oid, version)),
+            Op::Rollback { oid, version } => OpState::Journal(JournalOp::rollback(oid, version)),
+            Op::Delete { oid, version } => OpState::Journal(JournalOp::delete(oid, version)),
+        };
+        let slot = OpSlot {
+            id,
+            state,
+            pending_io: 0,
+            error: None,
+        };
+        let index = match self.free_slots.pop() {
+            Some(index) => {
+                self.slots[index] = Some(slot);
+                index
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.start_op(index);
+        self.after_progress();
+        id
+    }
+
+    /// Moves finished operations into `out`.
+    pub fn take_completions(&mut self, out: &mut Vec<Completion>) {
+        out.append(&mut self.completions);
+    }
+
+    /// Processes disk completions; with `wait`, blocks until at least one arrives (unless
+    /// nothing is in flight).
+    pub fn poll(&mut self, wait: bool) -> Result<(), BlockstoreError> {
+        let mut done = std::mem::take(&mut self.io_done);
+        let min = usize::from(wait && !self.inflight.is_empty());
+        let result = self.disk_mut().poll(min, &mut done);
+        for completion in done.drain(..) {
+            let Some((owner, _)) = self.inflight.remove(&completion.tag) else {
+                tracing::error!(
+                    tag = completion.tag,
+                    "completion for an unknown disk request"
+                );
+                continue;
+            };
+            match owner {
+                Owner::Op(index) => self.op_io_done(index, completion.result),
+                Owner::Flusher => self.flusher_io_done(completion.result),
+            }
+        }
+        self.io_done = done;
+        result?;
+        self.after_progress();
+        Ok(())
+    }
+
+    /// Submits `op` and drives the blockstore until it completes (for tools and tests).
+    pub fn run(&mut self, op: Op) -> Result<OpOutput, OpError> {
+        let id = self.submit(op);
+        let mut found = None;
+        let mut buffer = Vec::new();
+        loop {
+            self.take_completions(&mut buffer);
+            for completion in buffer.drain(..) {
+                if completion.id == id {
+                    found = Some(completion.result);
+                } else {
+                    self.completions.push(completion);
+                }
+            }
+            if let Some(result) = found {
+                return result;
+            }
+            if let Err(error) = self.poll(true) {
+                return Err(OpError::new(errno::EIO, error.to_string()));
+            }
+        }
+    }
+
+    /// Drives everything in flight (ops and flusher) to completion.
+    pub fn drain(&mut self) -> Result<(), BlockstoreError> {
+        while !self.inflight.is_empty() || !self.flusher.is_idle() || !self.sync_waiters.is_empty()
+        {
+            self.poll(true)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every stable version and trims the journal as far as possible.
+    pub fn flush_all(&mut self) -> Result<(), BlockstoreError> {
+        self.drain()?;
+        loop {
+            self.flusher.force = true;
+            self.after_progress();
+            if self.flusher.is_idle() {
+                break;
+            }
+            self.drain()?;
+        }
+        self.flusher.force = false;
+        Ok(())
+    }
+
+    /// Lists all versions of objects in PG `pg_num` of `pg_count` (objects of inodes in
+    /// `min_inode..=max_inode` only), sorted by object and version.
+    pub fn list(
+        &self,
+        pg_num: u32,
+        pg_count: u32,
+        pg_stripe_size: u64,
+        min_inode: u64,
+        max_inode: u64,
+    ) -> Vec<ListedVersion> {
+        let in_pg = |oid: &ObjectId| {
+            oid.inode >= min_inode
+                && oid.inode <= max_inode
+                && (pg_count == 0
+                    || pg_of_stripe(oid.stripe, pg_stripe_size, pg_count).get() == pg_num)
+        };
+        let mut out = Vec::new();
+        for (oid, clean) in self.clean.iter() {
+            if in_pg(&oid) {
+                out.push(ListedVersion {
+                    oid,
+                    version: clean.version,
+                    stable: true,
+                });
+            }
+        }
+        for (oid, chain) in &self.dirty {
+            if !in_pg(oid) {
+                continue;
+            }
+            for entry in chain
+                .iter()
+                .filter(|e| e.written && !matches!(e.kind, DirtyKind::Delete))
+            {
+                out.push(ListedVersion {
+                    oid: *oid,
+                    version: entry.version,
+                    stable: entry.stable,
+                });
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The newest version of an object (completed or in flight), 0 if none.
+    pub(super) fn latest_version(&self, oid: &ObjectId) -> u64 {
+        match self.dirty.get(oid).and_then(|chain| chain.last()) {
+            Some(entry) => entry.version,
+            None => self.clean.get(oid).map_or(0, |clean| clean.version),
+        }
+    }
+
+    /// Whether the object currently has data (its newest version is not a deletion).
+    pub(super) fn object_exists(&self, oid: &ObjectId) -> bool {
+        match self.dirty.get(oid).and_then(|chain| chain.last()) {
+            Some(entry) => !matches!(entry.kind, DirtyKind::Delete),
+            None => self.clean.get(oid).is_some(),
+        }
+    }
+
+    pub(super) fn push_dirty(&mut self, oid: ObjectId, entry: DirtyEntry) {
+        self.dirty.entry(oid).or_default().push(entry);
+    }
+
+    /// Removes one version from a chain (a failed write); frees its block if it had one.
+    pub(super) fn remove_dirty_version(&mut self, oid: &ObjectId, version: u64) {
+        let Some(chain) = self.dirty.get_mut(oid) else {
+            return;
+        };
+        if let Some(index) = chain.iter().position(|e| e.version == version) {
+            let entry = chain.remove(index);
+            if let Some(block) = entry.big_block() {
+                self.alloc.free_later(block, self.journal.next_seq);
+            }
+        }
+        if chain.is_empty() {
+            self.dirty.remove(oid);
+        }
+    }
+
+    /// Queues a disk request on behalf of `owner`.
+    ///
+    /// # Safety
+    /// `buf` must stay valid and otherwise untouched until the completion is processed:
+    /// callers pass buffers owned by the op slot, the flusher or the journal mirror, none
+    /// of which is dropped or reused while it has requests in flight.
+    pub(super) unsafe fn submit_io(
+        &mut self,
+        owner: Owner,
+        kind: IoKind,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+    ) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.inflight.insert(tag, (owner, kind == IoKind::Write));
+        let request = IoRequest {
+            tag,
+            kind,
+            offset,
+            buf,
+            len,
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.disk_mut().submit(request) };
+        if let Owner::Op(index) = owner {
+            if let Some(slot) = self.slots[index].as_mut() {
+                slot.pending_io += 1;
+            }
+        }
+    }
+
+    /// The tag the next request will get (sync barriers wait for writes below it).
+    pub(super) fn next_tag(&self) -> u64 {
+        self.next_tag
+    }
+
+    /// Whether any write submitted before `tag` is still in flight.
+    pub(super) fn writes_in_flight_before(&self, tag: u64) -> bool {
+        self.inflight
+            .range(..tag)
+            .any(|(_, (_, is_write))| *is_write)
+    }
+
+    pub(super) fn slot_mut(&mut self, index: usize) -> &mut OpSlot {
+        self.slots[index]
+            .as_mut()
+            .expect("invariant: slot of a live op")
+    }
+
+    /// Finishes an op and frees its slot.
+    pub(super) fn complete(&mut self, index: usize, result: Result<OpOutput, OpError>) {
+        let slot = self.slots[index]
+            .take()
+            .expect("invariant: completing a live op");
+        debug_assert_eq!(
+            slot.pending_io, 0,
+            "invariant: no I/O in flight for a completed op"
+        );
+        self.free_slots.push(index);
+        self.completions.push(Completion {
+            id: slot.id,
+            result,
+        });
+    }
+
+    fn start_op(&mut self, index: usize) {
+        let kind = match &self.slot_mut(index).state {
+            OpState::Read(_) => 0,
+            OpState::Write(_) => 1,
+            OpState::Sync(_) => 2,
+            OpState::Journal(_) => 3,
+        };
+        match kind {
+            0 => self.start_read(index),
+            1 => self.start_write(index),
+            2 => self.start_sync(index),
+            _ => self.start_journal_op(index),
+        }
+    }
+
+    fn op_io_done(&mut self, index: usize, result: i32) {
+        let Some(slot) = self.slots[index].as_mut() else {
+            tracing::error!(index, "disk completion for a finished op");
+            return;
+        };
+        slot.pending_io -= 1;
+        if result < 0 && slot.error.is_none() {
+            slot.error = Some(OpError::new(
+                -result,
+                format!("disk I/O failed: {}", errno::name(-result)),
+            ));
+        }
+        if slot.pending_io > 0 {
+            return;
+        }
+        let kind = match &slot.state {
+            OpState::Read(_) => 0,
+            OpState::Write(_) => 1,
+            OpState::Sync(_) => 2,
+            OpState::Journal(_) => 3,
+        };
+        match kind {
+            0 => self.read_io_done(index),
+            1 => self.write_io_done(index),
+            2 => self.sync_io_done(index),
+            _ => self.journal_op_io_done(index),
+        }
+    }
+
+    /// Runs after anything changed: release sync barriers, start the flusher, retry ops
+    /// waiting for space.
+    fn after_progress(&mut self) {
+        let waiters = std::mem::take(&mut self.sync_waiters);
+        for index in waiters {
+            self.try_sync(index);
+        }
+        self.maybe_start_flush();
+        if !self.space_waiters.is_empty() {
+            let waiting: Vec<usize> = self.space_waiters.drain(..).collect();
+            for index in waiting {
+                self.start_op(index);
+            }
+            if !self.space_waiters.is_empty() {
+                self.maybe_start_flush();
+                if self.flusher.is_idle() {
+                    // Nothing can free space: the waiters get ENOSPC.
+                    tracing::debug!(
+                        used = self.journal.used_bytes(),
+                        size = self.journal.size,
+                        free_blocks = self.alloc.free_blocks(),
+                        dirty = self.dirty.len(),
+                        "ENOSPC"
+                    );
+                    let stuck: Vec<usize> = self.space_waiters.drain(..).collect();
+                    for index in stuck {
+                        self.complete(
+                            index,
+                            Err(OpError::new(
+                                errno::ENOSPC,
+                                "no free space in the journal or the data area",
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for everything in flight, then writes a clean-shutdown journal header and
+    /// returns the disk.
+    pub fn close(mut self) -> Result<D, BlockstoreError> {
+        self.drain()?;
+        self.write_journal_header_sync(true)?;
+        Ok(self
+            .disk
+            .take()
+            .expect("invariant: disk present until close"))
+    }
+
+    /// Gives the disk back without any further I/O, abandoning whatever is in flight (for
+    /// crash tests on the simulated disk, whose requests never reference our memory after
+    /// submission).
+    pub fn into_disk(mut self) -> D {
+        self.inflight.clear();
+        self.disk
+            .take()
+            .expect("invariant: disk present until into_disk")
+    }
+
+    /// Synchronous single request (open, close): submit and wait for its completion.
+    pub(super) fn io_sync(
+        &mut self,
+        kind: IoKind,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), BlockstoreError> {
+        debug_assert!(
+            self.inflight.is_empty(),
+            "invariant: synchronous I/O only when idle"
+        );
+        let disk = self.disk.as_mut().expect("invariant: disk present");
+        io_sync(disk, kind, offset, buf)
+    }
+}
+
+/// One request, waited for. For open/prepare/close paths only.
+pub(super) fn io_sync<D: Disk>(
+    disk: &mut D,
+    kind: IoKind,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), BlockstoreError> {
+    let tag = u64::MAX;
+    let request = IoRequest {
+        tag,
+        kind,
+        offset,
+        buf: buf.as_mut_ptr(),
+        len: buf.len(),
+    };
+    // SAFETY: `buf` is borrowed mutably for this whole function, which waits for the
+    // request's completion before returning.
+    unsafe { disk.submit(request) };
+    let mut done = Vec::new();
+    loop {
+        disk.poll(1, &mut done)?;
+        if let Some(completion) = done.iter().find(|c| c.tag == tag) {
+            if completion.result < 0 {
+                let what = match kind {
+                    IoKind::Read => "read",
+                    IoKind::Write => "write",
+                    IoKind::Fsync => "fsync",
+                };
+                return Err(BlockstoreError::Disk {
+                    what,
+                    errno: -completion.result,
+                });
+            }
+            return Ok(());
+        }
+    }
+}
+
+impl<D: Disk> Drop for Blockstore<D> {
+    fn drop(&mut self) {
+        // The kernel may still be reading or writing our buffers: wait for it.
+        if let Some(disk) = self.disk.as_mut() {
+            let mut done = Vec::new();
+            while disk.in_flight() > 0 {
+                if disk.poll(1, &mut done).is_err() {
+                    break;
+                }
+                done.clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Operations that change objects: write (small = journaled, big = redirected to a fresh
+//! block), stabilize, rollback, delete, and sync.
+//!
+//! Every change is applied to the in-memory state when its journal entry is appended, and
+//! becomes visible to readers when its disk writes complete (`written`). A sync waits for
+//! every write submitted before it, then issues one fsync.
+
+use super::aligned::AlignedBuf;
+use super::dirty::{DirtyEntry, DirtyKind};
+use super::disk::{Disk, IoKind};
+use super::error::OpError;
+use super::journal_format::{EntryHeader, EntryKind, FLAG_STABLE, NO_BLOCK};
+use super::layout::SECTOR;
+use super::store::{Blockstore, OpOutput, OpState, Owner};
+use vitastor_proto::{errno, ObjectId};
+
+pub(super) struct WriteOp {
+    oid: ObjectId,
+    requested_version: u64,
+    version: u64,
+    offset: u32,
+    data: AlignedBuf,
+    stable: bool,
+}
+
+impl WriteOp {
+    pub fn new(
+        oid: ObjectId,
+        version: u64,
+        offset: u32,
+        data: AlignedBuf,
+        stable: bool,
+    ) -> WriteOp {
+        WriteOp {
+            oid,
+            requested_version: version,
+            version: 0,
+            offset,
+            data,
+            stable,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct SyncOp {
+    barrier_tag: u64,
+    started: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JournalOpKind {
+    Stabilize,
+    Rollback,
+    Delete,
+}
+
+pub(super) struct JournalOp {
+    kind: JournalOpKind,
+    oid: ObjectId,
+    version: u64,
+}
+
+impl JournalOp {
+    pub fn stabilize(oid: ObjectId, version: u64) -> JournalOp {
+        JournalOp {
+            kind: JournalOpKind::Stabilize,
+            oid,
+            version,
+        }
+    }
+    pub fn rollback(oid: ObjectId, version: u64) -> JournalOp {
+        JournalOp {
+            kind: JournalOpKind::Rollback,
+            oid,
+            version,
+        }
+    }
+    pub fn delete(oid: ObjectId, version: u64) -> JournalOp {
+        JournalOp {
+            kind: JournalOpKind::Delete,
+            oid,
+            version,
+        }
+    }
+}
+
+/// crc32c of each `granularity`-sized piece of `data`.
+pub(super) fn sector_csums(data: &[u8], granularity: u32) -> Box<[u32]> {
+    data.chunks(granularity as usize)
+        .map(crc32c::crc32c)
+        .collect()
+}
+
+fn entry(kind: EntryKind, oid: ObjectId, version: u64, stable: bool) -> EntryHeader {
+    EntryHeader {
+        kind,
+        flags: if stable { FLAG_STABLE } else { 0 },
+        seq: 0,
+        oid,
+        version,
+        offset: 0,
+        len: 0,
+        block: NO_BLOCK,
+        data_sectors: 0,
+        old_block: NO_BLOCK,
+        session: 0,
+        bitmap: Vec::new(),
+        csums: Vec::new(),
+    }
+}
+
+impl<D: Disk> Blockstore<D> {
+    /// Appends an entry to the journal mirror (header, then `data`); returns `(seq, pos)`.
+    pub(super) fn append_entry(
+        &mut self,
+        header: &mut EntryHeader,
+        data: Option<&[u8]>,
+        privileged: bool,
+    ) -> Option<(u64, u64)> {
+        let (seq, pos) = self.journal.append(header.entry_bytes(), privileged)?;
+        header.seq = seq;
+        header.session = self.journal.session;
+        let format_id = self.sb.format_id;
+        header.encode(format_id, self.journal.slice_mut(pos, SECTOR));
+        if let Some(data) = data {
+            self.journal
+                .slice_mut(pos + SECTOR, data.len() as u64)
+                .copy_from_slice(data);
+        }
+        Some((seq, pos))
+    }
+
+    /// Writes the journal entry at `pos` (of `bytes`) to disk on behalf of `owner`.
+    pub(super) fn submit_journal_write(&mut self, owner: Owner, pos: u64, bytes: u64) {
+        let offset = self.journal.disk_offset + pos;
+        let buf = self.journal.ptr_at(pos);
+        // SAFETY: the mirror lives as long as the blockstore and this region is not
+        // rewritten until the journal start passes it, long after the write completes.
+        unsafe { self.submit_io(owner, IoKind::Write, offset, buf, bytes as usize) };
+    }
+
+    fn wait_for_space(&mut self, index: usize) {
+        self.space_waiters.push_back(index);
+    }
+
+    fn refuse_if_broken(&mut self, index: usize) -> bool {
+        if let Some(reason) = &self.flusher.broken {
+            let error = OpError::new(
+                errno::EIO,
+                format!("blockstore stopped accepting changes: {reason}"),
+            );
+            self.complete(index, Err(error));
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn start_write(&mut self, index: usize) {
+        if self.refuse_if_broken(index) {
+            return;
+        }
+        let OpState::Write(op) = &self.slot_mut(index).state else {
+            unreachable!("invariant: write op")
+        };
+        let (oid, requested, offset, len, stable) = (
+            op.oid,
+            op.requested_version,
+            op.offset,
+            op.data.len() as u32,
+            op.stable,
+        );
+        let granularity = self.sb.bitmap_granularity;
+        let block_size = self.sb.block_size;
+        if len == 0
+            || offset % granularity != 0
+            || len % granularity != 0
+            || u64::from(offset) + u64::from(len) > u64::from(block_size)
+        {
+            let message = format!("write {offset}+{len} is not aligned to {granularity} or exceeds the {block_size}-byte block");
+            return self.complete(index, Err(OpError::new(errno::EINVAL, message)));
+        }
+        let latest = self.latest_version(&oid);
+        let version = match requested {
+            0 => latest + 1,
+            v if v <= latest => {
+                let message =
+                    format!("version {v} of {oid} is not newer than the current version {latest}");
+                return self.complete(index, Err(OpError::new(errno::EINVAL, message)));
+            }
+            v => v,
+        };
+        let big = !self.object_exists(&oid) || (offset == 0 && len == block_size);
+        let mut header = entry(
+            if big {
+                EntryKind::BigWrite
+            } else {
+                EntryKind::SmallWrite
+            },
+            oid,
+            version,
+            stable,
+        );
+        header.offset = offset;
+        header.len = len;
+        if big {
+            if !self.journal.fits(SECTOR, false) {
+                return self.wait_for_space(index);
+            }
+            let Some(block) = self.alloc.allocate() else {
+                return self.wait_for_space(index);
+            };
+            let OpState::Write(op) = &mut self.slot_mut(index).state else {
+                unreachable!("invariant: write op")
+            };
+            let csums = sector_csums(&op.data, granularity);
+            op.version = version;
+            let data_ptr = op.data.as_mut_ptr();
+            header.block = block;
+            header.csums = csums.to_vec();
+            let (seq, pos) = self
+                .append_entry(&mut header, None, false)
+                .expect("invariant: space was checked");
+            let kind = DirtyKind::Big {
+                block,
+                offset,
+                len,
+                csums,
+            };
+            self.push_dirty(
+                oid,
+                DirtyEntry {
+                    version,
+                    seq,
+                    stable,
+                    written: false,
+                    kind,
+                },
+            );
+            let data_offset = self.sb.block_offset(block) + u64::from(offset);
+            // SAFETY: the data buffer is owned by this op's slot until the op completes,
+            // which happens only after both writes are reaped.
+            unsafe {
+                self.submit_io(
+                    Owner::Op(index),
+                    IoKind::Write,
+                    data_offset,
+                    data_ptr,
+                    len as usize,
+                )
+            };
+            self.submit_journal_write(Owner::Op(index), pos, SECTOR);
+            self.stats.big_writes += 1;
+        } else {
+            header.data_sectors = (u64::from(len) / SECTOR) as u32;
+            let bytes = header.entry_bytes();
+            if !self.journal.fits(bytes, false) {
+                return self.wait_for_space(index);
+            }
+            let slot = self.slots[index].as_mut().expect("invariant: live op");
+            let OpState::Write(op) = &mut slot.state else {
+                unreachable!("invariant: write op")
+            };
+            op.version = version;
+            let csums = sector_csums(&op.data, granularity);
+            header.csums = csums.to_vec();
+            let data = std::mem::replace(&mut op.data, AlignedBuf::new(0));
+            let (seq, pos) = self
+                .append_entry(&mut header, Some(&data), false)
+                .expect("invariant: space was checked");
+            let kind = DirtyKind::Small {
+                offset,
+                len,
+                data_pos: pos + SECTOR,
+                csums,
+            };
+            self.push_dirty(
+                oid,
+                DirtyEntry {
+                    version,
+                    seq,
+                    stable,
+                    written: false,
+                    kind,
+                },
+            );
+            self.submit_journal_write(Owner::Op(index), pos, bytes);
+            self.stats.small_writes += 1;
+        }
+    }
+
+    pub(super) fn write_io_done(&mut self, index: usize) {
+        let slot = self.slots[index].as_mut().expect("invariant: live op");
+        let OpState::Write(op) = &slot.state else {
+            unreachable!("invariant: write op")
+        };
+        let (oid, version) = (op.oid, op.version);
+        if let Some(error) = slot.error.take() {
+            self.remove_dirty_version(&oid, version);
+            self.flusher.broken = Some(format!("a write failed: {error}"));
+            return self.complete(index, Err(error));
+        }
+        if let Some(entry) = self
+            .dirty
+            .get_mut(&oid)
+            .and_then(|chain| chain.iter_mut().find(|e| e.version == version))
+        {
+            entry.written = true;
+        }
+        self.complete(index, Ok(OpOutput::Version(version)));
+    }
+
+    pub(super) fn start_sync(&mut self, index: usize) {
+        let barrier = self.next_tag();
+        let OpState::Sync(op) = &mut self.slot_mut(index).state else {
+            unreachable!("invariant: sync op")
+        };
+        op.barrier_tag = barrier;
+        self.sync_waiters.push(index);
+    }
+
+    /// Issues the sync's fsync once every write before its barrier has completed.
+    pub(super) fn try_sync(&mut self, index: usize) {
+        let OpState::Sync(op) = &self.slot_mut(index).state else {
+            unreachable!("invariant: sync op")
+        };
+        let (started, barrier) = (op.started, op.barrier_tag);
+        if started {
+            return;
+        }
+        if self.writes_in_flight_before(barrier) {
+            self.sync_waiters.push(index);
+            return;
+        }
+        self.stats.syncs += 1;
+        if self.config.disable_fsync {
+            return self.complete(index, Ok(OpOutput::Done));
+        }
+        let OpState::Sync(op) = &mut self.slot_mut(index).state else {
+            unreachable!("invariant: sync op")
+        };
+        op.started = true;
+        // SAFETY: fsync transfers no data; the null buffer is never touched.
+        unsafe { self.submit_io(Owner::Op(index), IoKind::Fsync, 0, std::ptr::null_mut(), 0) };
+    }
+
+    pub(super) fn sync_io_done(&mut self, index: usize) {
+        if let Some(error) = self.slot_mut(index).error.take() {
+            self.flusher.broken = Some(format!("fsync failed: {error}"));
+            return self.complete(index, Err(error));
+        }
+        self.complete(index, Ok(OpOutput::Done))
+    }
+
+    pub(super) fn start_journal_op(&mut self, index: usize) {
+        if self.refuse_if_broken(index) {
+            return;
+        }
+        let OpState::Journal(op) = &self.slot_mut(index).state else {
+            unreachable!("invariant: journal op")
+        };
+        let (kind, oid, requested) = (op.kind, op.oid, op.version);
+        let latest = self.latest_version(&oid);
+        let clean_version = self.clean.get(&oid).map_or(0, |c| c.version);
+        let chain: &[DirtyEntry] = self.dirty.get(&oid).map_or(&[], |c| c.as_slice());
+        let (version, header_kind, stable) = match kind {
+            JournalOpKind::Stabilize => {
+                if requested == 0 || requested > latest {
+                    let message = format!(
+                        "cannot stabilize {oid} v{requested}: the newest version is {latest}"
+                    );
+                    return self.complete(index, Err(OpError::new(errno::ENOENT, message)));
+                }
+                if chain.iter().all(|e| e.version > requested || e.stable) {
+                    return self.complete(index, Ok(OpOutput::Version(requested)));
+                }
+                (requested, EntryKind::Stabilize, true)
+            }
+            JournalOpKind::Rollback => {
+                if clean_version > requested {
+                    let message = format!("cannot roll {oid} back to v{requested}: v{clean_version} is already flushed");
+                    return self.complete(index, Err(OpError::new(errno::EBUSY, message)));
+                }
+                let dropped: Vec<&DirtyEntry> =
+                    chain.iter().filter(|e| e.version > requested).collect();
+                if dropped.is_empty() {
+                    return self.complete(index, Ok(OpOutput::Version(requested)));
+                }
+                if let Some(busy) = dropped.iter().find(|e| e.stable || !e.written) {
+                    let why = if busy.stable {
+                        "is stable"
+                    } else {
+                        "is still being written"
+                    };
+                    let message = format!(
+                        "cannot roll {oid} back to v{requested}: v{} {why}",
+                        busy.version
+                    );
+                    return self.complete(index, Err(OpError::new(errno::EBUSY, message)));
+                }
+                (requested, EntryKind::Rollback, false)
+            }
+            JournalOpKind::Delete => {
+                let version = match requested {
+                    0 => latest + 1,
+                    v if v <= latest => {
+                        let message =
+                            format!("delete version {v} of {oid} is not newer than {latest}");
+                        return self.complete(index, Err(OpError::new(errno::EINVAL, message)));
+                    }
+                    v => v,
+                };
+                if !self.object_exists(&oid) {
+                    return self.complete(index, Ok(OpOutput::Version(latest)));
+                }
+                (version, EntryKind::Delete, true)
+            }
+        };
+        if !self.journal.fits(SECTOR, false) {
+            return self.wait_for_space(index);
+        }
+        let mut header = entry(header_kind, oid, version, stable);
+        let (seq, pos) = self
+            .append_entry(&mut header, None, false)
+            .expect("invariant: space was checked");
+        match kind {
+            JournalOpKind::Stabilize => {
+                if let Some(chain) = self.dirty.get_mut(&oid) {
+                    chain
+                        .iter_mut()
+                        .filter(|e| e.version <= version)
+                        .for_each(|e| e.stable = true);
+                }
+            }
+            JournalOpKind::Rollback => {
+                if let Some(chain) = self.dirty.get_mut(&oid) {
+                    let cut = chain
+                        .iter()
+                        .position(|e| e.version > version)
+                        .unwrap_or(chain.len());
+                    let dropped: Vec<DirtyEntry> = chain.drain(cut..).collect();
+                    if chain.is_empty() {
+                        self.dirty.remove(&oid);
+                    }
+                    for block in dropped.iter().filter_map(DirtyEntry::big_block) {
+                        self.alloc.free_later(block, seq);
+                    }
+                }
+            }
+            JournalOpKind::Delete => {
+                self.push_dirty(
+                    oid,
+                    DirtyEntry {
+                        version,
+                        seq,
+                        stable: true,
+                        written: false,
+                        kind: DirtyKind::Delete,
+                    },
+                );
+            }
+        }
+        let OpState::Journal(op) = &mut self.slot_mut(index).state else {
+            unreachable!("invariant: journal op")
+        };
+        op.version = version;
+        self.submit_journal_write(Owner::Op(index), pos, SECTOR);
+    }
+
+    pub(super) fn journal_op_io_done(&mut self, index: usize) {
+        let slot = self.slots[index].as_mut().expect("invariant: live op");
+        let OpState::Journal(op) = &slot.state else {
+            unreachable!("invariant: journal op")
+        };
+        let (kind, oid, version) = (op.kind, op.oid, op.version);
+        if let Some(error) = slot.error.take() {
+            self.flusher.broken = Some(format!("a journal write failed: {error}"));
+            return self.complete(index, Err(error));
+        }
+        if kind == JournalOpKind::Delete {
+            if let Some(entry) = self
+                .dirty
+                .get_mut(&oid)
+                .and_then(|c| c.iter_mut().find(|e| e.version == version))
+            {
+                entry.written = true;
+            }
+        }
+        self.complete(index, Ok(OpOutput::Version(version)));
+    }
+}

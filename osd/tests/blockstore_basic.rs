@@ -1,0 +1,368 @@
+//! Blockstore behaviour on the simulated disk: each operation, reopen, and bad input.
+
+use vitastor_osd::blockstore::prepare::prepare;
+use vitastor_osd::blockstore::sim::SimDisk;
+use vitastor_osd::blockstore::{
+    AlignedBuf, Blockstore, BlockstoreConfig, BlockstoreError, FormatOptions, Op, OpOutput,
+};
+use vitastor_proto::errno;
+use vitastor_proto::ObjectId;
+
+const BLOCK: u32 = 128 << 10;
+
+fn formatted(size: u64, journal_size: u64, seed: u64) -> SimDisk {
+    let mut disk = SimDisk::new(size, seed);
+    let options = FormatOptions {
+        journal_size,
+        ..FormatOptions::default()
+    };
+    prepare(&mut disk, &options).expect("prepare");
+    disk
+}
+
+fn open(disk: SimDisk) -> Blockstore<SimDisk> {
+    Blockstore::open(disk, BlockstoreConfig::default()).expect("open")
+}
+
+fn oid(n: u64) -> ObjectId {
+    ObjectId {
+        inode: 1 << 48 | 1,
+        stripe: n * u64::from(BLOCK),
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> AlignedBuf {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    AlignedBuf::from_slice(&data)
+}
+
+fn write(store: &mut Blockstore<SimDisk>, o: ObjectId, offset: u32, data: AlignedBuf) -> u64 {
+    match store.run(Op::Write {
+        oid: o,
+        version: 0,
+        offset,
+        data,
+        stable: true,
+    }) {
+        Ok(OpOutput::Version(v)) => v,
+        other => panic!("write failed: {other:?}"),
+    }
+}
+
+fn read(
+    store: &mut Blockstore<SimDisk>,
+    o: ObjectId,
+    offset: u32,
+    len: u32,
+) -> (u64, Vec<u8>, Vec<u8>) {
+    match store.run(Op::Read {
+        oid: o,
+        offset,
+        len,
+    }) {
+        Ok(OpOutput::Read {
+            version,
+            bitmap,
+            data,
+        }) => (version, bitmap, data.to_vec()),
+        other => panic!("read failed: {other:?}"),
+    }
+}
+
+#[test]
+fn write_read_flush_reopen() {
+    let mut store = open(formatted(64 << 20, 1 << 20, 1));
+    let a = oid(1);
+    assert_eq!(
+        read(&mut store, a, 0, BLOCK).0,
+        0,
+        "never written: version 0"
+    );
+    assert!(read(&mut store, a, 0, BLOCK).2.iter().all(|b| *b == 0));
+    assert_eq!(write(&mut store, a, 8192, pattern(4096, 1)), 1);
+    assert_eq!(write(&mut store, a, 0, pattern(8192, 2)), 2);
+    assert_eq!(write(&mut store, a, 8192, pattern(4096, 3)), 3);
+    let (version, bitmap, data) = read(&mut store, a, 0, 16384);
+    assert_eq!(version, 3);
+    assert_eq!(bitmap[0], 0b0111);
+    assert_eq!(&data[..8192], &pattern(8192, 2)[..]);
+    assert_eq!(&data[8192..12288], &pattern(4096, 3)[..]);
+    assert!(data[12288..].iter().all(|b| *b == 0));
+    store.run(Op::Sync).unwrap();
+    store.flush_all().unwrap();
+    assert_eq!(
+        store.journal_used_bytes(),
+        0,
+        "everything flushed and trimmed"
+    );
+    let (_, _, again) = read(&mut store, a, 0, 16384);
+    assert_eq!(again, data);
+    let disk = store.close().unwrap().reopen(2);
+    let mut store = open(disk);
+    let (version, _, after) = read(&mut store, a, 0, 16384);
+    assert_eq!((version, after), (3, data));
+
+    // Unflushed journal content survives a clean reopen too.
+    write(&mut store, a, 4096, pattern(4096, 9));
+    let b = oid(2);
+    write(&mut store, b, 0, pattern(BLOCK as usize, 4));
+    let disk = store.close().unwrap().reopen(3);
+    let mut store = open(disk);
+    assert_eq!(
+        &read(&mut store, a, 4096, 4096).2[..],
+        &pattern(4096, 9)[..]
+    );
+    assert_eq!(
+        &read(&mut store, b, 0, BLOCK).2[..],
+        &pattern(BLOCK as usize, 4)[..]
+    );
+
+    // Delete, list.
+    store.run(Op::Delete { oid: a, version: 0 }).unwrap();
+    let listed: Vec<u64> = store
+        .list(0, 0, 0, 0, u64::MAX)
+        .iter()
+        .filter(|v| v.oid == a)
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![3, 4],
+        "the delete tombstone itself is not listed"
+    );
+    store.flush_all().unwrap();
+    assert!(read(&mut store, a, 0, BLOCK).2.iter().all(|x| *x == 0));
+    assert!(store.list(0, 0, 0, 0, u64::MAX).iter().all(|v| v.oid != a));
+}
+
+#[test]
+fn unstable_versions_stabilize_and_rollback() {
+    let mut store = open(formatted(32 << 20, 1 << 20, 5));
+    let a = oid(7);
+    let v1 = match store.run(Op::Write {
+        oid: a,
+        version: 0,
+        offset: 0,
+        data: pattern(4096, 1),
+        stable: false,
+    }) {
+        Ok(OpOutput::Version(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    store
+        .run(Op::Write {
+            oid: a,
+            version: 5,
+            offset: 0,
+            data: pattern(4096, 2),
+            stable: false,
+        })
+        .unwrap();
+    let listed = store.list(0, 0, 0, 0, u64::MAX);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|v| (v.version, v.stable))
+            .collect::<Vec<_>>(),
+        vec![(1, false), (5, false)]
+    );
+    assert_eq!(
+        store
+            .run(Op::Stabilize { oid: a, version: 9 })
+            .unwrap_err()
+            .errno,
+        errno::ENOENT
+    );
+    store
+        .run(Op::Stabilize {
+            oid: a,
+            version: v1,
+        })
+        .unwrap();
+    store
+        .run(Op::Rollback {
+            oid: a,
+            version: v1,
+        })
+        .unwrap();
+    assert_eq!(read(&mut store, a, 0, 4096).0, v1);
+    assert_eq!(&read(&mut store, a, 0, 4096).2[..], &pattern(4096, 1)[..]);
+    // A stable version cannot be rolled back.
+    assert_eq!(
+        store
+            .run(Op::Rollback { oid: a, version: 0 })
+            .unwrap_err()
+            .errno,
+        errno::EBUSY
+    );
+    // Old versions are refused.
+    let stale = store.run(Op::Write {
+        oid: a,
+        version: 1,
+        offset: 0,
+        data: pattern(4096, 3),
+        stable: true,
+    });
+    assert_eq!(stale.unwrap_err().errno, errno::EINVAL);
+}
+
+#[test]
+fn bad_requests_are_einval() {
+    let mut store = open(formatted(32 << 20, 1 << 20, 6));
+    let a = oid(1);
+    for (offset, len) in [(100u32, 4096usize), (0, 100), (BLOCK - 4096, 8192), (0, 0)] {
+        let result = store.run(Op::Write {
+            oid: a,
+            version: 0,
+            offset,
+            data: AlignedBuf::new(len),
+            stable: true,
+        });
+        assert_eq!(
+            result.unwrap_err().errno,
+            errno::EINVAL,
+            "write {offset}+{len}"
+        );
+    }
+    assert_eq!(
+        store
+            .run(Op::Read {
+                oid: a,
+                offset: 1,
+                len: 4096
+            })
+            .unwrap_err()
+            .errno,
+        errno::EINVAL
+    );
+    assert_eq!(
+        store
+            .run(Op::Read {
+                oid: a,
+                offset: 0,
+                len: BLOCK * 2
+            })
+            .unwrap_err()
+            .errno,
+        errno::EINVAL
+    );
+}
+
+#[test]
+fn full_data_area_is_enospc_and_old_data_stays() {
+    let mut store = open(formatted(8 << 20, 1 << 20, 7));
+    let blocks = store.superblock().block_count;
+    let mut written = Vec::new();
+    let mut enospc = None;
+    for n in 0..blocks + 4 {
+        match store.run(Op::Write {
+            oid: oid(n),
+            version: 0,
+            offset: 0,
+            data: pattern(BLOCK as usize, n as u8),
+            stable: true,
+        }) {
+            Ok(_) => written.push(n),
+            Err(error) => {
+                enospc = Some(error);
+                break;
+            }
+        }
+    }
+    let error = enospc.expect("the data area must fill up");
+    assert_eq!(error.errno, errno::ENOSPC, "{error}");
+    assert!(written.len() as u64 >= blocks - 1);
+    for n in written {
+        assert_eq!(
+            &read(&mut store, oid(n), 0, BLOCK).2[..],
+            &pattern(BLOCK as usize, n as u8)[..]
+        );
+    }
+}
+
+#[test]
+fn full_journal_of_unstable_writes_is_enospc() {
+    let mut store = open(formatted(16 << 20, 64 << 10, 8));
+    let a = oid(1);
+    store
+        .run(Op::Write {
+            oid: a,
+            version: 0,
+            offset: 0,
+            data: pattern(BLOCK as usize, 1),
+            stable: true,
+        })
+        .unwrap();
+    let mut result = Ok(OpOutput::Done);
+    for i in 0..64 {
+        result = store.run(Op::Write {
+            oid: a,
+            version: 0,
+            offset: 4096,
+            data: pattern(4096, i),
+            stable: false,
+        });
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result.unwrap_err().errno, errno::ENOSPC);
+    assert_eq!(&read(&mut store, a, 0, 4096).2[..], &pattern(4096, 1)[..]);
+}
+
+#[test]
+fn small_journal_keeps_working_through_many_flushes() {
+    let mut store = open(formatted(16 << 20, 64 << 10, 9));
+    for round in 0..200u32 {
+        let o = oid(u64::from(round % 7));
+        write(
+            &mut store,
+            o,
+            (round % 32) * 4096,
+            pattern(4096, round as u8),
+        );
+    }
+    for round in 200 - 32..200u32 {
+        let o = oid(u64::from(round % 7));
+        let (_, _, data) = read(&mut store, o, (round % 32) * 4096, 4096);
+        let newest = (0..200u32)
+            .rev()
+            .find(|r| r % 7 == round % 7 && r % 32 == round % 32)
+            .unwrap();
+        assert_eq!(&data[..], &pattern(4096, newest as u8)[..]);
+    }
+    assert!(store.stats().flush_batches > 0);
+}
+
+#[test]
+fn bad_devices_fail_to_open_with_one_clear_message() {
+    let blank = SimDisk::new(16 << 20, 1);
+    let error = Blockstore::open(blank, BlockstoreConfig::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, BlockstoreError::BadSuperblock(_)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("vitastor-disk prepare"));
+
+    let disk = formatted(16 << 20, 1 << 20, 2);
+    let config = BlockstoreConfig {
+        block_size: 1 << 20,
+        ..BlockstoreConfig::default()
+    };
+    let error = Blockstore::open(disk, config).err().unwrap();
+    assert!(
+        error.to_string().contains("block_size 131072") && error.to_string().contains("1048576"),
+        "{error}"
+    );
+
+    let mut disk = formatted(16 << 20, 1 << 20, 3);
+    disk.flip_bit(8, 0); // format version
+    let error = Blockstore::open(disk, BlockstoreConfig::default())
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("checksum"), "{error}");
+}
