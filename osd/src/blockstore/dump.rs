@@ -4,7 +4,7 @@
 use super::aligned::AlignedBuf;
 use super::disk::{Disk, IoKind};
 use super::error::BlockstoreError;
-use super::journal_format::{EntryKind, NO_BLOCK};
+use super::journal_format::{EntryKind, FLAG_DELETED, NO_BLOCK};
 use super::layout::{Superblock, SECTOR};
 use super::meta_format::{self, MetaSlot};
 use super::store::{io_sync, Blockstore, BlockstoreConfig};
@@ -70,6 +70,22 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
     let header = store.load_journal_header()?;
     store.read_ring()?;
     let (entries, stop_pos) = store.parse_journal(&header)?;
+    let records: Vec<Value> = store
+        .load_flush_records()?
+        .iter()
+        .map(|r| {
+            json!({
+                "batch": r.seq,
+                "index": r.offset,
+                "inode": format!("{:#x}", r.oid.inode),
+                "stripe": format!("{:#x}", r.oid.stripe),
+                "version": r.version,
+                "deleted": r.flags & FLAG_DELETED != 0,
+                "block": (r.block != NO_BLOCK).then_some(r.block),
+                "old_block": (r.old_block != NO_BLOCK).then_some(r.old_block),
+            })
+        })
+        .collect();
     let entries: Vec<Value> = entries
         .iter()
         .map(|(e, pos)| {
@@ -115,5 +131,6 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
         },
         "entries": entries,
         "end_pos": stop_pos,
+        "newest_flush_batch": records,
     }))
 }

@@ -4,19 +4,25 @@
 //! ```text
 //!   Idle --(journal over threshold, space wanted, or flush_all)--> pick objects
 //!     [ReadMeta]      read metadata slots when checksums are not kept in memory
-//!     Records         journal one flush record per object: its block's full new metadata
+//!     Records         write one flush record per object (its block's full new metadata)
+//!                     to the current half of the flush record area
 //!     SyncRecords     fsync (also makes the flushed journal entries durable)
-//!     Data            write journaled sectors in place + the new metadata slots
-//!                     (+ an empty slot for a block the object moved away from)
-//!     SyncData        fsync, then apply to the in-memory index
+//!     Data            write journaled sectors in place
+//!     SyncData        fsync: the data is durable before any metadata points at it
+//!     Meta            write the new metadata slots (+ an empty slot for a block the
+//!                     object moved away from)
+//!     SyncMeta        fsync, then apply to the in-memory index
 //!     Header          write the journal header with the new start
 //!     SyncHeader      fsync, then give journal space and freed blocks back
 //!   --> Idle
 //! ```
 //!
-//! A crash at any point is repaired on open: the flush records replay the metadata, and
-//! in-place data is covered by the journal entries that are only dropped after the header
-//! moves past them.
+//! A crash at any point is repaired on open. Before the metadata phase, the journal still
+//! holds every flushed version, so replay simply keeps them journaled and they are flushed
+//! again. During the metadata phase a slot may be torn; the flush record then supplies the
+//! full metadata (the data is already durable). Only the newest batch can be incomplete, so
+//! the record area has two halves used alternately, and records are not kept in the ring
+//! (where they would use up space while an unstable version pins the journal start).
 
 use super::aligned::AlignedBuf;
 use super::bitmap;
@@ -39,6 +45,8 @@ enum Phase {
     SyncRecords,
     Data,
     SyncData,
+    Meta,
+    SyncMeta,
     Header,
     SyncHeader,
 }
@@ -62,7 +70,27 @@ struct FlushItem {
     /// Target block whose metadata slot must be read first.
     meta_read: Option<AlignedBuf>,
     buffers: Vec<AlignedBuf>,
-    record_seq: u64,
+}
+
+/// The flush record of `item`: record `index` of `count` in batch `batch`. Flush records
+/// reuse the journal entry format with `seq` = batch number, `offset` = index and `len` =
+/// count.
+fn flush_record(item: &FlushItem, batch: u64, index: usize, count: usize) -> EntryHeader {
+    EntryHeader {
+        kind: EntryKind::Flush,
+        flags: FLAG_STABLE | if item.target.is_none() { FLAG_DELETED } else { 0 },
+        seq: batch,
+        oid: item.oid,
+        version: item.version,
+        offset: index as u32,
+        len: count as u32,
+        block: item.target.unwrap_or(NO_BLOCK),
+        data_sectors: 0,
+        old_block: item.old_clean.unwrap_or(NO_BLOCK),
+        session: 0,
+        bitmap: item.bitmap.clone(),
+        csums: if item.target.is_some() { item.csums.clone() } else { Vec::new() },
+    }
 }
 
 pub(super) struct Flusher {
@@ -74,7 +102,10 @@ pub(super) struct Flusher {
     pending_io: u32,
     failed: Option<i32>,
     header_buf: AlignedBuf,
+    records_buf: AlignedBuf,
     trim_to_seq: u64,
+    /// Number of the last flush batch (its records carry it as their `seq`).
+    pub batch_gen: u64,
 }
 
 impl Flusher {
@@ -87,7 +118,9 @@ impl Flusher {
             pending_io: 0,
             failed: None,
             header_buf: AlignedBuf::new(SECTOR as usize),
+            records_buf: AlignedBuf::new(0),
             trim_to_seq: 0,
+            batch_gen: 0,
         }
     }
 
@@ -119,10 +152,7 @@ impl<D: Disk> Blockstore<D> {
             return;
         }
         // Oldest first, so that every batch lets the journal start move forward.
-        let limit = self
-            .journal
-            .max_flush_records()
-            .min((self.journal.free_bytes() / SECTOR) as usize);
+        let limit = self.sb.flush_record_slots() as usize;
         let mut candidates: Vec<(u64, ObjectId, usize)> = Vec::new();
         for (oid, chain) in &self.dirty {
             let prefix_len = chain.iter().take_while(|e| e.stable && e.written).count();
@@ -186,7 +216,6 @@ impl<D: Disk> Blockstore<D> {
             overlays: Vec::new(),
             meta_read: None,
             buffers: Vec::new(),
-            record_seq: 0,
         };
         let overlay_from = match base_index.map(|i| (i, &prefix[i].kind)) {
             Some((i, DirtyKind::Delete)) => {
@@ -305,10 +334,17 @@ impl<D: Disk> Blockstore<D> {
             Phase::Data => {
                 self.flusher.phase = Phase::SyncData;
                 if !self.flusher_fsync() {
+                    self.write_flush_meta();
+                }
+            }
+            Phase::SyncData => self.write_flush_meta(),
+            Phase::Meta => {
+                self.flusher.phase = Phase::SyncMeta;
+                if !self.flusher_fsync() {
                     self.finish_flush_batch();
                 }
             }
-            Phase::SyncData => self.finish_flush_batch(),
+            Phase::SyncMeta => self.finish_flush_batch(),
             Phase::Header => {
                 self.flusher.phase = Phase::SyncHeader;
                 if !self.flusher_fsync() {
@@ -349,86 +385,67 @@ impl<D: Disk> Blockstore<D> {
 
     fn write_flush_records(&mut self) {
         self.flusher.phase = Phase::Records;
-        let mut items = std::mem::take(&mut self.flusher.items);
-        for item in items.iter_mut() {
+        self.flusher.batch_gen += 1;
+        let batch = self.flusher.batch_gen;
+        let format_id = self.sb.format_id;
+        let count = self.flusher.items.len();
+        let mut buf = AlignedBuf::new(count * SECTOR as usize);
+        for (index, item) in self.flusher.items.iter_mut().enumerate() {
             for (sector, _, csum) in &item.overlays {
                 item.csums[*sector as usize] = *csum;
             }
+            let header = flush_record(item, batch, index, count);
+            header.encode(format_id, &mut buf[index * SECTOR as usize..(index + 1) * SECTOR as usize]);
         }
-        let mut written = Vec::new();
-        for mut item in items {
-            let mut header = EntryHeader {
-                kind: EntryKind::Flush,
-                flags: FLAG_STABLE
-                    | if item.target.is_none() {
-                        FLAG_DELETED
-                    } else {
-                        0
-                    },
-                seq: 0,
-                oid: item.oid,
-                version: item.version,
-                offset: 0,
-                len: 0,
-                block: item.target.unwrap_or(NO_BLOCK),
-                data_sectors: 0,
-                old_block: item.old_clean.unwrap_or(NO_BLOCK),
-                session: 0,
-                bitmap: item.bitmap.clone(),
-                csums: if item.target.is_some() {
-                    item.csums.clone()
-                } else {
-                    Vec::new()
-                },
-            };
-            let Some((seq, pos)) = self.append_entry(&mut header, None, true) else {
-                break;
-            };
-            item.record_seq = seq;
-            written.push((item, pos));
-        }
-        let positions: Vec<u64> = written.iter().map(|(_, pos)| *pos).collect();
-        self.flusher.items = written.into_iter().map(|(item, _)| item).collect();
-        if positions.is_empty() {
-            self.flusher.phase = Phase::Idle;
-            return;
-        }
-        for pos in positions {
-            let offset = self.journal.disk_offset + pos;
-            let ptr = self.journal.ptr_at(pos);
-            self.flusher_submit(IoKind::Write, offset, ptr, SECTOR as usize);
-        }
+        let offset = self.sb.flush_record_offset(batch % 2);
+        let ptr = buf.as_mut_ptr();
+        self.flusher.records_buf = buf;
+        self.flusher_submit(IoKind::Write, offset, ptr, count * SECTOR as usize);
     }
 
     fn write_flush_data(&mut self) {
         self.flusher.phase = Phase::Data;
         self.mutation_gen += 1;
         let granularity = u64::from(self.sb.bitmap_granularity);
-        let format_id = self.sb.format_id;
         let mut requests: Vec<(u64, *mut u8, usize)> = Vec::new();
         let mut items = std::mem::take(&mut self.flusher.items);
         for item in items.iter_mut() {
+            let Some(target) = item.target else { continue };
+            let mut runs: Vec<(u32, Vec<u64>)> = Vec::new();
+            for (sector, pos, _) in &item.overlays {
+                match runs.last_mut() {
+                    Some((first, positions)) if *first + positions.len() as u32 == *sector => positions.push(*pos),
+                    _ => runs.push((*sector, vec![*pos])),
+                }
+            }
+            for (first, positions) in runs {
+                let mut buf = AlignedBuf::new((positions.len() as u64 * granularity) as usize);
+                for (i, pos) in positions.iter().enumerate() {
+                    let at = i * granularity as usize;
+                    buf[at..at + granularity as usize].copy_from_slice(self.journal.slice(*pos, granularity));
+                }
+                let offset = self.sb.block_offset(target) + u64::from(first) * granularity;
+                requests.push((offset, buf.as_mut_ptr(), buf.len()));
+                item.buffers.push(buf);
+            }
+        }
+        self.flusher.items = items;
+        if requests.is_empty() {
+            return self.write_flush_meta();
+        }
+        for (offset, ptr, len) in requests {
+            self.flusher_submit(IoKind::Write, offset, ptr, len);
+        }
+    }
+
+    fn write_flush_meta(&mut self) {
+        self.flusher.phase = Phase::Meta;
+        let format_id = self.sb.format_id;
+        let mut requests: Vec<(u64, *mut u8)> = Vec::new();
+        let mut items = std::mem::take(&mut self.flusher.items);
+        for item in items.iter_mut() {
+            item.buffers.clear();
             if let Some(target) = item.target {
-                let mut runs: Vec<(u32, Vec<u64>)> = Vec::new();
-                for (sector, pos, _) in &item.overlays {
-                    match runs.last_mut() {
-                        Some((first, positions)) if *first + positions.len() as u32 == *sector => {
-                            positions.push(*pos)
-                        }
-                        _ => runs.push((*sector, vec![*pos])),
-                    }
-                }
-                for (first, positions) in runs {
-                    let mut buf = AlignedBuf::new((positions.len() as u64 * granularity) as usize);
-                    for (i, pos) in positions.iter().enumerate() {
-                        let at = i * granularity as usize;
-                        buf[at..at + granularity as usize]
-                            .copy_from_slice(self.journal.slice(*pos, granularity));
-                    }
-                    let offset = self.sb.block_offset(target) + u64::from(first) * granularity;
-                    requests.push((offset, buf.as_mut_ptr(), buf.len()));
-                    item.buffers.push(buf);
-                }
                 let entry = MetaEntry {
                     oid: item.oid,
                     version: item.version,
@@ -438,27 +455,22 @@ impl<D: Disk> Blockstore<D> {
                 };
                 let mut slot = AlignedBuf::new(SECTOR as usize);
                 meta_format::encode_entry(&entry, format_id, &mut slot);
-                requests.push((
-                    self.sb.meta_slot_offset(target),
-                    slot.as_mut_ptr(),
-                    SECTOR as usize,
-                ));
+                requests.push((self.sb.meta_slot_offset(target), slot.as_mut_ptr()));
                 item.buffers.push(slot);
             }
             if let Some(old) = item.old_clean {
                 let mut slot = AlignedBuf::new(SECTOR as usize);
                 meta_format::encode_empty(old, format_id, &mut slot);
-                requests.push((
-                    self.sb.meta_slot_offset(old),
-                    slot.as_mut_ptr(),
-                    SECTOR as usize,
-                ));
+                requests.push((self.sb.meta_slot_offset(old), slot.as_mut_ptr()));
                 item.buffers.push(slot);
             }
         }
         self.flusher.items = items;
-        for (offset, ptr, len) in requests {
-            self.flusher_submit(IoKind::Write, offset, ptr, len);
+        if requests.is_empty() {
+            return self.finish_flush_batch();
+        }
+        for (offset, ptr) in requests {
+            self.flusher_submit(IoKind::Write, offset, ptr, SECTOR as usize);
         }
     }
 
@@ -490,7 +502,7 @@ impl<D: Disk> Blockstore<D> {
                 }
             }
             for block in item.old_clean.into_iter().chain(item.superseded) {
-                self.alloc.free_later(block, item.record_seq);
+                self.alloc.free_later(block, self.journal.next_seq);
             }
             self.stats.flushed_objects += 1;
         }

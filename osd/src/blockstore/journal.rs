@@ -12,6 +12,16 @@ use super::aligned::AlignedBuf;
 use super::layout::SECTOR;
 use std::collections::VecDeque;
 
+/// Who is appending: stabilize and rollback may use the reserve, because they are what
+/// releases versions that pin the journal start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryClass {
+    /// Writes and deletes.
+    Regular,
+    /// Stabilize and rollback.
+    Unpin,
+}
+
 pub struct JournalRing {
     pub mirror: AlignedBuf,
     /// Disk offset of ring position 0.
@@ -24,7 +34,7 @@ pub struct JournalRing {
     used: u64,
     /// (seq, position) of every entry from the start, in order.
     entries: VecDeque<(u64, u64)>,
-    /// Bytes only the flusher may use, so it can always write its records.
+    /// Bytes only stabilize/rollback may use.
     pub reserve_bytes: u64,
     pub header_generation: u64,
     pub session: u64,
@@ -32,7 +42,7 @@ pub struct JournalRing {
 
 impl JournalRing {
     pub fn new(disk_offset: u64, size: u64) -> JournalRing {
-        let reserve_bytes = (size / 8 / SECTOR).clamp(2, 64) * SECTOR;
+        let reserve_bytes = (size / 16 / SECTOR).clamp(1, 16) * SECTOR;
         JournalRing {
             mirror: AlignedBuf::new(size as usize),
             disk_offset,
@@ -49,9 +59,12 @@ impl JournalRing {
         }
     }
 
-    /// Largest number of flush records one flush batch may write.
-    pub fn max_flush_records(&self) -> usize {
-        (self.reserve_bytes / SECTOR) as usize
+    /// Free bytes each class of entry must leave behind.
+    fn kept_free(&self, class: EntryClass) -> u64 {
+        match class {
+            EntryClass::Regular => self.reserve_bytes,
+            EntryClass::Unpin => 0,
+        }
     }
 
     /// Restores the state found by replay: entries `(seq, pos)` from the start on.
@@ -85,19 +98,14 @@ impl JournalRing {
     }
 
     /// Whether an entry of `bytes` would fit now.
-    pub fn fits(&self, bytes: u64, privileged: bool) -> bool {
-        let skip = if self.next_pos + bytes > self.size {
-            self.size - self.next_pos
-        } else {
-            0
-        };
-        let reserve = if privileged { 0 } else { self.reserve_bytes };
-        self.used + skip + bytes + reserve <= self.size
+    pub fn fits(&self, bytes: u64, class: EntryClass) -> bool {
+        let skip = if self.next_pos + bytes > self.size { self.size - self.next_pos } else { 0 };
+        self.used + skip + bytes + self.kept_free(class) <= self.size
     }
 
     /// Appends an entry of `bytes`; returns `(seq, pos)` or `None` when the ring is full.
-    pub fn append(&mut self, bytes: u64, privileged: bool) -> Option<(u64, u64)> {
-        if !self.fits(bytes, privileged) {
+    pub fn append(&mut self, bytes: u64, class: EntryClass) -> Option<(u64, u64)> {
+        if !self.fits(bytes, class) {
             return None;
         }
         let mut pos = self.next_pos;
@@ -173,22 +181,22 @@ mod tests {
     #[test]
     fn append_wrap_and_trim() {
         let mut ring = JournalRing::new(8192, 16 * SECTOR);
-        ring.reserve_bytes = 2 * SECTOR;
-        let (s1, p1) = ring.append(4 * SECTOR, false).unwrap();
-        let (s2, p2) = ring.append(8 * SECTOR, false).unwrap();
+        ring.reserve_bytes = SECTOR;
+        let (s1, p1) = ring.append(4 * SECTOR, EntryClass::Regular).unwrap();
+        let (s2, p2) = ring.append(8 * SECTOR, EntryClass::Regular).unwrap();
         assert_eq!((s1, p1, s2, p2), (1, 0, 2, 4 * SECTOR));
-        assert!(ring.append(4 * SECTOR, false).is_none(), "reserve is kept");
-        assert!(ring.fits(4 * SECTOR, true));
+        assert!(ring.append(4 * SECTOR, EntryClass::Regular).is_none(), "the reserve is kept");
+        assert!(ring.fits(4 * SECTOR, EntryClass::Unpin));
         ring.trim(2);
         assert_eq!(
             (ring.start_pos, ring.start_seq, ring.used_bytes()),
             (4 * SECTOR, 2, 8 * SECTOR)
         );
         // 4 sectors left at the end, 4 free at the beginning: a 6-sector entry wraps to 0.
-        assert!(ring.append(6 * SECTOR, false).is_none());
-        let (s3, p3) = ring.append(4 * SECTOR, false).unwrap();
+        assert!(ring.append(6 * SECTOR, EntryClass::Unpin).is_none());
+        let (s3, p3) = ring.append(4 * SECTOR, EntryClass::Unpin).unwrap();
         assert_eq!((s3, p3), (3, 12 * SECTOR));
-        let (s4, p4) = ring.append(2 * SECTOR, false).unwrap();
+        let (s4, p4) = ring.append(2 * SECTOR, EntryClass::Regular).unwrap();
         assert_eq!((s4, p4), (4, 0));
         ring.trim(5);
         assert_eq!(

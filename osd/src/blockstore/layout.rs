@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | superblock | 0 | 4 KiB | [`Superblock`], crc32c in the last 4 bytes |
 //! | metadata | `meta_offset` | `blocks x 4 KiB` | one sealed 4 KiB slot per data block ([`super::meta_format`]) |
-//! | journal | `journal_offset` | `journal_size` | two 4 KiB header copies, then the entry ring ([`super::journal_format`]) |
+//! | journal | `journal_offset` | `journal_size` | two 4 KiB header copies, two halves of the flush record area (`R` sectors each), then the entry ring ([`super::journal_format`]) |
 //! | data | `data_offset` | `blocks x block_size` | object data, written in place or redirected to fresh blocks |
 //!
 //! Superblock fields (little-endian):
@@ -216,6 +216,22 @@ impl Superblock {
 
     pub fn meta_slot_offset(&self, block: u32) -> u64 {
         self.meta_offset + u64::from(block) * SECTOR
+    }
+
+    /// Flush records one batch may write (`R`): 1/16 of the journal, 1..=64 sectors.
+    pub fn flush_record_slots(&self) -> u64 {
+        (self.journal_size / SECTOR / 16).clamp(1, 64)
+    }
+
+    /// Disk offset of half `half` (0 or 1) of the flush record area.
+    pub fn flush_record_offset(&self, half: u64) -> u64 {
+        self.journal_offset + (2 + half * self.flush_record_slots()) * SECTOR
+    }
+
+    /// Disk offset and size of the entry ring.
+    pub fn ring_area(&self) -> (u64, u64) {
+        let before_ring = (2 + 2 * self.flush_record_slots()) * SECTOR;
+        (self.journal_offset + before_ring, self.journal_size - before_ring)
     }
 
     pub fn data_size(&self) -> u64 {

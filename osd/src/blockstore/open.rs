@@ -11,7 +11,9 @@
 //! 4. Redirected writes are checked against their data checksums (unless a later flush
 //!    record rewrote the block); a torn one ends the journal there.
 //! 5. If the journal was closed cleanly, it must end exactly where it was closed.
-//! 6. Entries are applied in order; flush records are redone on the metadata area.
+//! 6. Entries are applied in order. A flush record is applied only when one of its
+//!    metadata slots is torn (the crash hit the metadata phase, so the data is durable);
+//!    otherwise its versions simply stay journaled and are flushed again.
 //! 7. A damaged metadata slot that no flush record covers is corruption.
 //! 8. A new session starts: the header is rewritten before anything else happens.
 
@@ -43,6 +45,8 @@ struct Repairs {
     redo: BTreeMap<u32, Option<MetaEntry>>,
     /// Blocks mentioned by any flush record (their slots may legitimately be torn).
     covered: BTreeSet<u32>,
+    /// Blocks whose metadata slot is damaged.
+    suspects: BTreeSet<u32>,
 }
 
 impl<D: Disk> Blockstore<D> {
@@ -66,7 +70,9 @@ impl<D: Disk> Blockstore<D> {
     fn load(&mut self) -> Result<(), BlockstoreError> {
         let mut repairs = Repairs::default();
         let suspects = self.load_meta(&mut repairs)?;
+        repairs.suspects = suspects.iter().copied().collect();
         let header = self.load_journal_header()?;
+        let records = self.load_flush_records()?;
         self.read_ring()?;
         let (mut entries, stop_pos) = self.parse_journal(&header)?;
         self.verify_big_writes(&mut entries)?;
@@ -81,29 +87,72 @@ impl<D: Disk> Blockstore<D> {
             });
         }
         for (entry, pos) in &entries {
-            self.apply_entry(entry, *pos, &mut repairs);
+            self.apply_entry(entry, *pos);
+        }
+        for record in &records {
+            self.apply_flush_record(record, end_seq, &mut repairs);
         }
         for block in &suspects {
             if !repairs.covered.contains(block) && !repairs.redo.contains_key(block) {
                 return Err(BlockstoreError::Corrupted {
                     what: "metadata",
-                    detail: format!(
-                        "the slot of data block {block} is damaged and no journal record covers it"
-                    ),
+                    detail: format!("the slot of data block {block} is damaged and no flush record covers it"),
                 });
             }
             repairs.redo.entry(*block).or_insert(None);
         }
         self.write_repairs(&repairs)?;
-        let positions = entries
-            .iter()
-            .map(|(e, pos)| (e.seq, *pos, e.entry_bytes()))
-            .collect();
-        self.journal
-            .restore(header.start_pos, header.start_seq, positions);
+        let positions = entries.iter().map(|(e, pos)| (e.seq, *pos, e.entry_bytes())).collect();
+        self.journal.restore(header.start_pos, header.start_seq, positions);
+        self.erase_stale_entries()?;
         self.journal.header_generation = header.generation;
         self.journal.session = header.session + 1;
         self.write_journal_header_sync(false)?;
+        Ok(())
+    }
+
+    /// The records of the newest flush batch (the only one that may be incomplete).
+    pub(super) fn load_flush_records(&mut self) -> Result<Vec<EntryHeader>, BlockstoreError> {
+        let slots = self.sb.flush_record_slots();
+        let mut buf = AlignedBuf::new((2 * slots * SECTOR) as usize);
+        self.io_sync(IoKind::Read, self.sb.flush_record_offset(0), &mut buf)?;
+        let bitmap_len = bitmap_bytes(self.sb.sectors_per_block());
+        let mut records: Vec<EntryHeader> = buf
+            .chunks(SECTOR as usize)
+            .filter_map(|sector| EntryHeader::decode(sector, self.sb.format_id, bitmap_len))
+            .filter(|r| r.kind == EntryKind::Flush && self.entry_is_consistent(r))
+            .collect();
+        let newest = records.iter().map(|r| r.seq).max().unwrap_or(0);
+        self.flusher.batch_gen = newest;
+        records.retain(|r| r.seq == newest);
+        records.sort_by_key(|r| r.offset);
+        Ok(records)
+    }
+
+    /// Zeroes every entry header in the free part of the ring that carries a sequence
+    /// number replay could expect later: entries written before a crash but not replayed
+    /// (torn, or after a torn one). Otherwise, once new entries skip over such a position
+    /// (an entry that does not fit the ring's tail starts at 0), a later replay could take
+    /// the old entry for the next one.
+    fn erase_stale_entries(&mut self) -> Result<(), BlockstoreError> {
+        let size = self.journal.size;
+        let next_seq = self.journal.next_seq;
+        let bitmap_len = bitmap_bytes(self.sb.sectors_per_block());
+        let mut stale = Vec::new();
+        for k in 0..self.journal.free_bytes() / SECTOR {
+            let pos = (self.journal.next_pos + k * SECTOR) % size;
+            if let Some(entry) = EntryHeader::decode(self.journal.slice(pos, SECTOR), self.sb.format_id, bitmap_len) {
+                if entry.seq >= next_seq {
+                    stale.push(pos);
+                }
+            }
+        }
+        let mut zero = AlignedBuf::new(SECTOR as usize);
+        for pos in stale {
+            self.journal.slice_mut(pos, SECTOR).fill(0);
+            let offset = self.journal.disk_offset + pos;
+            self.io_sync(IoKind::Write, offset, &mut zero)?;
+        }
         Ok(())
     }
 
@@ -327,35 +376,40 @@ impl<D: Disk> Blockstore<D> {
     }
 
     /// Drops the journal from the first redirected write whose data did not land.
-    fn verify_big_writes(
-        &mut self,
-        entries: &mut Vec<(EntryHeader, u64)>,
-    ) -> Result<(), BlockstoreError> {
-        let granularity = self.sb.bitmap_granularity as usize;
+    ///
+    /// Sectors that a later small write of the same object covers are not checked: the
+    /// flusher may have been rewriting exactly those in place when the power went, and
+    /// reads take them from the journal anyway.
+    fn verify_big_writes(&mut self, entries: &mut Vec<(EntryHeader, u64)>) -> Result<(), BlockstoreError> {
+        let granularity = self.sb.bitmap_granularity;
         for i in 0..entries.len() {
             let (entry, _) = &entries[i];
             if entry.kind != EntryKind::BigWrite {
                 continue;
             }
-            let rewritten_later = entries[i + 1..]
-                .iter()
-                .any(|(e, _)| e.kind == EntryKind::Flush && e.block == entry.block);
-            let already_flushed = self
-                .clean
-                .get(&entry.oid)
-                .is_some_and(|c| c.version >= entry.version);
-            if rewritten_later || already_flushed {
+            if self.clean.get(&entry.oid).is_some_and(|c| c.version >= entry.version) {
                 continue;
             }
+            let first_sector = entry.offset / granularity;
+            let overlaid = |sector: u32| {
+                entries[i + 1..].iter().any(|(later, _)| {
+                    later.kind == EntryKind::SmallWrite
+                        && later.oid == entry.oid
+                        && sector >= later.offset / granularity
+                        && sector < (later.offset + later.len) / granularity
+                })
+            };
+            let checked: Vec<bool> = (0..entry.csums.len() as u32).map(|k| !overlaid(first_sector + k)).collect();
             let mut data = AlignedBuf::new(entry.len as usize);
             let offset = self.sb.block_offset(entry.block) + u64::from(entry.offset);
             let csums = entry.csums.clone();
             let seq = entry.seq;
             self.io_sync(IoKind::Read, offset, &mut data)?;
             let intact = data
-                .chunks(granularity)
+                .chunks(granularity as usize)
                 .zip(&csums)
-                .all(|(piece, csum)| crc32c::crc32c(piece) == *csum);
+                .zip(&checked)
+                .all(|((piece, csum), check)| !check || crc32c::crc32c(piece) == *csum);
             if !intact {
                 tracing::warn!(seq, "redirected write did not fully reach the disk before the crash; journal ends there");
                 entries.truncate(i);
@@ -365,15 +419,19 @@ impl<D: Disk> Blockstore<D> {
         Ok(())
     }
 
-    fn apply_entry(&mut self, entry: &EntryHeader, pos: u64, repairs: &mut Repairs) {
+    fn apply_entry(&mut self, entry: &EntryHeader, pos: u64) {
         let oid = entry.oid;
-        let clean_version = self.clean.get(&oid).map_or(0, |c| c.version);
+        if matches!(entry.kind, EntryKind::SmallWrite | EntryKind::BigWrite | EntryKind::Delete) {
+            self.start_new_life_if_restarted(entry);
+        }
         let latest = self.latest_version(&oid);
         let stable = entry.is_stable();
         let seq = entry.seq;
         match entry.kind {
             EntryKind::SmallWrite => {
-                if entry.version <= latest || !self.object_exists(&oid) {
+                // No check that the object exists: its base may be in a metadata slot torn
+                // by a crash, which the newest flush batch's record restores after the ring.
+                if entry.version <= latest {
                     return;
                 }
                 let kind = DirtyKind::Small {
@@ -456,17 +514,36 @@ impl<D: Disk> Blockstore<D> {
                     }
                 }
             }
-            EntryKind::Flush => self.apply_flush_record(entry, clean_version, repairs),
+            EntryKind::Flush => {
+                tracing::warn!(seq, "flush record inside the ring; ignored");
+            }
         }
     }
 
-    fn apply_flush_record(
-        &mut self,
-        entry: &EntryHeader,
-        clean_version: u64,
-        repairs: &mut Repairs,
-    ) {
+    /// Versions of an object start again at 1 after its deletion has been flushed. A write
+    /// entry not newer than a journaled delete therefore belongs to a new life of the
+    /// object: the old life (delete included) was flushed and is dropped.
+    fn start_new_life_if_restarted(&mut self, entry: &EntryHeader) {
+        let restarted = self
+            .dirty
+            .get(&entry.oid)
+            .and_then(|chain| chain.last())
+            .is_some_and(|last| matches!(last.kind, DirtyKind::Delete) && entry.version <= last.version);
+        if !restarted {
+            return;
+        }
+        if let Some(old_life) = self.dirty.remove(&entry.oid) {
+            for block in old_life.iter().filter_map(DirtyEntry::big_block) {
+                self.alloc.free_later(block, entry.seq);
+            }
+        }
+    }
+
+    /// Applies a record of the newest flush batch (after the ring), if its metadata phase
+    /// had started; `free_tag` is the journal position blocks it frees must wait for.
+    fn apply_flush_record(&mut self, entry: &EntryHeader, free_tag: u64, repairs: &mut Repairs) {
         let oid = entry.oid;
+        let clean_version = self.clean.get(&oid).map_or(0, |c| c.version);
         let target = (entry.flags & FLAG_DELETED == 0).then_some(entry.block);
         repairs.covered.extend(target);
         if entry.old_block != NO_BLOCK {
@@ -475,13 +552,19 @@ impl<D: Disk> Blockstore<D> {
         if entry.version <= clean_version {
             return;
         }
+        let torn = |block: u32| block != NO_BLOCK && repairs.suspects.contains(&block);
+        if !target.is_some_and(torn) && !torn(entry.old_block) {
+            // The metadata phase had not started: the data may not be durable, so the
+            // versions stay journaled (already in the chains) and will be flushed again.
+            return;
+        }
         if let Some(block) = target {
             if self.clean.owner(block).is_some_and(|owner| owner != oid) {
-                tracing::warn!(%oid, block, seq = entry.seq, "flush record names a block owned by another object; skipping");
+                tracing::warn!(%oid, block, "flush record names a block owned by another object; skipping");
                 return;
             }
         }
-        let seq = entry.seq;
+        let seq = free_tag;
         if let Some(chain) = self.dirty.get_mut(&oid) {
             let cut = chain
                 .iter()

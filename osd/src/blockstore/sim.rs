@@ -113,6 +113,11 @@ impl SimDisk {
         SimDisk::from_image(std::mem::take(&mut self.current), seed)
     }
 
+    /// An independent copy of what reads see now (for inspecting a disk without touching it).
+    pub fn snapshot(&self, seed: u64) -> SimDisk {
+        SimDisk::from_image(self.current.clone(), seed)
+    }
+
     /// Flips one bit at rest (in both images), as media corruption would.
     pub fn flip_bit(&mut self, offset: u64, bit: u8) {
         self.current[offset as usize] ^= 1 << (bit % 8);

@@ -30,7 +30,8 @@ pub enum Op {
         offset: u32,
         len: u32,
     },
-    /// Writes a new version (`version` 0 = next after the newest). `data.len()` is the length.
+    /// Writes a new version (`version` 0 = next after the newest). `data.len()` is the
+    /// length. A stable write also makes every older version stable.
     Write {
         oid: ObjectId,
         version: u64,
@@ -166,10 +167,8 @@ impl<D: Disk> Blockstore<D> {
         let sectors = sb.sectors_per_block();
         let csum_bytes = sb.block_count * u64::from(sectors) * 4;
         let csums_in_memory = csum_bytes <= config.csum_memory_limit_bytes;
-        let journal = JournalRing::new(
-            sb.journal_offset + 2 * super::layout::SECTOR,
-            sb.journal_size - 2 * super::layout::SECTOR,
-        );
+        let (ring_offset, ring_size) = sb.ring_area();
+        let journal = JournalRing::new(ring_offset, ring_size);
         Blockstore {
             disk: Some(disk),
             clean: CleanIndex::new(sb.block_count as u32, sectors, csums_in_memory),
@@ -226,6 +225,44 @@ impl<D: Disk> Blockstore<D> {
     /// Bytes of memory held by the metadata index and the journal mirror.
     pub fn memory_bytes(&self) -> usize {
         self.clean.memory_bytes() + self.journal.size as usize
+    }
+
+    /// A one-paragraph summary of the in-memory state, for test failures and debugging.
+    pub fn debug_summary(&self) -> String {
+        let mut chains: Vec<String> = self
+            .dirty
+            .iter()
+            .map(|(oid, chain)| {
+                let versions: Vec<String> = chain
+                    .iter()
+                    .map(|e| {
+                        let kind = match &e.kind {
+                            DirtyKind::Small { .. } => "small".to_string(),
+                            DirtyKind::Big { block, .. } => format!("big{block}"),
+                            DirtyKind::Delete => "del".to_string(),
+                        };
+                        format!("v{}@{}{}{}{kind}", e.version, e.seq, if e.stable { "s" } else { "u" }, if e.written { "" } else { "!" })
+                    })
+                    .collect();
+                format!("{oid}: [{}]", versions.join(" "))
+            })
+            .collect();
+        chains.sort();
+        format!(
+            "journal start seq {} pos {}, next seq {} pos {}, used {} of {}; flusher idle {} broken {:?}; free blocks {} pending {}; clean: {:?}; chains: {}",
+            self.journal.start_seq,
+            self.journal.start_pos,
+            self.journal.next_seq,
+            self.journal.next_pos,
+            self.journal.used_bytes(),
+            self.journal.size,
+            self.flusher.is_idle(),
+            self.flusher.broken,
+            self.alloc.free_blocks(),
+            self.alloc.pending_blocks(),
+            self.clean.iter().map(|(oid, c)| format!("{oid}@{}v{}", c.block, c.version)).collect::<Vec<_>>(),
+            chains.join("; ")
+        )
     }
 
     pub fn csums_in_memory(&self) -> bool {
@@ -420,8 +457,14 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
+    /// Appends a version to an object's chain. A stable version makes every older one
+    /// stable too, so stable versions always form a prefix of the chain.
     pub(super) fn push_dirty(&mut self, oid: ObjectId, entry: DirtyEntry) {
-        self.dirty.entry(oid).or_default().push(entry);
+        let chain = self.dirty.entry(oid).or_default();
+        if entry.stable {
+            chain.iter_mut().for_each(|older| older.stable = true);
+        }
+        chain.push(entry);
     }
 
     /// Removes one version from a chain (a failed write); frees its block if it had one.

@@ -9,6 +9,7 @@ use super::aligned::AlignedBuf;
 use super::dirty::{DirtyEntry, DirtyKind};
 use super::disk::{Disk, IoKind};
 use super::error::OpError;
+use super::journal::EntryClass;
 use super::journal_format::{EntryHeader, EntryKind, FLAG_STABLE, NO_BLOCK};
 use super::layout::SECTOR;
 use super::store::{Blockstore, OpOutput, OpState, Owner};
@@ -116,9 +117,9 @@ impl<D: Disk> Blockstore<D> {
         &mut self,
         header: &mut EntryHeader,
         data: Option<&[u8]>,
-        privileged: bool,
+        class: EntryClass,
     ) -> Option<(u64, u64)> {
-        let (seq, pos) = self.journal.append(header.entry_bytes(), privileged)?;
+        let (seq, pos) = self.journal.append(header.entry_bytes(), class)?;
         header.seq = seq;
         header.session = self.journal.session;
         let format_id = self.sb.format_id;
@@ -204,7 +205,7 @@ impl<D: Disk> Blockstore<D> {
         header.offset = offset;
         header.len = len;
         if big {
-            if !self.journal.fits(SECTOR, false) {
+            if !self.journal.fits(SECTOR, EntryClass::Regular) {
                 return self.wait_for_space(index);
             }
             let Some(block) = self.alloc.allocate() else {
@@ -219,7 +220,7 @@ impl<D: Disk> Blockstore<D> {
             header.block = block;
             header.csums = csums.to_vec();
             let (seq, pos) = self
-                .append_entry(&mut header, None, false)
+                .append_entry(&mut header, None, EntryClass::Regular)
                 .expect("invariant: space was checked");
             let kind = DirtyKind::Big {
                 block,
@@ -254,7 +255,7 @@ impl<D: Disk> Blockstore<D> {
         } else {
             header.data_sectors = (u64::from(len) / SECTOR) as u32;
             let bytes = header.entry_bytes();
-            if !self.journal.fits(bytes, false) {
+            if !self.journal.fits(bytes, EntryClass::Regular) {
                 return self.wait_for_space(index);
             }
             let slot = self.slots[index].as_mut().expect("invariant: live op");
@@ -266,7 +267,7 @@ impl<D: Disk> Blockstore<D> {
             header.csums = csums.to_vec();
             let data = std::mem::replace(&mut op.data, AlignedBuf::new(0));
             let (seq, pos) = self
-                .append_entry(&mut header, Some(&data), false)
+                .append_entry(&mut header, Some(&data), EntryClass::Regular)
                 .expect("invariant: space was checked");
             let kind = DirtyKind::Small {
                 offset,
@@ -416,12 +417,13 @@ impl<D: Disk> Blockstore<D> {
                 (version, EntryKind::Delete, true)
             }
         };
-        if !self.journal.fits(SECTOR, false) {
+        let class = if kind == JournalOpKind::Delete { EntryClass::Regular } else { EntryClass::Unpin };
+        if !self.journal.fits(SECTOR, class) {
             return self.wait_for_space(index);
         }
         let mut header = entry(header_kind, oid, version, stable);
         let (seq, pos) = self
-            .append_entry(&mut header, None, false)
+            .append_entry(&mut header, None, class)
             .expect("invariant: space was checked");
         match kind {
             JournalOpKind::Stabilize => {

@@ -1,0 +1,593 @@
+//! Model-based blockstore test (TESTING.md layer 2).
+//!
+//! Random sequences of write / write unstable / stabilize / rollback / delete / sync /
+//! read / concurrent batches / flush / clean reopen run against the blockstore on a
+//! simulated disk and against a simple in-memory model. At random points the disk loses
+//! power (every write not covered by a completed fsync is lost, lands, or is torn) and the
+//! blockstore is reopened: every sector must then hold a value the model allows (synced
+//! data exactly; unsynced data old or new, never garbage). Some sequences end by flipping a
+//! bit in a live part of the disk after a clean shutdown: the damage must be detected (open
+//! fails, or the read fails with -EDOM) or not matter; wrong data is never returned.
+//!
+//! `BLOCKSTORE_MODEL_SEQUENCES` sets how many sequences run (default 1500);
+//! `BLOCKSTORE_MODEL_SEED=<n>` replays one sequence.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use vitastor_osd::blockstore::dump::{dump_journal, dump_meta};
+use vitastor_osd::blockstore::prepare::prepare;
+use vitastor_osd::blockstore::sim::SimDisk;
+use vitastor_osd::blockstore::{
+    AlignedBuf, Blockstore, BlockstoreConfig, BlockstoreError, Completion, FormatOptions, Op, OpId, OpOutput,
+};
+use vitastor_proto::{errno, ObjectId};
+
+const BLOCK: u32 = 128 << 10;
+const SECTOR: usize = 4096;
+const SECTORS: usize = (BLOCK as usize) / SECTOR;
+const OBJECTS: u64 = 6;
+const DISK_BYTES: u64 = 8 << 20;
+const JOURNAL_BYTES: u64 = 256 << 10;
+
+/// Content of one sector written with id `id` (0 = zeros).
+fn sector_pattern(id: u64, sector: usize) -> Vec<u8> {
+    if id == 0 {
+        return vec![0; SECTOR];
+    }
+    let mut data = vec![0u8; SECTOR];
+    data[..8].copy_from_slice(&id.to_le_bytes());
+    data[8..16].copy_from_slice(&(sector as u64).to_le_bytes());
+    for (i, byte) in data[16..].iter_mut().enumerate() {
+        *byte = (id as u8).wrapping_mul(31).wrapping_add(i as u8).wrapping_add(sector as u8);
+    }
+    data
+}
+
+/// The id a sector's data was written with, if it is exactly one of our patterns.
+fn identify(data: &[u8], sector: usize) -> Option<u64> {
+    if data.iter().all(|b| *b == 0) {
+        return Some(0);
+    }
+    let id = u64::from_le_bytes(data[..8].try_into().ok()?);
+    (sector_pattern(id, sector) == data).then_some(id)
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Write { first: usize, ids: Vec<u64> },
+    Delete,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ObjectModel {
+    base: Vec<u64>,
+    base_version: u64,
+    /// (version, stable, mutation); version 0 = assigned but not yet known (in flight).
+    history: Vec<(u64, bool, Mutation)>,
+    possible: Vec<BTreeSet<u64>>,
+    latest_version: u64,
+    /// The newest mutation is a delete: once flushed, the object reads as version 0.
+    deleted: bool,
+    /// The newest mutation folded into `base` was a delete.
+    base_deleted: bool,
+}
+
+impl ObjectModel {
+    fn new() -> ObjectModel {
+        ObjectModel {
+            base: vec![0; SECTORS],
+            possible: vec![BTreeSet::from([0]); SECTORS],
+            ..ObjectModel::default()
+        }
+    }
+
+    fn apply(content: &mut [u64], mutation: &Mutation) {
+        match mutation {
+            Mutation::Write { first, ids } => content[*first..*first + ids.len()].copy_from_slice(ids),
+            Mutation::Delete => content.fill(0),
+        }
+    }
+
+    fn current(&self) -> Vec<u64> {
+        let mut content = self.base.clone();
+        for (_, _, mutation) in &self.history {
+            Self::apply(&mut content, mutation);
+        }
+        content
+    }
+
+    fn note_possible(&mut self) {
+        let current = self.current();
+        for (set, id) in self.possible.iter_mut().zip(current) {
+            set.insert(id);
+        }
+    }
+
+    fn push(&mut self, version: u64, stable: bool, mutation: Mutation) {
+        if stable {
+            // A stable version stabilizes everything before it.
+            self.history.iter_mut().for_each(|entry| entry.1 = true);
+        }
+        self.deleted = matches!(mutation, Mutation::Delete);
+        if !self.deleted && version != 0 && version <= self.latest_version {
+            // A write after a flushed delete starts the object's versions again.
+            self.latest_version = 0;
+            self.base_version = 0;
+        }
+        self.history.push((version, stable, mutation));
+        if version != 0 {
+            self.latest_version = self.latest_version.max(version);
+        }
+        self.note_possible();
+        self.fold();
+    }
+
+    /// Stable versions can never be rolled back: fold them into the base.
+    fn fold(&mut self) {
+        while self.history.first().is_some_and(|(v, stable, _)| *stable && *v != 0) {
+            let (version, _, mutation) = self.history.remove(0);
+            self.base_deleted = matches!(mutation, Mutation::Delete);
+            Self::apply(&mut self.base, &mutation);
+            self.base_version = version;
+        }
+    }
+
+    fn unstable_versions(&self) -> Vec<u64> {
+        self.history.iter().filter(|(v, stable, _)| !stable && *v != 0).map(|(v, _, _)| *v).collect()
+    }
+
+    fn synced(&mut self) {
+        let current = self.current();
+        for (set, id) in self.possible.iter_mut().zip(current) {
+            *set = BTreeSet::from([id]);
+        }
+    }
+
+    fn reset_to(&mut self, observed: Vec<u64>, version: u64) {
+        // Our patterns never write zeros: an all-zero object is deleted (or never written).
+        self.deleted = observed.iter().all(|id| *id == 0);
+        self.base_deleted = self.deleted;
+        self.base = observed.clone();
+        self.base_version = version;
+        self.latest_version = version;
+        self.history.clear();
+        self.possible = observed.into_iter().map(|id| BTreeSet::from([id])).collect();
+    }
+}
+
+struct Harness {
+    seed: u64,
+    rng: SmallRng,
+    store: Option<Blockstore<SimDisk>>,
+    config: BlockstoreConfig,
+    model: Vec<ObjectModel>,
+    next_id: u64,
+    log: Vec<String>,
+}
+
+fn oid(n: u64) -> ObjectId {
+    ObjectId { inode: 1 << 48 | 3, stripe: n * u64::from(BLOCK) }
+}
+
+impl Harness {
+    fn new(seed: u64) -> Harness {
+        let mut disk = SimDisk::new(DISK_BYTES, seed);
+        let options = FormatOptions { journal_size: JOURNAL_BYTES, format_id: seed + 1, ..FormatOptions::default() };
+        prepare(&mut disk, &options).expect("prepare");
+        let config = BlockstoreConfig {
+            csum_memory_limit_bytes: if seed % 3 == 0 { 0 } else { 1 << 30 },
+            ..BlockstoreConfig::default()
+        };
+        let store = Blockstore::open(disk, config.clone()).expect("open after prepare");
+        Harness {
+            seed,
+            rng: SmallRng::seed_from_u64(seed),
+            store: Some(store),
+            config,
+            model: (0..OBJECTS).map(|_| ObjectModel::new()).collect(),
+            next_id: 1,
+            log: Vec::new(),
+        }
+    }
+
+    fn store(&mut self) -> &mut Blockstore<SimDisk> {
+        self.store.as_mut().expect("store is open")
+    }
+
+    fn fail(&self, message: String) -> ! {
+        let tail: Vec<&String> = self.log.iter().rev().take(200).collect();
+        panic!("seed {}: {message}\nlast steps (newest first): {tail:#?}\nreplay: BLOCKSTORE_MODEL_SEED={}", self.seed, self.seed);
+    }
+
+    fn random_write(&mut self, object: usize) -> (u32, AlignedBuf, Vec<u64>, usize) {
+        let (first, count) = if self.rng.gen_bool(0.1) {
+            (0, SECTORS)
+        } else {
+            let count = self.rng.gen_range(1..=4);
+            (self.rng.gen_range(0..=SECTORS - count), count)
+        };
+        let _ = object;
+        let ids: Vec<u64> = (0..count).map(|_| {
+            self.next_id += 1;
+            self.next_id
+        }).collect();
+        let mut data = AlignedBuf::new(count * SECTOR);
+        for (i, id) in ids.iter().enumerate() {
+            data[i * SECTOR..(i + 1) * SECTOR].copy_from_slice(&sector_pattern(*id, first + i));
+        }
+        ((first * SECTOR) as u32, data, ids, first)
+    }
+
+    fn write(&mut self, stable: bool) {
+        let object = self.rng.gen_range(0..OBJECTS as usize);
+        let (offset, data, ids, first) = self.random_write(object);
+        self.log.push(format!("write obj {object} sectors {first}+{} stable {stable} ids {ids:?}", ids.len()));
+        let result = self.store().run(Op::Write { oid: oid(object as u64), version: 0, offset, data, stable });
+        match result {
+            Ok(OpOutput::Version(version)) => {
+                self.log.push(format!("  -> v{version}"));
+                self.model[object].push(version, stable, Mutation::Write { first, ids })
+            }
+            Err(error) if error.errno == errno::ENOSPC => self.on_enospc(),
+            other => self.fail(format!("write failed: {other:?}")),
+        }
+    }
+
+    /// The journal may legitimately fill up while an unstable version pins its start (it
+    /// can be neither flushed nor dropped). Without one, ENOSPC is a failure. Afterwards
+    /// everything is stabilized so the flusher can proceed.
+    fn on_enospc(&mut self) {
+        let unstable: usize = self.model.iter().map(|m| m.unstable_versions().len()).sum();
+        let journal_used = self.store().journal_used_bytes();
+        if unstable == 0 {
+            let summary = self.store().debug_summary();
+            self.fail(format!("ENOSPC with only {unstable} unstable versions (journal used {journal_used}): {summary}"));
+        }
+        self.log.push(format!("ENOSPC with {unstable} unstable versions; stabilizing all"));
+        for object in 0..OBJECTS as usize {
+            if let Some(&version) = self.model[object].unstable_versions().last() {
+                if let Err(error) = self.store().run(Op::Stabilize { oid: oid(object as u64), version }) {
+                    self.fail(format!("stabilize failed: {error}"));
+                }
+                self.model[object].history.iter_mut().for_each(|entry| entry.1 = true);
+                self.model[object].fold();
+            }
+        }
+    }
+
+    fn delete(&mut self) {
+        let object = self.rng.gen_range(0..OBJECTS as usize);
+        self.log.push(format!("delete obj {object}"));
+        let exists = self.model[object].current().iter().any(|id| *id != 0) || !self.model[object].history.is_empty();
+        match self.store().run(Op::Delete { oid: oid(object as u64), version: 0 }) {
+            Ok(OpOutput::Version(version)) => {
+                if exists || version > self.model[object].latest_version {
+                    self.model[object].push(version, true, Mutation::Delete);
+                }
+            }
+            Err(error) if error.errno == errno::ENOSPC => self.on_enospc(),
+            other => self.fail(format!("delete failed: {other:?}")),
+        }
+    }
+
+    fn stabilize(&mut self) {
+        let object = self.rng.gen_range(0..OBJECTS as usize);
+        let unstable = self.model[object].unstable_versions();
+        let Some(&version) = unstable.get(self.rng.gen_range(0..unstable.len().max(1))) else { return };
+        self.log.push(format!("stabilize obj {object} v{version}"));
+        if let Err(error) = self.store().run(Op::Stabilize { oid: oid(object as u64), version }) {
+            self.fail(format!("stabilize failed: {error}"));
+        }
+        for entry in self.model[object].history.iter_mut().filter(|(v, _, _)| *v <= version) {
+            entry.1 = true;
+        }
+        self.model[object].fold();
+    }
+
+    fn rollback(&mut self) {
+        let object = self.rng.gen_range(0..OBJECTS as usize);
+        let model = &self.model[object];
+        if model.unstable_versions().is_empty() {
+            return;
+        }
+        let stable_max = model.history.iter().filter(|(_, s, _)| *s).map(|(v, _, _)| *v).max().unwrap_or(model.base_version);
+        let mut targets: Vec<u64> = vec![stable_max];
+        targets.extend(model.unstable_versions());
+        targets.pop();
+        let version = targets[self.rng.gen_range(0..targets.len())];
+        self.log.push(format!("rollback obj {object} to v{version}"));
+        if let Err(error) = self.store().run(Op::Rollback { oid: oid(object as u64), version }) {
+            self.fail(format!("rollback failed: {error}"));
+        }
+        let model = &mut self.model[object];
+        model.history.retain(|(v, stable, _)| *v <= version || *stable);
+        model.deleted = match model.history.last() {
+            Some((_, _, mutation)) => matches!(mutation, Mutation::Delete),
+            None => model.base_deleted,
+        };
+        model.latest_version = model.history.iter().map(|(v, _, _)| *v).max().unwrap_or(model.base_version).max(version);
+        model.note_possible();
+    }
+
+    fn sync(&mut self) {
+        self.log.push("sync".into());
+        if let Err(error) = self.store().run(Op::Sync) {
+            self.fail(format!("sync failed: {error}"));
+        }
+        self.model.iter_mut().for_each(ObjectModel::synced);
+    }
+
+    fn read_object(&mut self, object: usize) -> Result<(u64, Vec<u64>), String> {
+        match self.store().run(Op::Read { oid: oid(object as u64), offset: 0, len: BLOCK }) {
+            Ok(OpOutput::Read { version, data, .. }) => {
+                let mut ids = Vec::with_capacity(SECTORS);
+                for sector in 0..SECTORS {
+                    match identify(&data[sector * SECTOR..(sector + 1) * SECTOR], sector) {
+                        Some(id) => ids.push(id),
+                        None => return Err(format!("object {object} sector {sector} holds garbage")),
+                    }
+                }
+                Ok((version, ids))
+            }
+            Ok(other) => Err(format!("unexpected read output {other:?}")),
+            Err(error) => Err(format!("read failed: {error}")),
+        }
+    }
+
+    fn check_reads(&mut self) {
+        for object in 0..OBJECTS as usize {
+            let (version, ids) = self.read_object(object).unwrap_or_else(|e| self.fail(e));
+            let expected = self.model[object].current();
+            if ids != expected {
+                self.fail(format!("object {object}: read {ids:?}, model {expected:?}"));
+            }
+            let model = &self.model[object];
+            let version_ok = version == model.latest_version || (model.deleted && version == 0);
+            if !version_ok {
+                let summary = self.store().debug_summary();
+                eprintln!("{summary}");
+                self.fail(format!("object {object}: version {version}, model {}", self.model[object].latest_version));
+            }
+        }
+    }
+
+    /// Writes to distinct objects submitted together; maybe a crash before they finish.
+    fn batch(&mut self, crash: bool) {
+        let count = self.rng.gen_range(2..=OBJECTS as usize);
+        let mut objects: Vec<usize> = (0..OBJECTS as usize).collect();
+        let mut submitted: Vec<(OpId, usize, bool)> = Vec::new();
+        for _ in 0..count {
+            let object = objects.swap_remove(self.rng.gen_range(0..objects.len()));
+            let (offset, data, ids, first) = self.random_write(object);
+            let stable = self.rng.gen_bool(0.8);
+            self.log.push(format!("  batch submit obj {object} sectors {first}+{} stable {stable} ids {ids:?}", ids.len()));
+            let id = self.store().submit(Op::Write { oid: oid(object as u64), version: 0, offset, data, stable });
+            // Recorded as unstable until it completes: a stable write stabilizes older
+            // versions only if it is accepted.
+            self.model[object].push(0, false, Mutation::Write { first, ids });
+            submitted.push((id, object, stable));
+            if self.rng.gen_bool(0.2) {
+                let _ = self.store().submit(Op::Sync);
+            }
+        }
+        self.log.push(format!("batch of {count} writes (crash: {crash})"));
+        let polls = if crash { self.rng.gen_range(0..6) } else { usize::MAX };
+        let mut done: Vec<Completion> = Vec::new();
+        let mut finished = 0;
+        let mut round = 0;
+        while finished < submitted.len() && round < polls {
+            self.store().poll(true).unwrap_or_else(|e| panic!("poll: {e}"));
+            let mut batch = Vec::new();
+            self.store().take_completions(&mut batch);
+            done.extend(batch);
+            finished = submitted.iter().filter(|(id, _, _)| done.iter().any(|c| c.id == *id)).count();
+            round += 1;
+        }
+        let mut out_of_space = false;
+        for completion in &done {
+            let Some(&(_, object, stable)) = submitted.iter().find(|(id, _, _)| *id == completion.id) else { continue };
+            let object = &object;
+            match &completion.result {
+                Err(error) if error.errno == errno::ENOSPC => {
+                    let model = &mut self.model[*object];
+                    model.history.retain(|(v, _, _)| *v != 0);
+                    out_of_space = true;
+                }
+                Ok(OpOutput::Version(version)) => {
+                    self.log.push(format!("  batch write to obj {object} -> v{version}"));
+                    let model = &mut self.model[*object];
+                    if let Some(index) = model.history.iter().position(|(v, _, _)| *v == 0) {
+                        model.history[index].0 = *version;
+                        if stable {
+                            model.history[..=index].iter_mut().for_each(|entry| entry.1 = true);
+                        }
+                    }
+                    // Each object gets one write per batch, so this is its newest version
+                    // (possibly lower than before, when it follows a flushed delete).
+                    if *version <= model.base_version {
+                        model.base_version = 0;
+                    }
+                    model.latest_version = *version;
+                    model.fold();
+                }
+                other => self.fail(format!("batched write failed: {other:?}")),
+            }
+        }
+        if out_of_space && !crash {
+            self.on_enospc();
+        }
+        if crash {
+            self.crash();
+        }
+    }
+
+    fn crash(&mut self) {
+        let crash_seed = self.rng.gen();
+        self.log.push(format!("crash ({crash_seed})"));
+        let disk = self.store.take().expect("open").into_disk().crash(crash_seed);
+        if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
+            let journal = dump_journal(disk.snapshot(0)).unwrap_or_default();
+            eprintln!("journal after crash: {:#}", journal["entries"]);
+            eprintln!("flush records after crash: {}", journal["newest_flush_batch"]);
+            let meta = dump_meta(disk.snapshot(0)).unwrap_or_default();
+            eprintln!("meta after crash: {:#}", meta["entries"]);
+            eprintln!("damaged slots after crash: {}", meta["damaged_slots"]);
+        }
+        let store = Blockstore::open(disk, self.config.clone()).unwrap_or_else(|e| self.fail(format!("reopen after crash failed: {e}")));
+        self.store = Some(store);
+        for object in 0..OBJECTS as usize {
+            let (version, ids) = self.read_object(object).unwrap_or_else(|e| self.fail(format!("after crash: {e}")));
+            if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
+                eprintln!("read after crash object {object}: v{version} {ids:?}; {}", self.store().debug_summary());
+            }
+            for (sector, id) in ids.iter().enumerate() {
+                if !self.model[object].possible[sector].contains(id) {
+                    let allowed = &self.model[object].possible[sector];
+                    self.fail(format!("after crash, object {object} sector {sector} = {id}, allowed {allowed:?}"));
+                }
+            }
+            let listed = self.store().list(0, 0, 0, 0, u64::MAX);
+            let unstable: Vec<u64> = listed.iter().filter(|v| v.oid == oid(object as u64) && !v.stable).map(|v| v.version).collect();
+            if let Some(max) = unstable.iter().max() {
+                if let Err(error) = self.store().run(Op::Stabilize { oid: oid(object as u64), version: *max }) {
+                    self.fail(format!("stabilize after crash failed: {error}"));
+                }
+            }
+            if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
+                eprintln!("after crash object {object}: version {version}; {}", self.store().debug_summary());
+            }
+            self.model[object].reset_to(ids, version);
+        }
+    }
+
+    fn clean_reopen(&mut self) {
+        self.log.push("clean reopen".into());
+        let seed = self.rng.gen();
+        let disk = self.store.take().expect("open").close().unwrap_or_else(|e| panic!("close: {e}")).reopen(seed);
+        let store = Blockstore::open(disk, self.config.clone()).unwrap_or_else(|e| self.fail(format!("reopen failed: {e}")));
+        self.store = Some(store);
+        self.check_reads();
+    }
+
+    /// Flips a bit in a live region after a clean shutdown. Returns whether the damage
+    /// was detected; fails on wrong data.
+    fn corrupt(&mut self) -> bool {
+        let disk = self.store.take().expect("open").close().unwrap_or_else(|e| panic!("close: {e}")).reopen(1);
+        let meta = dump_meta(disk.snapshot(1)).expect("dump meta");
+        let journal = dump_journal(disk.snapshot(2)).expect("dump journal");
+        let sb = &meta["superblock"];
+        let number = |v: &serde_json::Value| v.as_u64().expect("number");
+        let ring = number(&sb["journal_offset"]) + 2 * SECTOR as u64;
+        let mut regions: Vec<Vec<(u64, u64)>> = vec![Vec::new(), Vec::new(), Vec::new()];
+        for entry in journal["entries"].as_array().expect("entries") {
+            let data = if entry["kind"] == "small_write" { number(&entry["len"]) } else { 0 };
+            regions[0].push((ring + number(&entry["pos"]), SECTOR as u64 + data));
+        }
+        for entry in meta["entries"].as_array().expect("entries") {
+            let block = number(&entry["block"]);
+            regions[1].push((number(&sb["meta_offset"]) + block * SECTOR as u64, SECTOR as u64));
+            let bitmap = entry["bitmap"].as_str().expect("bitmap");
+            for sector in 0..SECTORS {
+                let byte = u8::from_str_radix(&bitmap[sector / 8 * 2..sector / 8 * 2 + 2], 16).expect("hex");
+                if byte & (1 << (sector % 8)) != 0 {
+                    let offset = number(&sb["data_offset"]) + block * u64::from(BLOCK) + (sector * SECTOR) as u64;
+                    regions[2].push((offset, SECTOR as u64));
+                }
+            }
+        }
+        regions.retain(|r| !r.is_empty());
+        let mut disk = disk;
+        if regions.is_empty() {
+            self.store = Some(Blockstore::open(disk, self.config.clone()).expect("reopen"));
+            return false;
+        }
+        let kind = self.rng.gen_range(0..regions.len());
+        let (start, len) = regions[kind][self.rng.gen_range(0..regions[kind].len())];
+        let at = start + self.rng.gen_range(0..len);
+        let bit = self.rng.gen_range(0..8);
+        self.log.push(format!("flip bit {bit} at {at}"));
+        disk.flip_bit(at, bit);
+        let store = match Blockstore::open(disk, self.config.clone()) {
+            Err(BlockstoreError::Corrupted { .. }) | Err(BlockstoreError::BadSuperblock(_)) => return true,
+            Err(other) => self.fail(format!("unexpected open error after a bit flip: {other}")),
+            Ok(store) => store,
+        };
+        self.store = Some(store);
+        let mut detected = false;
+        for object in 0..OBJECTS as usize {
+            match self.store().run(Op::Read { oid: oid(object as u64), offset: 0, len: BLOCK }) {
+                Err(error) if error.errno == errno::EDOM => detected = true,
+                Err(error) => self.fail(format!("unexpected read error after a bit flip: {error}")),
+                Ok(OpOutput::Read { data, .. }) => {
+                    let expected = self.model[object].current();
+                    for (sector, id) in expected.iter().enumerate() {
+                        if data[sector * SECTOR..(sector + 1) * SECTOR] != sector_pattern(*id, sector)[..] {
+                            self.fail(format!("bit flip at {at} returned wrong data for object {object} sector {sector}"));
+                        }
+                    }
+                }
+                Ok(other) => self.fail(format!("unexpected read output {other:?}")),
+            }
+        }
+        detected
+    }
+
+    fn step(&mut self) {
+        match self.rng.gen_range(0..100) {
+            0..=34 => self.write(true),
+            35..=44 => self.write(false),
+            45..=51 => self.stabilize(),
+            52..=56 => self.rollback(),
+            57..=61 => self.delete(),
+            62..=71 => self.sync(),
+            72..=79 => self.check_reads(),
+            80..=85 => self.batch(false),
+            86..=88 => self.batch(true),
+            89..=91 => {
+                self.log.push("flush_all".into());
+                self.store().flush_all().unwrap_or_else(|e| panic!("flush: {e}"));
+            }
+            92..=95 => self.crash(),
+            _ => self.clean_reopen(),
+        }
+    }
+}
+
+/// Runs one sequence; returns whether a corruption was injected and detected.
+fn run_sequence(seed: u64) -> Option<bool> {
+    let mut harness = Harness::new(seed);
+    let steps = harness.rng.gen_range(40..120);
+    for _ in 0..steps {
+        harness.step();
+    }
+    harness.check_reads();
+    if seed % 4 == 1 {
+        Some(harness.corrupt())
+    } else {
+        None
+    }
+}
+
+#[test]
+fn random_sequences_with_crashes_match_the_model() {
+    if let Ok(seed) = std::env::var("BLOCKSTORE_MODEL_SEED") {
+        let seed: u64 = seed.parse().expect("BLOCKSTORE_MODEL_SEED must be a number");
+        run_sequence(seed);
+        return;
+    }
+    let sequences: u64 = std::env::var("BLOCKSTORE_MODEL_SEQUENCES").ok().and_then(|s| s.parse().ok()).unwrap_or(1500);
+    let base: u64 = 0x5eed_0000;
+    let mut injected = 0;
+    let mut detected = 0;
+    for i in 0..sequences {
+        if let Some(found) = run_sequence(base + i) {
+            injected += 1;
+            detected += usize::from(found);
+        }
+    }
+    eprintln!("{sequences} sequences; {injected} bit flips injected, {detected} detected, the rest harmless");
+    if injected >= 20 {
+        assert!(detected * 4 >= injected, "too few bit flips were detected: {detected} of {injected}");
+    }
+}
