@@ -245,13 +245,29 @@ impl Harness {
             self.fail(format!("ENOSPC with only {unstable} unstable versions (journal used {journal_used}): {summary}"));
         }
         self.log.push(format!("ENOSPC with {unstable} unstable versions; stabilizing all"));
-        for object in 0..OBJECTS as usize {
-            if let Some(&version) = self.model[object].unstable_versions().last() {
-                if let Err(error) = self.store().run(Op::Stabilize { oid: oid(object as u64), version }) {
-                    self.fail(format!("stabilize failed: {error}"));
+        // Stabilizing may itself wait for space until the object pinning the journal start
+        // is stable, so go round until a pass makes no progress.
+        loop {
+            let mut progress = false;
+            let mut pending = false;
+            for object in 0..OBJECTS as usize {
+                let Some(&version) = self.model[object].unstable_versions().last() else { continue };
+                match self.store().run(Op::Stabilize { oid: oid(object as u64), version }) {
+                    Ok(_) => {
+                        self.model[object].history.iter_mut().for_each(|entry| entry.1 = true);
+                        self.model[object].fold();
+                        progress = true;
+                    }
+                    Err(error) if error.errno == errno::ENOSPC => pending = true,
+                    Err(error) => self.fail(format!("stabilize failed: {error}")),
                 }
-                self.model[object].history.iter_mut().for_each(|entry| entry.1 = true);
-                self.model[object].fold();
+            }
+            if !pending {
+                break;
+            }
+            if !progress {
+                let summary = self.store().debug_summary();
+                self.fail(format!("cannot stabilize anything: the journal is full: {summary}"));
             }
         }
     }

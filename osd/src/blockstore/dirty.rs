@@ -3,7 +3,9 @@
 //! Each object with journaled versions has a chain ordered by version. Stable versions
 //! always form a prefix of the chain (stabilize(v) marks everything <= v). The flusher
 //! only takes a prefix of stable, completed entries; rollback only removes an unstable
-//! suffix.
+//! suffix. The flusher also waits until every journal entry up to the ones that wrote and
+//! stabilized a version has completed, so that after its fsync replay is sure to reach
+//! them (replay stops at the first entry that did not make it to disk).
 
 use vitastor_proto::ObjectId;
 
@@ -32,6 +34,9 @@ pub struct DirtyEntry {
     /// Sequence number of the journal entry that created this version.
     pub seq: u64,
     pub stable: bool,
+    /// Sequence number of the journal entry that made this version stable (its own, a
+    /// later stable write's, or a stabilize entry's).
+    pub stable_seq: u64,
     /// The entry's disk writes have completed (readers ignore versions still in flight).
     pub written: bool,
     pub kind: DirtyKind,

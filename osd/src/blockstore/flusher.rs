@@ -153,9 +153,15 @@ impl<D: Disk> Blockstore<D> {
         }
         // Oldest first, so that every batch lets the journal start move forward.
         let limit = self.sb.flush_record_slots() as usize;
+        // Only versions whose journal entries (and everything before them) have reached the
+        // disk: replay stops at the first entry that did not, and must find these.
+        let complete_below = self.journal_complete_below();
         let mut candidates: Vec<(u64, ObjectId, usize)> = Vec::new();
         for (oid, chain) in &self.dirty {
-            let prefix_len = chain.iter().take_while(|e| e.stable && e.written).count();
+            let prefix_len = chain
+                .iter()
+                .take_while(|e| e.stable && e.written && e.seq < complete_below && e.stable_seq < complete_below)
+                .count();
             if prefix_len > 0 {
                 candidates.push((chain[0].seq, *oid, prefix_len));
             }

@@ -42,7 +42,7 @@ pub struct JournalRing {
 
 impl JournalRing {
     pub fn new(disk_offset: u64, size: u64) -> JournalRing {
-        let reserve_bytes = (size / 16 / SECTOR).clamp(1, 16) * SECTOR;
+        let reserve_bytes = (size / 8 / SECTOR).clamp(2, 64) * SECTOR;
         JournalRing {
             mirror: AlignedBuf::new(size as usize),
             disk_offset,

@@ -447,6 +447,7 @@ impl<D: Disk> Blockstore<D> {
                         seq,
                         stable,
                         written: true,
+                        stable_seq: 0,
                         kind,
                     },
                 );
@@ -473,6 +474,7 @@ impl<D: Disk> Blockstore<D> {
                         seq,
                         stable,
                         written: true,
+                        stable_seq: 0,
                         kind,
                     },
                 );
@@ -486,6 +488,7 @@ impl<D: Disk> Blockstore<D> {
                             seq,
                             stable: true,
                             written: true,
+                            stable_seq: 0,
                             kind: DirtyKind::Delete,
                         },
                     );
@@ -493,10 +496,10 @@ impl<D: Disk> Blockstore<D> {
             }
             EntryKind::Stabilize => {
                 if let Some(chain) = self.dirty.get_mut(&oid) {
-                    chain
-                        .iter_mut()
-                        .filter(|e| e.version <= entry.version)
-                        .for_each(|e| e.stable = true);
+                    chain.iter_mut().filter(|e| e.version <= entry.version && !e.stable).for_each(|e| {
+                        e.stable = true;
+                        e.stable_seq = seq;
+                    });
                 }
             }
             EntryKind::Rollback => {

@@ -151,6 +151,8 @@ pub struct Blockstore<D: Disk> {
     next_tag: u64,
     /// In-flight disk requests: tag -> (owner, is a write).
     inflight: BTreeMap<u64, (Owner, bool)>,
+    /// Sequence numbers of journal entries whose writes have not completed yet.
+    pub(super) inflight_journal: std::collections::BTreeSet<u64>,
     /// Syncs waiting for earlier writes to complete before their fsync.
     pub(super) sync_waiters: Vec<usize>,
     /// Ops waiting for journal or data space.
@@ -183,6 +185,7 @@ impl<D: Disk> Blockstore<D> {
             next_op_id: 1,
             next_tag: 1,
             inflight: BTreeMap::new(),
+            inflight_journal: Default::default(),
             sync_waiters: Vec::new(),
             space_waiters: VecDeque::new(),
             completions: Vec::new(),
@@ -459,10 +462,14 @@ impl<D: Disk> Blockstore<D> {
 
     /// Appends a version to an object's chain. A stable version makes every older one
     /// stable too, so stable versions always form a prefix of the chain.
-    pub(super) fn push_dirty(&mut self, oid: ObjectId, entry: DirtyEntry) {
+    pub(super) fn push_dirty(&mut self, oid: ObjectId, mut entry: DirtyEntry) {
         let chain = self.dirty.entry(oid).or_default();
         if entry.stable {
-            chain.iter_mut().for_each(|older| older.stable = true);
+            entry.stable_seq = entry.seq;
+            for older in chain.iter_mut().filter(|older| !older.stable) {
+                older.stable = true;
+                older.stable_seq = entry.seq;
+            }
         }
         chain.push(entry);
     }
@@ -514,6 +521,11 @@ impl<D: Disk> Blockstore<D> {
                 slot.pending_io += 1;
             }
         }
+    }
+
+    /// Every journal entry before this sequence number has reached the disk (modulo fsync).
+    pub(super) fn journal_complete_below(&self) -> u64 {
+        self.inflight_journal.first().copied().unwrap_or(self.journal.next_seq)
     }
 
     /// The tag the next request will get (sync barriers wait for writes below it).
@@ -609,8 +621,9 @@ impl<D: Disk> Blockstore<D> {
             }
             if !self.space_waiters.is_empty() {
                 self.maybe_start_flush();
-                if self.flusher.is_idle() {
-                    // Nothing can free space: the waiters get ENOSPC.
+                if self.flusher.is_idle() && self.inflight_journal.is_empty() {
+                    // Nothing can free space (no flush to run, no journal write whose
+                    // completion could make one possible): the waiters get ENOSPC.
                     tracing::debug!(
                         used = self.journal.used_bytes(),
                         size = self.journal.size,

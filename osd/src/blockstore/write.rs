@@ -19,6 +19,7 @@ pub(super) struct WriteOp {
     oid: ObjectId,
     requested_version: u64,
     version: u64,
+    seq: u64,
     offset: u32,
     data: AlignedBuf,
     stable: bool,
@@ -36,6 +37,7 @@ impl WriteOp {
             oid,
             requested_version: version,
             version: 0,
+            seq: 0,
             offset,
             data,
             stable,
@@ -60,6 +62,7 @@ pub(super) struct JournalOp {
     kind: JournalOpKind,
     oid: ObjectId,
     version: u64,
+    seq: u64,
 }
 
 impl JournalOp {
@@ -68,6 +71,7 @@ impl JournalOp {
             kind: JournalOpKind::Stabilize,
             oid,
             version,
+            seq: 0,
         }
     }
     pub fn rollback(oid: ObjectId, version: u64) -> JournalOp {
@@ -75,6 +79,7 @@ impl JournalOp {
             kind: JournalOpKind::Rollback,
             oid,
             version,
+            seq: 0,
         }
     }
     pub fn delete(oid: ObjectId, version: u64) -> JournalOp {
@@ -82,6 +87,7 @@ impl JournalOp {
             kind: JournalOpKind::Delete,
             oid,
             version,
+            seq: 0,
         }
     }
 }
@@ -120,6 +126,7 @@ impl<D: Disk> Blockstore<D> {
         class: EntryClass,
     ) -> Option<(u64, u64)> {
         let (seq, pos) = self.journal.append(header.entry_bytes(), class)?;
+        self.inflight_journal.insert(seq);
         header.seq = seq;
         header.session = self.journal.session;
         let format_id = self.sb.format_id;
@@ -235,6 +242,7 @@ impl<D: Disk> Blockstore<D> {
                     seq,
                     stable,
                     written: false,
+                    stable_seq: 0,
                     kind,
                 },
             );
@@ -251,6 +259,7 @@ impl<D: Disk> Blockstore<D> {
                 )
             };
             self.submit_journal_write(Owner::Op(index), pos, SECTOR);
+            self.set_op_seq(index, seq);
             self.stats.big_writes += 1;
         } else {
             header.data_sectors = (u64::from(len) / SECTOR) as u32;
@@ -282,10 +291,12 @@ impl<D: Disk> Blockstore<D> {
                     seq,
                     stable,
                     written: false,
+                    stable_seq: 0,
                     kind,
                 },
             );
             self.submit_journal_write(Owner::Op(index), pos, bytes);
+            self.set_op_seq(index, seq);
             self.stats.small_writes += 1;
         }
     }
@@ -296,6 +307,7 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: write op")
         };
         let (oid, version) = (op.oid, op.version);
+        self.inflight_journal.remove(&op.seq);
         if let Some(error) = slot.error.take() {
             self.remove_dirty_version(&oid, version);
             self.flusher.broken = Some(format!("a write failed: {error}"));
@@ -428,10 +440,10 @@ impl<D: Disk> Blockstore<D> {
         match kind {
             JournalOpKind::Stabilize => {
                 if let Some(chain) = self.dirty.get_mut(&oid) {
-                    chain
-                        .iter_mut()
-                        .filter(|e| e.version <= version)
-                        .for_each(|e| e.stable = true);
+                    chain.iter_mut().filter(|e| e.version <= version && !e.stable).for_each(|e| {
+                        e.stable = true;
+                        e.stable_seq = seq;
+                    });
                 }
             }
             JournalOpKind::Rollback => {
@@ -457,6 +469,7 @@ impl<D: Disk> Blockstore<D> {
                         seq,
                         stable: true,
                         written: false,
+                        stable_seq: 0,
                         kind: DirtyKind::Delete,
                     },
                 );
@@ -466,7 +479,15 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: journal op")
         };
         op.version = version;
+        op.seq = seq;
         self.submit_journal_write(Owner::Op(index), pos, SECTOR);
+    }
+
+    /// Remembers which journal entry an op wrote, to mark it complete later.
+    fn set_op_seq(&mut self, index: usize, seq: u64) {
+        if let OpState::Write(op) = &mut self.slot_mut(index).state {
+            op.seq = seq;
+        }
     }
 
     pub(super) fn journal_op_io_done(&mut self, index: usize) {
@@ -475,6 +496,7 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: journal op")
         };
         let (kind, oid, version) = (op.kind, op.oid, op.version);
+        self.inflight_journal.remove(&op.seq);
         if let Some(error) = slot.error.take() {
             self.flusher.broken = Some(format!("a journal write failed: {error}"));
             return self.complete(index, Err(error));
