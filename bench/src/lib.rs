@@ -1,1 +1,7 @@
+//! Benchmark harness pieces shared by the benchmarks in `src/bin/`: running fio on the raw
+//! device for the side-by-side numbers, latency statistics, and the report (table on
+//! stdout, markdown and a PNG bar chart in the results folder).
 
+pub mod fio;
+pub mod report;
+pub mod stats;

@@ -19,7 +19,8 @@ use vitastor_osd::blockstore::dump::{dump_journal, dump_meta};
 use vitastor_osd::blockstore::prepare::prepare;
 use vitastor_osd::blockstore::sim::SimDisk;
 use vitastor_osd::blockstore::{
-    AlignedBuf, Blockstore, BlockstoreConfig, BlockstoreError, Completion, FormatOptions, Op, OpId, OpOutput,
+    AlignedBuf, Blockstore, BlockstoreConfig, BlockstoreError, Completion, FormatOptions, Op, OpId,
+    OpOutput,
 };
 use vitastor_proto::{errno, ObjectId};
 
@@ -39,7 +40,10 @@ fn sector_pattern(id: u64, sector: usize) -> Vec<u8> {
     data[..8].copy_from_slice(&id.to_le_bytes());
     data[8..16].copy_from_slice(&(sector as u64).to_le_bytes());
     for (i, byte) in data[16..].iter_mut().enumerate() {
-        *byte = (id as u8).wrapping_mul(31).wrapping_add(i as u8).wrapping_add(sector as u8);
+        *byte = (id as u8)
+            .wrapping_mul(31)
+            .wrapping_add(i as u8)
+            .wrapping_add(sector as u8);
     }
     data
 }
@@ -84,7 +88,9 @@ impl ObjectModel {
 
     fn apply(content: &mut [u64], mutation: &Mutation) {
         match mutation {
-            Mutation::Write { first, ids } => content[*first..*first + ids.len()].copy_from_slice(ids),
+            Mutation::Write { first, ids } => {
+                content[*first..*first + ids.len()].copy_from_slice(ids)
+            }
             Mutation::Delete => content.fill(0),
         }
     }
@@ -125,7 +131,11 @@ impl ObjectModel {
 
     /// Stable versions can never be rolled back: fold them into the base.
     fn fold(&mut self) {
-        while self.history.first().is_some_and(|(v, stable, _)| *stable && *v != 0) {
+        while self
+            .history
+            .first()
+            .is_some_and(|(v, stable, _)| *stable && *v != 0)
+        {
             let (version, _, mutation) = self.history.remove(0);
             self.base_deleted = matches!(mutation, Mutation::Delete);
             Self::apply(&mut self.base, &mutation);
@@ -133,8 +143,19 @@ impl ObjectModel {
         }
     }
 
+    fn recompute_deleted(&mut self) {
+        self.deleted = match self.history.last() {
+            Some((_, _, mutation)) => matches!(mutation, Mutation::Delete),
+            None => self.base_deleted,
+        };
+    }
+
     fn unstable_versions(&self) -> Vec<u64> {
-        self.history.iter().filter(|(v, stable, _)| !stable && *v != 0).map(|(v, _, _)| *v).collect()
+        self.history
+            .iter()
+            .filter(|(v, stable, _)| !stable && *v != 0)
+            .map(|(v, _, _)| *v)
+            .collect()
     }
 
     fn synced(&mut self) {
@@ -152,7 +173,10 @@ impl ObjectModel {
         self.base_version = version;
         self.latest_version = version;
         self.history.clear();
-        self.possible = observed.into_iter().map(|id| BTreeSet::from([id])).collect();
+        self.possible = observed
+            .into_iter()
+            .map(|id| BTreeSet::from([id]))
+            .collect();
     }
 }
 
@@ -167,16 +191,29 @@ struct Harness {
 }
 
 fn oid(n: u64) -> ObjectId {
-    ObjectId { inode: 1 << 48 | 3, stripe: n * u64::from(BLOCK) }
+    ObjectId {
+        inode: 1 << 48 | 3,
+        stripe: n * u64::from(BLOCK),
+    }
 }
 
 impl Harness {
     fn new(seed: u64) -> Harness {
+        if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug")
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let mut disk = SimDisk::new(DISK_BYTES, seed);
-        let options = FormatOptions { journal_size: JOURNAL_BYTES, format_id: seed + 1, ..FormatOptions::default() };
+        let options = FormatOptions {
+            journal_size: JOURNAL_BYTES,
+            format_id: seed + 1,
+            ..FormatOptions::default()
+        };
         prepare(&mut disk, &options).expect("prepare");
         let config = BlockstoreConfig {
-            csum_memory_limit_bytes: if seed % 3 == 0 { 0 } else { 1 << 30 },
+            csum_memory_limit_bytes: if seed.is_multiple_of(3) { 0 } else { 1 << 30 },
             ..BlockstoreConfig::default()
         };
         let store = Blockstore::open(disk, config.clone()).expect("open after prepare");
@@ -208,10 +245,12 @@ impl Harness {
             (self.rng.gen_range(0..=SECTORS - count), count)
         };
         let _ = object;
-        let ids: Vec<u64> = (0..count).map(|_| {
-            self.next_id += 1;
-            self.next_id
-        }).collect();
+        let ids: Vec<u64> = (0..count)
+            .map(|_| {
+                self.next_id += 1;
+                self.next_id
+            })
+            .collect();
         let mut data = AlignedBuf::new(count * SECTOR);
         for (i, id) in ids.iter().enumerate() {
             data[i * SECTOR..(i + 1) * SECTOR].copy_from_slice(&sector_pattern(*id, first + i));
@@ -222,8 +261,17 @@ impl Harness {
     fn write(&mut self, stable: bool) {
         let object = self.rng.gen_range(0..OBJECTS as usize);
         let (offset, data, ids, first) = self.random_write(object);
-        self.log.push(format!("write obj {object} sectors {first}+{} stable {stable} ids {ids:?}", ids.len()));
-        let result = self.store().run(Op::Write { oid: oid(object as u64), version: 0, offset, data, stable });
+        self.log.push(format!(
+            "write obj {object} sectors {first}+{} stable {stable} ids {ids:?}",
+            ids.len()
+        ));
+        let result = self.store().run(Op::Write {
+            oid: oid(object as u64),
+            version: 0,
+            offset,
+            data,
+            stable,
+        });
         match result {
             Ok(OpOutput::Version(version)) => {
                 self.log.push(format!("  -> v{version}"));
@@ -244,17 +292,27 @@ impl Harness {
             let summary = self.store().debug_summary();
             self.fail(format!("ENOSPC with only {unstable} unstable versions (journal used {journal_used}): {summary}"));
         }
-        self.log.push(format!("ENOSPC with {unstable} unstable versions; stabilizing all"));
+        self.log.push(format!(
+            "ENOSPC with {unstable} unstable versions; stabilizing all"
+        ));
         // Stabilizing may itself wait for space until the object pinning the journal start
         // is stable, so go round until a pass makes no progress.
         loop {
             let mut progress = false;
             let mut pending = false;
             for object in 0..OBJECTS as usize {
-                let Some(&version) = self.model[object].unstable_versions().last() else { continue };
-                match self.store().run(Op::Stabilize { oid: oid(object as u64), version }) {
+                let Some(&version) = self.model[object].unstable_versions().last() else {
+                    continue;
+                };
+                match self.store().run(Op::Stabilize {
+                    oid: oid(object as u64),
+                    version,
+                }) {
                     Ok(_) => {
-                        self.model[object].history.iter_mut().for_each(|entry| entry.1 = true);
+                        self.model[object]
+                            .history
+                            .iter_mut()
+                            .for_each(|entry| entry.1 = true);
                         self.model[object].fold();
                         progress = true;
                     }
@@ -267,7 +325,9 @@ impl Harness {
             }
             if !progress {
                 let summary = self.store().debug_summary();
-                self.fail(format!("cannot stabilize anything: the journal is full: {summary}"));
+                self.fail(format!(
+                    "cannot stabilize anything: the journal is full: {summary}"
+                ));
             }
         }
     }
@@ -275,8 +335,12 @@ impl Harness {
     fn delete(&mut self) {
         let object = self.rng.gen_range(0..OBJECTS as usize);
         self.log.push(format!("delete obj {object}"));
-        let exists = self.model[object].current().iter().any(|id| *id != 0) || !self.model[object].history.is_empty();
-        match self.store().run(Op::Delete { oid: oid(object as u64), version: 0 }) {
+        let exists = self.model[object].current().iter().any(|id| *id != 0)
+            || !self.model[object].history.is_empty();
+        match self.store().run(Op::Delete {
+            oid: oid(object as u64),
+            version: 0,
+        }) {
             Ok(OpOutput::Version(version)) => {
                 if exists || version > self.model[object].latest_version {
                     self.model[object].push(version, true, Mutation::Delete);
@@ -290,12 +354,21 @@ impl Harness {
     fn stabilize(&mut self) {
         let object = self.rng.gen_range(0..OBJECTS as usize);
         let unstable = self.model[object].unstable_versions();
-        let Some(&version) = unstable.get(self.rng.gen_range(0..unstable.len().max(1))) else { return };
+        let Some(&version) = unstable.get(self.rng.gen_range(0..unstable.len().max(1))) else {
+            return;
+        };
         self.log.push(format!("stabilize obj {object} v{version}"));
-        if let Err(error) = self.store().run(Op::Stabilize { oid: oid(object as u64), version }) {
+        if let Err(error) = self.store().run(Op::Stabilize {
+            oid: oid(object as u64),
+            version,
+        }) {
             self.fail(format!("stabilize failed: {error}"));
         }
-        for entry in self.model[object].history.iter_mut().filter(|(v, _, _)| *v <= version) {
+        for entry in self.model[object]
+            .history
+            .iter_mut()
+            .filter(|(v, _, _)| *v <= version)
+        {
             entry.1 = true;
         }
         self.model[object].fold();
@@ -307,22 +380,37 @@ impl Harness {
         if model.unstable_versions().is_empty() {
             return;
         }
-        let stable_max = model.history.iter().filter(|(_, s, _)| *s).map(|(v, _, _)| *v).max().unwrap_or(model.base_version);
+        let stable_max = model
+            .history
+            .iter()
+            .filter(|(_, s, _)| *s)
+            .map(|(v, _, _)| *v)
+            .max()
+            .unwrap_or(model.base_version);
         let mut targets: Vec<u64> = vec![stable_max];
         targets.extend(model.unstable_versions());
         targets.pop();
         let version = targets[self.rng.gen_range(0..targets.len())];
-        self.log.push(format!("rollback obj {object} to v{version}"));
-        if let Err(error) = self.store().run(Op::Rollback { oid: oid(object as u64), version }) {
+        self.log
+            .push(format!("rollback obj {object} to v{version}"));
+        if let Err(error) = self.store().run(Op::Rollback {
+            oid: oid(object as u64),
+            version,
+        }) {
             self.fail(format!("rollback failed: {error}"));
         }
         let model = &mut self.model[object];
-        model.history.retain(|(v, stable, _)| *v <= version || *stable);
-        model.deleted = match model.history.last() {
-            Some((_, _, mutation)) => matches!(mutation, Mutation::Delete),
-            None => model.base_deleted,
-        };
-        model.latest_version = model.history.iter().map(|(v, _, _)| *v).max().unwrap_or(model.base_version).max(version);
+        model
+            .history
+            .retain(|(v, stable, _)| *v <= version || *stable);
+        model.recompute_deleted();
+        model.latest_version = model
+            .history
+            .iter()
+            .map(|(v, _, _)| *v)
+            .max()
+            .unwrap_or(model.base_version)
+            .max(version);
         model.note_possible();
     }
 
@@ -335,13 +423,19 @@ impl Harness {
     }
 
     fn read_object(&mut self, object: usize) -> Result<(u64, Vec<u64>), String> {
-        match self.store().run(Op::Read { oid: oid(object as u64), offset: 0, len: BLOCK }) {
+        match self.store().run(Op::Read {
+            oid: oid(object as u64),
+            offset: 0,
+            len: BLOCK,
+        }) {
             Ok(OpOutput::Read { version, data, .. }) => {
                 let mut ids = Vec::with_capacity(SECTORS);
                 for sector in 0..SECTORS {
                     match identify(&data[sector * SECTOR..(sector + 1) * SECTOR], sector) {
                         Some(id) => ids.push(id),
-                        None => return Err(format!("object {object} sector {sector} holds garbage")),
+                        None => {
+                            return Err(format!("object {object} sector {sector} holds garbage"))
+                        }
                     }
                 }
                 Ok((version, ids))
@@ -359,11 +453,16 @@ impl Harness {
                 self.fail(format!("object {object}: read {ids:?}, model {expected:?}"));
             }
             let model = &self.model[object];
-            let version_ok = version == model.latest_version || (model.deleted && version == 0);
+            // A deleted object reads as version 0 once the delete is flushed, or as the
+            // delete's version while it is journaled (also again after a replay).
+            let version_ok = version == model.latest_version || model.deleted;
             if !version_ok {
                 let summary = self.store().debug_summary();
                 eprintln!("{summary}");
-                self.fail(format!("object {object}: version {version}, model {}", self.model[object].latest_version));
+                self.fail(format!(
+                    "object {object}: version {version}, model {}",
+                    self.model[object].latest_version
+                ));
             }
         }
     }
@@ -377,8 +476,17 @@ impl Harness {
             let object = objects.swap_remove(self.rng.gen_range(0..objects.len()));
             let (offset, data, ids, first) = self.random_write(object);
             let stable = self.rng.gen_bool(0.8);
-            self.log.push(format!("  batch submit obj {object} sectors {first}+{} stable {stable} ids {ids:?}", ids.len()));
-            let id = self.store().submit(Op::Write { oid: oid(object as u64), version: 0, offset, data, stable });
+            self.log.push(format!(
+                "  batch submit obj {object} sectors {first}+{} stable {stable} ids {ids:?}",
+                ids.len()
+            ));
+            let id = self.store().submit(Op::Write {
+                oid: oid(object as u64),
+                version: 0,
+                offset,
+                data,
+                stable,
+            });
             // Recorded as unstable until it completes: a stable write stabilizes older
             // versions only if it is accepted.
             self.model[object].push(0, false, Mutation::Write { first, ids });
@@ -387,36 +495,54 @@ impl Harness {
                 let _ = self.store().submit(Op::Sync);
             }
         }
-        self.log.push(format!("batch of {count} writes (crash: {crash})"));
-        let polls = if crash { self.rng.gen_range(0..6) } else { usize::MAX };
+        self.log
+            .push(format!("batch of {count} writes (crash: {crash})"));
+        let polls = if crash {
+            self.rng.gen_range(0..6)
+        } else {
+            usize::MAX
+        };
         let mut done: Vec<Completion> = Vec::new();
         let mut finished = 0;
         let mut round = 0;
         while finished < submitted.len() && round < polls {
-            self.store().poll(true).unwrap_or_else(|e| panic!("poll: {e}"));
+            self.store()
+                .poll(true)
+                .unwrap_or_else(|e| panic!("poll: {e}"));
             let mut batch = Vec::new();
             self.store().take_completions(&mut batch);
             done.extend(batch);
-            finished = submitted.iter().filter(|(id, _, _)| done.iter().any(|c| c.id == *id)).count();
+            finished = submitted
+                .iter()
+                .filter(|(id, _, _)| done.iter().any(|c| c.id == *id))
+                .count();
             round += 1;
         }
         let mut out_of_space = false;
         for completion in &done {
-            let Some(&(_, object, stable)) = submitted.iter().find(|(id, _, _)| *id == completion.id) else { continue };
+            let Some(&(_, object, stable)) =
+                submitted.iter().find(|(id, _, _)| *id == completion.id)
+            else {
+                continue;
+            };
             let object = &object;
             match &completion.result {
                 Err(error) if error.errno == errno::ENOSPC => {
                     let model = &mut self.model[*object];
                     model.history.retain(|(v, _, _)| *v != 0);
+                    model.recompute_deleted();
                     out_of_space = true;
                 }
                 Ok(OpOutput::Version(version)) => {
-                    self.log.push(format!("  batch write to obj {object} -> v{version}"));
+                    self.log
+                        .push(format!("  batch write to obj {object} -> v{version}"));
                     let model = &mut self.model[*object];
                     if let Some(index) = model.history.iter().position(|(v, _, _)| *v == 0) {
                         model.history[index].0 = *version;
                         if stable {
-                            model.history[..=index].iter_mut().for_each(|entry| entry.1 = true);
+                            model.history[..=index]
+                                .iter_mut()
+                                .for_each(|entry| entry.1 = true);
                         }
                     }
                     // Each object gets one write per batch, so this is its newest version
@@ -441,37 +567,63 @@ impl Harness {
     fn crash(&mut self) {
         let crash_seed = self.rng.gen();
         self.log.push(format!("crash ({crash_seed})"));
-        let disk = self.store.take().expect("open").into_disk().crash(crash_seed);
+        let disk = self
+            .store
+            .take()
+            .expect("open")
+            .into_disk()
+            .crash(crash_seed);
         if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
             let journal = dump_journal(disk.snapshot(0)).unwrap_or_default();
             eprintln!("journal after crash: {:#}", journal["entries"]);
-            eprintln!("flush records after crash: {}", journal["newest_flush_batch"]);
+            eprintln!(
+                "flush records after crash: {}",
+                journal["newest_flush_batch"]
+            );
             let meta = dump_meta(disk.snapshot(0)).unwrap_or_default();
             eprintln!("meta after crash: {:#}", meta["entries"]);
             eprintln!("damaged slots after crash: {}", meta["damaged_slots"]);
         }
-        let store = Blockstore::open(disk, self.config.clone()).unwrap_or_else(|e| self.fail(format!("reopen after crash failed: {e}")));
+        let store = Blockstore::open(disk, self.config.clone())
+            .unwrap_or_else(|e| self.fail(format!("reopen after crash failed: {e}")));
         self.store = Some(store);
         for object in 0..OBJECTS as usize {
-            let (version, ids) = self.read_object(object).unwrap_or_else(|e| self.fail(format!("after crash: {e}")));
+            let (version, ids) = self
+                .read_object(object)
+                .unwrap_or_else(|e| self.fail(format!("after crash: {e}")));
             if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
-                eprintln!("read after crash object {object}: v{version} {ids:?}; {}", self.store().debug_summary());
+                eprintln!(
+                    "read after crash object {object}: v{version} {ids:?}; {}",
+                    self.store().debug_summary()
+                );
             }
             for (sector, id) in ids.iter().enumerate() {
                 if !self.model[object].possible[sector].contains(id) {
                     let allowed = &self.model[object].possible[sector];
-                    self.fail(format!("after crash, object {object} sector {sector} = {id}, allowed {allowed:?}"));
+                    self.fail(format!(
+                        "after crash, object {object} sector {sector} = {id}, allowed {allowed:?}"
+                    ));
                 }
             }
             let listed = self.store().list(0, 0, 0, 0, u64::MAX);
-            let unstable: Vec<u64> = listed.iter().filter(|v| v.oid == oid(object as u64) && !v.stable).map(|v| v.version).collect();
+            let unstable: Vec<u64> = listed
+                .iter()
+                .filter(|v| v.oid == oid(object as u64) && !v.stable)
+                .map(|v| v.version)
+                .collect();
             if let Some(max) = unstable.iter().max() {
-                if let Err(error) = self.store().run(Op::Stabilize { oid: oid(object as u64), version: *max }) {
+                if let Err(error) = self.store().run(Op::Stabilize {
+                    oid: oid(object as u64),
+                    version: *max,
+                }) {
                     self.fail(format!("stabilize after crash failed: {error}"));
                 }
             }
             if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
-                eprintln!("after crash object {object}: version {version}; {}", self.store().debug_summary());
+                eprintln!(
+                    "after crash object {object}: version {version}; {}",
+                    self.store().debug_summary()
+                );
             }
             self.model[object].reset_to(ids, version);
         }
@@ -480,8 +632,15 @@ impl Harness {
     fn clean_reopen(&mut self) {
         self.log.push("clean reopen".into());
         let seed = self.rng.gen();
-        let disk = self.store.take().expect("open").close().unwrap_or_else(|e| panic!("close: {e}")).reopen(seed);
-        let store = Blockstore::open(disk, self.config.clone()).unwrap_or_else(|e| self.fail(format!("reopen failed: {e}")));
+        let disk = self
+            .store
+            .take()
+            .expect("open")
+            .close()
+            .unwrap_or_else(|e| panic!("close: {e}"))
+            .reopen(seed);
+        let store = Blockstore::open(disk, self.config.clone())
+            .unwrap_or_else(|e| self.fail(format!("reopen failed: {e}")));
         self.store = Some(store);
         self.check_reads();
     }
@@ -489,7 +648,13 @@ impl Harness {
     /// Flips a bit in a live region after a clean shutdown. Returns whether the damage
     /// was detected; fails on wrong data.
     fn corrupt(&mut self) -> bool {
-        let disk = self.store.take().expect("open").close().unwrap_or_else(|e| panic!("close: {e}")).reopen(1);
+        let disk = self
+            .store
+            .take()
+            .expect("open")
+            .close()
+            .unwrap_or_else(|e| panic!("close: {e}"))
+            .reopen(1);
         let meta = dump_meta(disk.snapshot(1)).expect("dump meta");
         let journal = dump_journal(disk.snapshot(2)).expect("dump journal");
         let sb = &meta["superblock"];
@@ -497,17 +662,27 @@ impl Harness {
         let ring = number(&sb["journal_offset"]) + 2 * SECTOR as u64;
         let mut regions: Vec<Vec<(u64, u64)>> = vec![Vec::new(), Vec::new(), Vec::new()];
         for entry in journal["entries"].as_array().expect("entries") {
-            let data = if entry["kind"] == "small_write" { number(&entry["len"]) } else { 0 };
+            let data = if entry["kind"] == "small_write" {
+                number(&entry["len"])
+            } else {
+                0
+            };
             regions[0].push((ring + number(&entry["pos"]), SECTOR as u64 + data));
         }
         for entry in meta["entries"].as_array().expect("entries") {
             let block = number(&entry["block"]);
-            regions[1].push((number(&sb["meta_offset"]) + block * SECTOR as u64, SECTOR as u64));
+            regions[1].push((
+                number(&sb["meta_offset"]) + block * SECTOR as u64,
+                SECTOR as u64,
+            ));
             let bitmap = entry["bitmap"].as_str().expect("bitmap");
             for sector in 0..SECTORS {
-                let byte = u8::from_str_radix(&bitmap[sector / 8 * 2..sector / 8 * 2 + 2], 16).expect("hex");
+                let byte = u8::from_str_radix(&bitmap[sector / 8 * 2..sector / 8 * 2 + 2], 16)
+                    .expect("hex");
                 if byte & (1 << (sector % 8)) != 0 {
-                    let offset = number(&sb["data_offset"]) + block * u64::from(BLOCK) + (sector * SECTOR) as u64;
+                    let offset = number(&sb["data_offset"])
+                        + block * u64::from(BLOCK)
+                        + (sector * SECTOR) as u64;
                     regions[2].push((offset, SECTOR as u64));
                 }
             }
@@ -522,23 +697,41 @@ impl Harness {
         let (start, len) = regions[kind][self.rng.gen_range(0..regions[kind].len())];
         let at = start + self.rng.gen_range(0..len);
         let bit = self.rng.gen_range(0..8);
-        self.log.push(format!("flip bit {bit} at {at}"));
+        self.log.push(format!(
+            "flip bit {bit} at {at} (region kind {kind} of {})",
+            regions.len()
+        ));
+        if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
+            eprintln!("before flip: meta {}", meta["entries"]);
+            eprintln!(
+                "before flip: journal {} records {}",
+                journal["entries"], journal["newest_flush_batch"]
+            );
+        }
         disk.flip_bit(at, bit);
         let store = match Blockstore::open(disk, self.config.clone()) {
-            Err(BlockstoreError::Corrupted { .. }) | Err(BlockstoreError::BadSuperblock(_)) => return true,
+            Err(BlockstoreError::Corrupted { .. }) | Err(BlockstoreError::BadSuperblock(_)) => {
+                return true
+            }
             Err(other) => self.fail(format!("unexpected open error after a bit flip: {other}")),
             Ok(store) => store,
         };
         self.store = Some(store);
         let mut detected = false;
         for object in 0..OBJECTS as usize {
-            match self.store().run(Op::Read { oid: oid(object as u64), offset: 0, len: BLOCK }) {
+            match self.store().run(Op::Read {
+                oid: oid(object as u64),
+                offset: 0,
+                len: BLOCK,
+            }) {
                 Err(error) if error.errno == errno::EDOM => detected = true,
                 Err(error) => self.fail(format!("unexpected read error after a bit flip: {error}")),
                 Ok(OpOutput::Read { data, .. }) => {
                     let expected = self.model[object].current();
                     for (sector, id) in expected.iter().enumerate() {
-                        if data[sector * SECTOR..(sector + 1) * SECTOR] != sector_pattern(*id, sector)[..] {
+                        if data[sector * SECTOR..(sector + 1) * SECTOR]
+                            != sector_pattern(*id, sector)[..]
+                        {
                             self.fail(format!("bit flip at {at} returned wrong data for object {object} sector {sector}"));
                         }
                     }
@@ -562,7 +755,9 @@ impl Harness {
             86..=88 => self.batch(true),
             89..=91 => {
                 self.log.push("flush_all".into());
-                self.store().flush_all().unwrap_or_else(|e| panic!("flush: {e}"));
+                self.store()
+                    .flush_all()
+                    .unwrap_or_else(|e| panic!("flush: {e}"));
             }
             92..=95 => self.crash(),
             _ => self.clean_reopen(),
@@ -588,11 +783,16 @@ fn run_sequence(seed: u64) -> Option<bool> {
 #[test]
 fn random_sequences_with_crashes_match_the_model() {
     if let Ok(seed) = std::env::var("BLOCKSTORE_MODEL_SEED") {
-        let seed: u64 = seed.parse().expect("BLOCKSTORE_MODEL_SEED must be a number");
+        let seed: u64 = seed
+            .parse()
+            .expect("BLOCKSTORE_MODEL_SEED must be a number");
         run_sequence(seed);
         return;
     }
-    let sequences: u64 = std::env::var("BLOCKSTORE_MODEL_SEQUENCES").ok().and_then(|s| s.parse().ok()).unwrap_or(1500);
+    let sequences: u64 = std::env::var("BLOCKSTORE_MODEL_SEQUENCES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500);
     let base: u64 = 0x5eed_0000;
     let mut injected = 0;
     let mut detected = 0;
@@ -604,6 +804,9 @@ fn random_sequences_with_crashes_match_the_model() {
     }
     eprintln!("{sequences} sequences; {injected} bit flips injected, {detected} detected, the rest harmless");
     if injected >= 20 {
-        assert!(detected * 4 >= injected, "too few bit flips were detected: {detected} of {injected}");
+        assert!(
+            detected * 4 >= injected,
+            "too few bit flips were detected: {detected} of {injected}"
+        );
     }
 }

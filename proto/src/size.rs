@@ -41,7 +41,7 @@ pub fn format_size(bytes: u64) -> String {
     for (unit, shift) in UNITS {
         if bytes >= 1u64 << shift {
             let value = bytes as f64 / (1u64 << shift) as f64;
-            return if bytes % (1u64 << shift) == 0 {
+            return if bytes.is_multiple_of(1u64 << shift) {
                 format!("{}{unit}", bytes >> shift)
             } else {
                 format!("{value:.1}{unit}")

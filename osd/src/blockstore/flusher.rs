@@ -78,7 +78,12 @@ struct FlushItem {
 fn flush_record(item: &FlushItem, batch: u64, index: usize, count: usize) -> EntryHeader {
     EntryHeader {
         kind: EntryKind::Flush,
-        flags: FLAG_STABLE | if item.target.is_none() { FLAG_DELETED } else { 0 },
+        flags: FLAG_STABLE
+            | if item.target.is_none() {
+                FLAG_DELETED
+            } else {
+                0
+            },
         seq: batch,
         oid: item.oid,
         version: item.version,
@@ -89,7 +94,11 @@ fn flush_record(item: &FlushItem, batch: u64, index: usize, count: usize) -> Ent
         old_block: item.old_clean.unwrap_or(NO_BLOCK),
         session: 0,
         bitmap: item.bitmap.clone(),
-        csums: if item.target.is_some() { item.csums.clone() } else { Vec::new() },
+        csums: if item.target.is_some() {
+            item.csums.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -160,7 +169,9 @@ impl<D: Disk> Blockstore<D> {
         for (oid, chain) in &self.dirty {
             let prefix_len = chain
                 .iter()
-                .take_while(|e| e.stable && e.written && e.seq < complete_below && e.stable_seq < complete_below)
+                .take_while(|e| {
+                    e.stable && e.written && e.seq < complete_below && e.stable_seq < complete_below
+                })
                 .count();
             if prefix_len > 0 {
                 candidates.push((chain[0].seq, *oid, prefix_len));
@@ -393,6 +404,7 @@ impl<D: Disk> Blockstore<D> {
         self.flusher.phase = Phase::Records;
         self.flusher.batch_gen += 1;
         let batch = self.flusher.batch_gen;
+        tracing::debug!(batch, objects = ?self.flusher.items.iter().map(|i| (i.oid, i.version, i.target, i.old_clean)).collect::<Vec<_>>(), "flush batch starts");
         let format_id = self.sb.format_id;
         let count = self.flusher.items.len();
         let mut buf = AlignedBuf::new(count * SECTOR as usize);
@@ -401,7 +413,10 @@ impl<D: Disk> Blockstore<D> {
                 item.csums[*sector as usize] = *csum;
             }
             let header = flush_record(item, batch, index, count);
-            header.encode(format_id, &mut buf[index * SECTOR as usize..(index + 1) * SECTOR as usize]);
+            header.encode(
+                format_id,
+                &mut buf[index * SECTOR as usize..(index + 1) * SECTOR as usize],
+            );
         }
         let offset = self.sb.flush_record_offset(batch % 2);
         let ptr = buf.as_mut_ptr();
@@ -420,7 +435,9 @@ impl<D: Disk> Blockstore<D> {
             let mut runs: Vec<(u32, Vec<u64>)> = Vec::new();
             for (sector, pos, _) in &item.overlays {
                 match runs.last_mut() {
-                    Some((first, positions)) if *first + positions.len() as u32 == *sector => positions.push(*pos),
+                    Some((first, positions)) if *first + positions.len() as u32 == *sector => {
+                        positions.push(*pos)
+                    }
                     _ => runs.push((*sector, vec![*pos])),
                 }
             }
@@ -428,7 +445,8 @@ impl<D: Disk> Blockstore<D> {
                 let mut buf = AlignedBuf::new((positions.len() as u64 * granularity) as usize);
                 for (i, pos) in positions.iter().enumerate() {
                     let at = i * granularity as usize;
-                    buf[at..at + granularity as usize].copy_from_slice(self.journal.slice(*pos, granularity));
+                    buf[at..at + granularity as usize]
+                        .copy_from_slice(self.journal.slice(*pos, granularity));
                 }
                 let offset = self.sb.block_offset(target) + u64::from(first) * granularity;
                 requests.push((offset, buf.as_mut_ptr(), buf.len()));
@@ -481,6 +499,7 @@ impl<D: Disk> Blockstore<D> {
     }
 
     fn finish_flush_batch(&mut self) {
+        tracing::debug!(batch = self.flusher.batch_gen, "flush batch done");
         let items = std::mem::take(&mut self.flusher.items);
         for item in items {
             if let Some(chain) = self.dirty.get_mut(&item.oid) {

@@ -99,7 +99,11 @@ impl JournalRing {
 
     /// Whether an entry of `bytes` would fit now.
     pub fn fits(&self, bytes: u64, class: EntryClass) -> bool {
-        let skip = if self.next_pos + bytes > self.size { self.size - self.next_pos } else { 0 };
+        let skip = if self.next_pos + bytes > self.size {
+            self.size - self.next_pos
+        } else {
+            0
+        };
         self.used + skip + bytes + self.kept_free(class) <= self.size
     }
 
@@ -185,7 +189,10 @@ mod tests {
         let (s1, p1) = ring.append(4 * SECTOR, EntryClass::Regular).unwrap();
         let (s2, p2) = ring.append(8 * SECTOR, EntryClass::Regular).unwrap();
         assert_eq!((s1, p1, s2, p2), (1, 0, 2, 4 * SECTOR));
-        assert!(ring.append(4 * SECTOR, EntryClass::Regular).is_none(), "the reserve is kept");
+        assert!(
+            ring.append(4 * SECTOR, EntryClass::Regular).is_none(),
+            "the reserve is kept"
+        );
         assert!(ring.fits(4 * SECTOR, EntryClass::Unpin));
         ring.trim(2);
         assert_eq!(

@@ -69,29 +69,46 @@ impl JournalHeader {
         seal_sector(&mut out[..SECTOR as usize]);
     }
 
-    /// `Ok(None)` for an empty (zero or other-format) copy, `Err` for a damaged one.
-    pub fn decode(sector: &[u8], format_id: u64) -> Result<Option<JournalHeader>, ()> {
+    /// Decodes one header copy.
+    pub fn decode(sector: &[u8], format_id: u64) -> HeaderCopy {
         if is_all_zero(sector) {
-            return Ok(None);
+            return HeaderCopy::Empty;
         }
         if !sector_is_sealed(sector) {
-            return Err(());
+            return HeaderCopy::Damaged;
         }
         let mut r = Reader::new(sector);
-        let magic = r.u32().ok_or(())?;
-        let _ = r.u32();
-        let header_format = r.u64().ok_or(())?;
-        if magic != HEADER_MAGIC || header_format != format_id {
-            return Ok(None);
+        let fields = (|| {
+            let magic = r.u32()?;
+            let _reserved = r.u32()?;
+            let header_format = r.u64()?;
+            if magic != HEADER_MAGIC || header_format != format_id {
+                return Some(None);
+            }
+            Some(Some(JournalHeader {
+                generation: r.u64()?,
+                start_pos: r.u64()?,
+                start_seq: r.u64()?,
+                clean_end_seq: r.u64()?,
+                session: r.u64()?,
+            }))
+        })();
+        match fields {
+            Some(Some(header)) => HeaderCopy::Valid(header),
+            Some(None) => HeaderCopy::Empty,
+            None => HeaderCopy::Damaged,
         }
-        Ok(Some(JournalHeader {
-            generation: r.u64().ok_or(())?,
-            start_pos: r.u64().ok_or(())?,
-            start_seq: r.u64().ok_or(())?,
-            clean_end_seq: r.u64().ok_or(())?,
-            session: r.u64().ok_or(())?,
-        }))
     }
+}
+
+/// One of the two journal header copies as found on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderCopy {
+    /// Zeros, or a header of another format.
+    Empty,
+    Valid(JournalHeader),
+    /// Not sealed: torn by a crash while being written, or corrupted.
+    Damaged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,9 +295,9 @@ mod tests {
             session: 2,
         };
         header.encode(9, &mut sector);
-        assert_eq!(JournalHeader::decode(&sector, 9), Ok(Some(header)));
+        assert_eq!(JournalHeader::decode(&sector, 9), HeaderCopy::Valid(header));
         sector[30] ^= 1;
-        assert_eq!(JournalHeader::decode(&sector, 9), Err(()));
-        assert_eq!(JournalHeader::decode(&[0u8; 4096], 9), Ok(None));
+        assert_eq!(JournalHeader::decode(&sector, 9), HeaderCopy::Damaged);
+        assert_eq!(JournalHeader::decode(&[0u8; 4096], 9), HeaderCopy::Empty);
     }
 }

@@ -100,9 +100,7 @@ impl Superblock {
         let block_size = u64::from(options.block_size);
         let journal_offset = SECTOR;
         let meta_offset = journal_offset + journal_size;
-        let space = (device_size / SECTOR * SECTOR)
-            .checked_sub(meta_offset)
-            .unwrap_or(0);
+        let space = (device_size / SECTOR * SECTOR).saturating_sub(meta_offset);
         let mut block_count = space / (block_size + SECTOR);
         if options.meta_size > 0 {
             block_count = block_count.min(options.meta_size / SECTOR);
@@ -231,7 +229,10 @@ impl Superblock {
     /// Disk offset and size of the entry ring.
     pub fn ring_area(&self) -> (u64, u64) {
         let before_ring = (2 + 2 * self.flush_record_slots()) * SECTOR;
-        (self.journal_offset + before_ring, self.journal_size - before_ring)
+        (
+            self.journal_offset + before_ring,
+            self.journal_size - before_ring,
+        )
     }
 
     pub fn data_size(&self) -> u64 {

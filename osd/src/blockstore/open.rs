@@ -22,7 +22,9 @@ use super::bitmap::bitmap_bytes;
 use super::dirty::{DirtyEntry, DirtyKind};
 use super::disk::{Disk, IoKind};
 use super::error::BlockstoreError;
-use super::journal_format::{EntryHeader, EntryKind, JournalHeader, FLAG_DELETED, NO_BLOCK};
+use super::journal_format::{
+    EntryHeader, EntryKind, HeaderCopy, JournalHeader, FLAG_DELETED, NO_BLOCK,
+};
 use super::layout::{Superblock, SECTOR};
 use super::meta_format::{self, MetaEntry, MetaSlot};
 use super::store::{io_sync, Blockstore, BlockstoreConfig};
@@ -96,14 +98,20 @@ impl<D: Disk> Blockstore<D> {
             if !repairs.covered.contains(block) && !repairs.redo.contains_key(block) {
                 return Err(BlockstoreError::Corrupted {
                     what: "metadata",
-                    detail: format!("the slot of data block {block} is damaged and no flush record covers it"),
+                    detail: format!(
+                        "the slot of data block {block} is damaged and no flush record covers it"
+                    ),
                 });
             }
             repairs.redo.entry(*block).or_insert(None);
         }
         self.write_repairs(&repairs)?;
-        let positions = entries.iter().map(|(e, pos)| (e.seq, *pos, e.entry_bytes())).collect();
-        self.journal.restore(header.start_pos, header.start_seq, positions);
+        let positions = entries
+            .iter()
+            .map(|(e, pos)| (e.seq, *pos, e.entry_bytes()))
+            .collect();
+        self.journal
+            .restore(header.start_pos, header.start_seq, positions);
         self.erase_stale_entries()?;
         self.journal.header_generation = header.generation;
         self.journal.session = header.session + 1;
@@ -141,7 +149,11 @@ impl<D: Disk> Blockstore<D> {
         let mut stale = Vec::new();
         for k in 0..self.journal.free_bytes() / SECTOR {
             let pos = (self.journal.next_pos + k * SECTOR) % size;
-            if let Some(entry) = EntryHeader::decode(self.journal.slice(pos, SECTOR), self.sb.format_id, bitmap_len) {
+            if let Some(entry) = EntryHeader::decode(
+                self.journal.slice(pos, SECTOR),
+                self.sb.format_id,
+                bitmap_len,
+            ) {
                 if entry.seq >= next_seq {
                     stale.push(pos);
                 }
@@ -209,11 +221,14 @@ impl<D: Disk> Blockstore<D> {
         ];
         let best = copies
             .iter()
-            .filter_map(|c| c.ok().flatten())
+            .filter_map(|c| match c {
+                HeaderCopy::Valid(header) => Some(*header),
+                _ => None,
+            })
             .max_by_key(|h| h.generation);
         match best {
             Some(header) => {
-                if copies.iter().any(Result::is_err) {
+                if copies.contains(&HeaderCopy::Damaged) {
                     tracing::warn!(
                         "one journal header copy is damaged (torn by a crash?); using the other"
                     );
@@ -301,8 +316,8 @@ impl<D: Disk> Blockstore<D> {
         let sectors = self.sb.sectors_per_block() as usize;
         let blocks = self.sb.block_count;
         let range_ok = e.len > 0
-            && e.offset % granularity == 0
-            && e.len % granularity == 0
+            && e.offset.is_multiple_of(granularity)
+            && e.len.is_multiple_of(granularity)
             && u64::from(e.offset) + u64::from(e.len) <= u64::from(self.sb.block_size)
             && e.csums.len() == (e.len / granularity) as usize;
         match e.kind {
@@ -380,14 +395,21 @@ impl<D: Disk> Blockstore<D> {
     /// Sectors that a later small write of the same object covers are not checked: the
     /// flusher may have been rewriting exactly those in place when the power went, and
     /// reads take them from the journal anyway.
-    fn verify_big_writes(&mut self, entries: &mut Vec<(EntryHeader, u64)>) -> Result<(), BlockstoreError> {
+    fn verify_big_writes(
+        &mut self,
+        entries: &mut Vec<(EntryHeader, u64)>,
+    ) -> Result<(), BlockstoreError> {
         let granularity = self.sb.bitmap_granularity;
         for i in 0..entries.len() {
             let (entry, _) = &entries[i];
             if entry.kind != EntryKind::BigWrite {
                 continue;
             }
-            if self.clean.get(&entry.oid).is_some_and(|c| c.version >= entry.version) {
+            if self
+                .clean
+                .get(&entry.oid)
+                .is_some_and(|c| c.version >= entry.version)
+            {
                 continue;
             }
             let first_sector = entry.offset / granularity;
@@ -399,7 +421,9 @@ impl<D: Disk> Blockstore<D> {
                         && sector < (later.offset + later.len) / granularity
                 })
             };
-            let checked: Vec<bool> = (0..entry.csums.len() as u32).map(|k| !overlaid(first_sector + k)).collect();
+            let checked: Vec<bool> = (0..entry.csums.len() as u32)
+                .map(|k| !overlaid(first_sector + k))
+                .collect();
             let mut data = AlignedBuf::new(entry.len as usize);
             let offset = self.sb.block_offset(entry.block) + u64::from(entry.offset);
             let csums = entry.csums.clone();
@@ -421,7 +445,10 @@ impl<D: Disk> Blockstore<D> {
 
     fn apply_entry(&mut self, entry: &EntryHeader, pos: u64) {
         let oid = entry.oid;
-        if matches!(entry.kind, EntryKind::SmallWrite | EntryKind::BigWrite | EntryKind::Delete) {
+        if matches!(
+            entry.kind,
+            EntryKind::SmallWrite | EntryKind::BigWrite | EntryKind::Delete
+        ) {
             self.start_new_life_if_restarted(entry);
         }
         let latest = self.latest_version(&oid);
@@ -496,10 +523,13 @@ impl<D: Disk> Blockstore<D> {
             }
             EntryKind::Stabilize => {
                 if let Some(chain) = self.dirty.get_mut(&oid) {
-                    chain.iter_mut().filter(|e| e.version <= entry.version && !e.stable).for_each(|e| {
-                        e.stable = true;
-                        e.stable_seq = seq;
-                    });
+                    chain
+                        .iter_mut()
+                        .filter(|e| e.version <= entry.version && !e.stable)
+                        .for_each(|e| {
+                            e.stable = true;
+                            e.stable_seq = seq;
+                        });
                 }
             }
             EntryKind::Rollback => {
@@ -531,7 +561,9 @@ impl<D: Disk> Blockstore<D> {
             .dirty
             .get(&entry.oid)
             .and_then(|chain| chain.last())
-            .is_some_and(|last| matches!(last.kind, DirtyKind::Delete) && entry.version <= last.version);
+            .is_some_and(|last| {
+                matches!(last.kind, DirtyKind::Delete) && entry.version <= last.version
+            });
         if !restarted {
             return;
         }
@@ -546,13 +578,30 @@ impl<D: Disk> Blockstore<D> {
     /// had started; `free_tag` is the journal position blocks it frees must wait for.
     fn apply_flush_record(&mut self, entry: &EntryHeader, free_tag: u64, repairs: &mut Repairs) {
         let oid = entry.oid;
-        let clean_version = self.clean.get(&oid).map_or(0, |c| c.version);
+        let clean = self.clean.get(&oid).map(|c| (c.block, c.version));
+        let clean_version = clean.map_or(0, |(_, version)| version);
         let target = (entry.flags & FLAG_DELETED == 0).then_some(entry.block);
-        repairs.covered.extend(target);
-        if entry.old_block != NO_BLOCK {
-            repairs.covered.insert(entry.old_block);
-        }
+        let cover = |repairs: &mut Repairs| {
+            repairs.covered.extend(target);
+            if entry.old_block != NO_BLOCK {
+                repairs.covered.insert(entry.old_block);
+            }
+        };
         if entry.version <= clean_version {
+            // Already in the metadata area. If it got there through this very batch, the
+            // batch's other slot (the block the object left) may be torn: covered.
+            if target.is_some() && clean == target.map(|block| (block, entry.version)) {
+                cover(repairs);
+            }
+            return;
+        }
+        if !self
+            .dirty
+            .get(&oid)
+            .is_some_and(|chain| chain.iter().any(|e| e.version == entry.version))
+        {
+            // The version is not in the journal: the batch never got past writing its
+            // records (they landed, the journal entries did not). Nothing to redo.
             return;
         }
         let torn = |block: u32| block != NO_BLOCK && repairs.suspects.contains(&block);
@@ -561,6 +610,7 @@ impl<D: Disk> Blockstore<D> {
             // versions stay journaled (already in the chains) and will be flushed again.
             return;
         }
+        cover(repairs);
         if let Some(block) = target {
             if self.clean.owner(block).is_some_and(|owner| owner != oid) {
                 tracing::warn!(%oid, block, "flush record names a block owned by another object; skipping");

@@ -244,7 +244,13 @@ impl<D: Disk> Blockstore<D> {
                             DirtyKind::Big { block, .. } => format!("big{block}"),
                             DirtyKind::Delete => "del".to_string(),
                         };
-                        format!("v{}@{}{}{}{kind}", e.version, e.seq, if e.stable { "s" } else { "u" }, if e.written { "" } else { "!" })
+                        format!(
+                            "v{}@{}{}{}{kind}",
+                            e.version,
+                            e.seq,
+                            if e.stable { "s" } else { "u" },
+                            if e.written { "" } else { "!" }
+                        )
                     })
                     .collect();
                 format!("{oid}: [{}]", versions.join(" "))
@@ -525,7 +531,10 @@ impl<D: Disk> Blockstore<D> {
 
     /// Every journal entry before this sequence number has reached the disk (modulo fsync).
     pub(super) fn journal_complete_below(&self) -> u64 {
-        self.inflight_journal.first().copied().unwrap_or(self.journal.next_seq)
+        self.inflight_journal
+            .first()
+            .copied()
+            .unwrap_or(self.journal.next_seq)
     }
 
     /// The tag the next request will get (sync barriers wait for writes below it).

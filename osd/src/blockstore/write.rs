@@ -429,7 +429,11 @@ impl<D: Disk> Blockstore<D> {
                 (version, EntryKind::Delete, true)
             }
         };
-        let class = if kind == JournalOpKind::Delete { EntryClass::Regular } else { EntryClass::Unpin };
+        let class = if kind == JournalOpKind::Delete {
+            EntryClass::Regular
+        } else {
+            EntryClass::Unpin
+        };
         if !self.journal.fits(SECTOR, class) {
             return self.wait_for_space(index);
         }
@@ -440,10 +444,13 @@ impl<D: Disk> Blockstore<D> {
         match kind {
             JournalOpKind::Stabilize => {
                 if let Some(chain) = self.dirty.get_mut(&oid) {
-                    chain.iter_mut().filter(|e| e.version <= version && !e.stable).for_each(|e| {
-                        e.stable = true;
-                        e.stable_seq = seq;
-                    });
+                    chain
+                        .iter_mut()
+                        .filter(|e| e.version <= version && !e.stable)
+                        .for_each(|e| {
+                            e.stable = true;
+                            e.stable_seq = seq;
+                        });
                 }
             }
             JournalOpKind::Rollback => {

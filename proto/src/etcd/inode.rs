@@ -21,7 +21,7 @@ impl InodeConfig {
         if self.name.is_empty() {
             return Err(SchemaError::new(format!("{key} name"), "must not be empty"));
         }
-        if self.size % 4096 != 0 {
+        if !self.size.is_multiple_of(4096) {
             return Err(SchemaError::new(
                 format!("{key} size"),
                 format!("{} is not a multiple of 4096", self.size),

@@ -232,7 +232,10 @@ pub fn check_block_geometry(
             format!("{block_size} must be a power of two in {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"),
         ));
     }
-    if !granularity.is_power_of_two() || granularity > block_size || block_size % granularity != 0 {
+    if !granularity.is_power_of_two()
+        || granularity > block_size
+        || !block_size.is_multiple_of(granularity)
+    {
         return Err(SchemaError::new(
             format!("{what} bitmap_granularity"),
             format!("{granularity} must be a power of two dividing block_size {block_size}"),

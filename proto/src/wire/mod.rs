@@ -129,7 +129,7 @@ pub fn encode_obj_versions(items: &[crate::ObjectVersion]) -> Vec<u8> {
 
 /// Decodes a `{inode, stripe, version}` array; the length must be a multiple of 24.
 pub fn decode_obj_versions(payload: &[u8]) -> Result<Vec<crate::ObjectVersion>, WireError> {
-    if payload.len() as u64 % OBJ_VER_SIZE != 0 {
+    if !(payload.len() as u64).is_multiple_of(OBJ_VER_SIZE) {
         return Err(WireError::InvalidField {
             field: "obj_ver payload length",
             value: payload.len() as u64,

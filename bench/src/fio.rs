@@ -1,0 +1,135 @@
+//! fio on the raw device, for the side-by-side numbers: same block size, depth and
+//! pattern as our run, `ioengine=io_uring`, `direct=1`, on a file of the same filesystem.
+
+use crate::stats::RunStats;
+use std::path::Path;
+use std::process::Command;
+
+/// One fio job. `fdatasync` = sync after every write.
+#[derive(Debug, Clone)]
+pub struct FioJob {
+    pub rw: &'static str,
+    pub block_size: u64,
+    pub iodepth: u32,
+    pub fdatasync: bool,
+    pub runtime_s: u64,
+    pub size: u64,
+}
+
+pub fn fio_version() -> Option<String> {
+    let out = Command::new("fio").arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Fills `path` (creating it) with `size` bytes of data so reads hit real blocks.
+pub fn prefill(path: &Path, size: u64) -> Result<(), String> {
+    let job = FioJob {
+        rw: "write",
+        block_size: 1 << 20,
+        iodepth: 8,
+        fdatasync: false,
+        runtime_s: 0,
+        size,
+    };
+    run(path, &job).map(|_| ())
+}
+
+/// Runs one job and returns what fio measured.
+pub fn run(path: &Path, job: &FioJob) -> Result<RunStats, String> {
+    let mut command = Command::new("fio");
+    command
+        .arg("--name=raw")
+        .arg(format!("--filename={}", path.display()))
+        .arg(format!("--size={}", job.size))
+        .arg("--ioengine=io_uring")
+        .arg("--direct=1")
+        .arg(format!("--rw={}", job.rw))
+        .arg(format!("--bs={}", job.block_size))
+        .arg(format!("--iodepth={}", job.iodepth))
+        .arg("--randrepeat=0")
+        .arg("--output-format=json");
+    if job.fdatasync {
+        command.arg("--fdatasync=1");
+    }
+    if job.runtime_s > 0 {
+        command
+            .arg(format!("--runtime={}", job.runtime_s))
+            .arg("--time_based");
+    }
+    let out = command
+        .output()
+        .map_err(|error| format!("cannot run fio (is it installed?): {error}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "fio failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse_output(&out.stdout, job)
+}
+
+/// Extracts IOPS, bandwidth and latency from fio's JSON output.
+pub fn parse_output(json: &[u8], job: &FioJob) -> Result<RunStats, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|error| format!("fio output is not JSON: {error}"))?;
+    let side = if job.rw.contains("read") {
+        "read"
+    } else {
+        "write"
+    };
+    let stats = &value["jobs"][0][side];
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let ops = stats["total_ios"].as_u64().unwrap_or(0);
+    // With fdatasync, a "write" is the write plus its fdatasync: add the sync latency.
+    let mut lat_avg_us = number(&stats["lat_ns"]["mean"]) / 1000.0;
+    let mut lat_p99_us = number(&stats["clat_ns"]["percentile"]["99.000000"]) / 1000.0;
+    if job.fdatasync {
+        let sync = &value["jobs"][0]["sync"];
+        lat_avg_us += number(&sync["lat_ns"]["mean"]) / 1000.0;
+        lat_p99_us += number(&sync["lat_ns"]["percentile"]["99.000000"]) / 1000.0;
+    }
+    let iops = if job.fdatasync && lat_avg_us > 0.0 {
+        1e6 / lat_avg_us * f64::from(job.iodepth)
+    } else {
+        number(&stats["iops"])
+    };
+    Ok(RunStats {
+        ops,
+        iops,
+        bandwidth_mb_s: number(&stats["bw_bytes"]) / 1e6,
+        lat_avg_us,
+        lat_p99_us,
+        cpu_us_per_op: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fio_json() {
+        let json = br#"{"jobs":[{"write":{"total_ios":1000,"iops":500.5,"bw_bytes":2050048,"lat_ns":{"mean":60000.0},"clat_ns":{"percentile":{"99.000000":90000}}},"sync":{"lat_ns":{"mean":40000.0,"percentile":{"99.000000":70000}}}}]}"#;
+        let job = FioJob {
+            rw: "randwrite",
+            block_size: 4096,
+            iodepth: 1,
+            fdatasync: true,
+            runtime_s: 1,
+            size: 1 << 20,
+        };
+        let stats = parse_output(json, &job).unwrap();
+        assert_eq!(stats.ops, 1000);
+        assert!((stats.lat_avg_us - 100.0).abs() < 1e-9);
+        assert!((stats.lat_p99_us - 160.0).abs() < 1e-9);
+        assert!((stats.iops - 10000.0).abs() < 1e-6);
+        let no_sync = FioJob {
+            fdatasync: false,
+            ..job
+        };
+        assert!((parse_output(json, &no_sync).unwrap().iops - 500.5).abs() < 1e-9);
+        assert!(parse_output(b"not json", &no_sync).is_err());
+    }
+}
