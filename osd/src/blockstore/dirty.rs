@@ -43,6 +43,17 @@ pub struct DirtyEntry {
 }
 
 impl DirtyEntry {
+    pub fn new(version: u64, seq: u64, stable: bool, written: bool, kind: DirtyKind) -> DirtyEntry {
+        DirtyEntry {
+            version,
+            seq,
+            stable,
+            stable_seq: if stable { seq } else { 0 },
+            written,
+            kind,
+        }
+    }
+
     pub fn big_block(&self) -> Option<u32> {
         match self.kind {
             DirtyKind::Big { block, .. } => Some(block),

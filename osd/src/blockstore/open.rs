@@ -49,6 +49,8 @@ struct Repairs {
     covered: BTreeSet<u32>,
     /// Blocks whose metadata slot is damaged.
     suspects: BTreeSet<u32>,
+    /// (block, seq) of redirected writes replay skipped because they were already flushed.
+    flushed_blocks: Vec<(u32, u64)>,
 }
 
 impl<D: Disk> Blockstore<D> {
@@ -89,11 +91,12 @@ impl<D: Disk> Blockstore<D> {
             });
         }
         for (entry, pos) in &entries {
-            self.apply_entry(entry, *pos);
+            self.apply_entry(entry, *pos, &mut repairs);
         }
         for record in &records {
             self.apply_flush_record(record, end_seq, &mut repairs);
         }
+        self.hold_blocks_of_flushed_entries(&repairs);
         for block in &suspects {
             if !repairs.covered.contains(block) && !repairs.redo.contains_key(block) {
                 return Err(BlockstoreError::Corrupted {
@@ -412,6 +415,12 @@ impl<D: Disk> Blockstore<D> {
             {
                 continue;
             }
+            let reused_later = entries[i + 1..]
+                .iter()
+                .any(|(later, _)| later.kind == EntryKind::BigWrite && later.block == entry.block);
+            if reused_later {
+                continue;
+            }
             let first_sector = entry.offset / granularity;
             let overlaid = |sector: u32| {
                 entries[i + 1..].iter().any(|(later, _)| {
@@ -443,7 +452,7 @@ impl<D: Disk> Blockstore<D> {
         Ok(())
     }
 
-    fn apply_entry(&mut self, entry: &EntryHeader, pos: u64) {
+    fn apply_entry(&mut self, entry: &EntryHeader, pos: u64, repairs: &mut Repairs) {
         let oid = entry.oid;
         if matches!(
             entry.kind,
@@ -467,20 +476,13 @@ impl<D: Disk> Blockstore<D> {
                     data_pos: pos + SECTOR,
                     csums: entry.csums.clone().into_boxed_slice(),
                 };
-                self.push_dirty(
-                    oid,
-                    DirtyEntry {
-                        version: entry.version,
-                        seq,
-                        stable,
-                        written: true,
-                        stable_seq: 0,
-                        kind,
-                    },
-                );
+                self.push_dirty(oid, DirtyEntry::new(entry.version, seq, stable, true, kind));
             }
             EntryKind::BigWrite => {
                 if entry.version <= latest {
+                    // Already flushed. Its block must not be handed out while this entry is
+                    // in the journal (see `hold_blocks_of_flushed_entries`).
+                    repairs.flushed_blocks.push((entry.block, seq));
                     return;
                 }
                 if self.alloc.is_used(entry.block) {
@@ -494,30 +496,13 @@ impl<D: Disk> Blockstore<D> {
                     len: entry.len,
                     csums: entry.csums.clone().into_boxed_slice(),
                 };
-                self.push_dirty(
-                    oid,
-                    DirtyEntry {
-                        version: entry.version,
-                        seq,
-                        stable,
-                        written: true,
-                        stable_seq: 0,
-                        kind,
-                    },
-                );
+                self.push_dirty(oid, DirtyEntry::new(entry.version, seq, stable, true, kind));
             }
             EntryKind::Delete => {
                 if entry.version > latest {
                     self.push_dirty(
                         oid,
-                        DirtyEntry {
-                            version: entry.version,
-                            seq,
-                            stable: true,
-                            written: true,
-                            stable_seq: 0,
-                            kind: DirtyKind::Delete,
-                        },
+                        DirtyEntry::new(entry.version, seq, true, true, DirtyKind::Delete),
                     );
                 }
             }
@@ -549,6 +534,19 @@ impl<D: Disk> Blockstore<D> {
             }
             EntryKind::Flush => {
                 tracing::warn!(seq, "flush record inside the ring; ignored");
+            }
+        }
+    }
+
+    /// A block named by a journal entry is not handed out until the journal start passes
+    /// that entry, even when the entry was already flushed and its object moved on: if a
+    /// later replay could not read the object's metadata slot, it would check the entry's
+    /// data in that block. Blocks in use by now are left alone (their users came later).
+    fn hold_blocks_of_flushed_entries(&mut self, repairs: &Repairs) {
+        for &(block, seq) in &repairs.flushed_blocks {
+            if !self.alloc.is_used(block) {
+                self.alloc.mark_used(block);
+                self.alloc.free_later(block, seq);
             }
         }
     }

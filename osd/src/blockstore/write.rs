@@ -235,17 +235,7 @@ impl<D: Disk> Blockstore<D> {
                 len,
                 csums,
             };
-            self.push_dirty(
-                oid,
-                DirtyEntry {
-                    version,
-                    seq,
-                    stable,
-                    written: false,
-                    stable_seq: 0,
-                    kind,
-                },
-            );
+            self.push_dirty(oid, DirtyEntry::new(version, seq, stable, false, kind));
             let data_offset = self.sb.block_offset(block) + u64::from(offset);
             // SAFETY: the data buffer is owned by this op's slot until the op completes,
             // which happens only after both writes are reaped.
@@ -284,17 +274,7 @@ impl<D: Disk> Blockstore<D> {
                 data_pos: pos + SECTOR,
                 csums,
             };
-            self.push_dirty(
-                oid,
-                DirtyEntry {
-                    version,
-                    seq,
-                    stable,
-                    written: false,
-                    stable_seq: 0,
-                    kind,
-                },
-            );
+            self.push_dirty(oid, DirtyEntry::new(version, seq, stable, false, kind));
             self.submit_journal_write(Owner::Op(index), pos, bytes);
             self.set_op_seq(index, seq);
             self.stats.small_writes += 1;
@@ -471,14 +451,7 @@ impl<D: Disk> Blockstore<D> {
             JournalOpKind::Delete => {
                 self.push_dirty(
                     oid,
-                    DirtyEntry {
-                        version,
-                        seq,
-                        stable: true,
-                        written: false,
-                        stable_seq: 0,
-                        kind: DirtyKind::Delete,
-                    },
+                    DirtyEntry::new(version, seq, true, false, DirtyKind::Delete),
                 );
             }
         }
