@@ -13,7 +13,15 @@ fn main() {
     let mut bufs: Vec<AlignedBuf> = (0..32).map(|_| AlignedBuf::new(4096)).collect();
     for (i, buf) in bufs.iter_mut().enumerate() {
         let offset = rng.gen_range(0..size) * 4096;
-        unsafe { disk.submit(IoRequest { tag: i as u64, kind: IoKind::Read, offset, buf: buf.as_mut_ptr(), len: 4096 }) };
+        unsafe {
+            disk.submit(IoRequest {
+                tag: i as u64,
+                kind: IoKind::Read,
+                offset,
+                buf: buf.as_mut_ptr(),
+                len: 4096,
+            })
+        };
     }
     let start = Instant::now();
     let mut done: Vec<IoCompletion> = Vec::new();
@@ -24,7 +32,15 @@ fn main() {
             ops += 1;
             let offset = rng.gen_range(0..size) * 4096;
             let buf = &mut bufs[c.tag as usize];
-            unsafe { disk.submit(IoRequest { tag: c.tag, kind: IoKind::Read, offset, buf: buf.as_mut_ptr(), len: 4096 }) };
+            unsafe {
+                disk.submit(IoRequest {
+                    tag: c.tag,
+                    kind: IoKind::Read,
+                    offset,
+                    buf: buf.as_mut_ptr(),
+                    len: 4096,
+                })
+            };
         }
     }
     println!("{:.0} iops", ops as f64 / start.elapsed().as_secs_f64());

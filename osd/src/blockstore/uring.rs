@@ -14,7 +14,8 @@ const RING_ENTRIES: u32 = 256;
 
 pub struct UringDisk {
     ring: IoUring,
-    file: File,
+    /// Kept open for the ring, whose fixed file 0 refers to it.
+    _file: File,
     size: u64,
     in_flight: usize,
 }
@@ -44,7 +45,7 @@ impl UringDisk {
         ring.submitter().register_files(&[file.as_raw_fd()])?;
         Ok(UringDisk {
             ring,
-            file,
+            _file: file,
             size,
             in_flight: 0,
         })

@@ -10,12 +10,14 @@ mod lenient;
 pub mod osd;
 pub mod pg;
 pub mod pool;
+pub mod stats;
 
 pub use global::{GlobalConfig, ImmediateCommit};
 pub use inode::{ImageIndex, InodeConfig};
 pub use osd::{NodePlacement, OsdConfig, OsdState, OsdStats};
 pub use pg::{PgConfig, PgConfigItem, PgHistory, PgState, PgStats};
 pub use pool::{parse_pools, PoolConfig, PoolScheme};
+pub use stats::{ClusterStats, InodeStats, MonMaster, OsdInodeStats, OsdSpace, PoolStats};
 
 use std::fmt;
 
@@ -68,4 +70,9 @@ pub mod keys {
     pub const OSD_STATE: &str = "/osd/state/";
     pub const OSD_STATS: &str = "/osd/stats/";
     pub const MON_MASTER: &str = "/mon/master";
+    pub const OSD_INODESTATS: &str = "/osd/inodestats/";
+    pub const OSD_SPACE: &str = "/osd/space/";
+    pub const INODE_STATS: &str = "/inode/stats/";
+    pub const POOL_STATS: &str = "/pool/stats/";
+    pub const STATS: &str = "/stats";
 }
