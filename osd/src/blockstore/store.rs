@@ -666,16 +666,6 @@ impl<D: Disk> Blockstore<D> {
             .expect("invariant: disk present until close"))
     }
 
-    /// Gives the disk back without any further I/O, abandoning whatever is in flight (for
-    /// crash tests on the simulated disk, whose requests never reference our memory after
-    /// submission).
-    pub fn into_disk(mut self) -> D {
-        self.inflight.clear();
-        self.disk
-            .take()
-            .expect("invariant: disk present until into_disk")
-    }
-
     /// Synchronous single request (open, close): submit and wait for its completion.
     pub(super) fn io_sync(
         &mut self,
@@ -689,6 +679,18 @@ impl<D: Disk> Blockstore<D> {
         );
         let disk = self.disk.as_mut().expect("invariant: disk present");
         io_sync(disk, kind, offset, buf)
+    }
+}
+
+impl Blockstore<super::sim::SimDisk> {
+    /// Gives the disk back without any further I/O, abandoning whatever is in flight: the
+    /// moment of a simulated power loss. Only for the simulated disk, whose requests never
+    /// reference our memory after submission (a real disk would still be writing it).
+    pub fn into_disk(mut self) -> super::sim::SimDisk {
+        self.inflight.clear();
+        self.disk
+            .take()
+            .expect("invariant: disk present until into_disk")
     }
 }
 
