@@ -43,6 +43,9 @@ struct Args {
     /// Smoke mode for CI: 64M image, 1 second per test.
     #[arg(long)]
     short: bool,
+    /// Run only the tests whose name contains this text (e.g. "QD32 4k randread").
+    #[arg(long)]
+    only: Option<String>,
     /// Skip fsyncs in the blockstore (drives with power-loss protection only).
     #[arg(long = "disable_fsync")]
     disable_fsync: bool,
@@ -281,6 +284,13 @@ fn run(args: Args) -> Result<(), String> {
     let runtime = Duration::from_secs(runtime_s);
     let mut rows = Vec::new();
     for pattern in PATTERNS {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|only| !pattern.name.contains(only.as_str()))
+        {
+            continue;
+        }
         eprintln!("{}: raw...", pattern.name);
         let job = FioJob {
             rw: pattern.fio_rw,
