@@ -14,11 +14,14 @@
 //! The op-specific fields follow at offset 24 (requests) or 32 (replies); their layouts
 //! are in [`request`] and [`reply`]. The header crc lives in padding that Vitastor leaves
 //! zeroed, so Vitastor clients (which send 0 there) still interoperate on client ops.
+//! [`framing`] splits a byte stream into messages.
 
+pub mod framing;
 pub mod opcode;
 pub mod reply;
 pub mod request;
 
+pub use framing::{encode_reply, encode_request, ReplyDecoder, RequestDecoder, RequestEvent};
 pub use opcode::Opcode;
 pub use reply::{Reply, ReplyBody};
 pub use request::{Request, RequestBody};

@@ -1,0 +1,343 @@
+//! Framing on a byte stream: a connection carries header, payload, header, payload, ...
+//! These decoders take bytes as they arrive (in any chunks) and hand out whole messages.
+//!
+//! - A request or reply whose header cannot be trusted (bad magic, bad checksum, oversized
+//!   payload) is an error after which the stream is unusable: close the connection.
+//! - A request with an unknown opcode but an intact header is reported as
+//!   [`RequestEvent::Unknown`] (reply -EINVAL to its id); it is taken to have no payload,
+//!   and the stream goes on.
+
+use super::{Reply, Request, WireError, PACKET_SIZE};
+
+/// What [`RequestDecoder::next_event`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestEvent {
+    Request(Request, Vec<u8>),
+    /// Intact header with an opcode we do not know.
+    Unknown {
+        id: u64,
+        opcode: u64,
+    },
+}
+
+/// Bytes received and not yet handed out as messages.
+#[derive(Debug, Default)]
+struct Accumulator {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Accumulator {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.start += len;
+        // Keep memory bounded: drop consumed bytes once they dominate the buffer.
+        if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+/// Splits an incoming byte stream into requests (the OSD side of a connection).
+#[derive(Debug, Default)]
+pub struct RequestDecoder {
+    bytes: Accumulator,
+    failed: Option<WireError>,
+}
+
+impl RequestDecoder {
+    pub fn new() -> RequestDecoder {
+        RequestDecoder::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.bytes.push(bytes);
+    }
+
+    /// Bytes received but not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.bytes.buffered()
+    }
+
+    /// The next complete request, `Ok(None)` if more bytes are needed, or the error that
+    /// makes this stream unusable (returned again on every later call).
+    pub fn next_event(&mut self) -> Result<Option<RequestEvent>, WireError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let available = self.bytes.available();
+        if available.len() < PACKET_SIZE {
+            return Ok(None);
+        }
+        let request = match Request::decode(&available[..PACKET_SIZE]) {
+            Ok(request) => request,
+            Err(WireError::UnknownOpcode { id, opcode }) => {
+                self.bytes.consume(PACKET_SIZE);
+                return Ok(Some(RequestEvent::Unknown { id, opcode }));
+            }
+            Err(error) => {
+                self.failed = Some(error.clone());
+                return Err(error);
+            }
+        };
+        let payload_len = request.payload_len() as usize;
+        if available.len() < PACKET_SIZE + payload_len {
+            return Ok(None);
+        }
+        let payload = available[PACKET_SIZE..PACKET_SIZE + payload_len].to_vec();
+        self.bytes.consume(PACKET_SIZE + payload_len);
+        Ok(Some(RequestEvent::Request(request, payload)))
+    }
+}
+
+/// Splits an incoming byte stream into replies (the client side of a connection).
+#[derive(Debug, Default)]
+pub struct ReplyDecoder {
+    bytes: Accumulator,
+    failed: Option<WireError>,
+}
+
+impl ReplyDecoder {
+    pub fn new() -> ReplyDecoder {
+        ReplyDecoder::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.bytes.push(bytes);
+    }
+
+    /// The next complete reply with its payload, `Ok(None)` if more bytes are needed, or
+    /// the error that makes this stream unusable. Any decode error is fatal here: a reply
+    /// we cannot read leaves its request unanswered, so the connection must be dropped.
+    pub fn next_reply(&mut self) -> Result<Option<(Reply, Vec<u8>)>, WireError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let available = self.bytes.available();
+        if available.len() < PACKET_SIZE {
+            return Ok(None);
+        }
+        let reply = match Reply::decode(&available[..PACKET_SIZE]) {
+            Ok(reply) => reply,
+            Err(error) => {
+                self.failed = Some(error.clone());
+                return Err(error);
+            }
+        };
+        let payload_len = reply.payload_len() as usize;
+        if available.len() < PACKET_SIZE + payload_len {
+            return Ok(None);
+        }
+        let payload = available[PACKET_SIZE..PACKET_SIZE + payload_len].to_vec();
+        self.bytes.consume(PACKET_SIZE + payload_len);
+        Ok(Some((reply, payload)))
+    }
+}
+
+/// A request followed by its payload, as sent on the wire. The payload must have exactly
+/// the length the header announces.
+pub fn encode_request(request: &Request, payload: &[u8]) -> Result<Vec<u8>, WireError> {
+    if payload.len() as u64 != request.payload_len() {
+        return Err(WireError::InvalidField {
+            field: "payload length",
+            value: payload.len() as u64,
+        });
+    }
+    let mut out = Vec::with_capacity(PACKET_SIZE + payload.len());
+    out.extend_from_slice(&request.encode());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+/// A reply followed by its payload, as sent on the wire.
+pub fn encode_reply(reply: &Reply, payload: &[u8]) -> Result<Vec<u8>, WireError> {
+    if payload.len() as u64 != reply.payload_len() {
+        return Err(WireError::InvalidField {
+            field: "payload length",
+            value: payload.len() as u64,
+        });
+    }
+    let mut out = Vec::with_capacity(PACKET_SIZE + payload.len());
+    out.extend_from_slice(&reply.encode());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::request::Rw;
+    use super::super::{Opcode, ReplyBody, RequestBody, REQUEST_MAGIC};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn write_request(id: u64, len: u32) -> (Request, Vec<u8>) {
+        let rw = Rw {
+            inode: 1 << 48 | 1,
+            offset: id * 4096,
+            len,
+            ..Rw::default()
+        };
+        (
+            Request {
+                id,
+                body: RequestBody::Write(rw),
+            },
+            (0..len).map(|i| (i as u8) ^ (id as u8)).collect(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_yields_the_same_requests(sizes in proptest::collection::vec(0u32..20000, 1..12), cuts in proptest::collection::vec(1usize..5000, 1..40)) {
+            let messages: Vec<(Request, Vec<u8>)> = sizes.iter().enumerate().map(|(i, len)| {
+                if i % 3 == 2 {
+                    (Request { id: i as u64, body: RequestBody::Sync }, Vec::new())
+                } else {
+                    write_request(i as u64, *len)
+                }
+            }).collect();
+            let stream: Vec<u8> = messages.iter().flat_map(|(r, p)| encode_request(r, p).unwrap()).collect();
+            let mut decoder = RequestDecoder::new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < stream.len() {
+                let end = (at + cut.next().unwrap()).min(stream.len());
+                decoder.push(&stream[at..end]);
+                at = end;
+                while let Some(event) = decoder.next_event().unwrap() {
+                    match event {
+                        RequestEvent::Request(request, payload) => got.push((request, payload)),
+                        RequestEvent::Unknown { .. } => prop_assert!(false, "no unknown ops were sent"),
+                    }
+                }
+            }
+            prop_assert_eq!(got, messages);
+            prop_assert_eq!(decoder.buffered(), 0);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let mut decoder = RequestDecoder::new();
+            decoder.push(&bytes);
+            for _ in 0..20 {
+                if !matches!(decoder.next_event(), Ok(Some(_))) {
+                    break;
+                }
+            }
+            let mut replies = ReplyDecoder::new();
+            replies.push(&bytes);
+            let _ = replies.next_reply();
+        }
+    }
+
+    #[test]
+    fn unknown_opcode_is_reported_and_the_stream_goes_on() {
+        let mut unknown = [0u8; PACKET_SIZE];
+        unknown[..8].copy_from_slice(&REQUEST_MAGIC.to_le_bytes());
+        unknown[8..16].copy_from_slice(&5u64.to_le_bytes());
+        unknown[16..24].copy_from_slice(&99u64.to_le_bytes());
+        let (ping, _) = (
+            Request {
+                id: 6,
+                body: RequestBody::Ping,
+            },
+            (),
+        );
+        let mut decoder = RequestDecoder::new();
+        decoder.push(&unknown);
+        decoder.push(&ping.encode());
+        assert_eq!(
+            decoder.next_event().unwrap(),
+            Some(RequestEvent::Unknown { id: 5, opcode: 99 })
+        );
+        assert_eq!(
+            decoder.next_event().unwrap(),
+            Some(RequestEvent::Request(ping, Vec::new()))
+        );
+        assert_eq!(decoder.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn bad_magic_poisons_only_this_stream() {
+        let mut decoder = RequestDecoder::new();
+        decoder.push(&[0x55; PACKET_SIZE]);
+        assert!(matches!(decoder.next_event(), Err(WireError::BadMagic(_))));
+        decoder.push(
+            &Request {
+                id: 1,
+                body: RequestBody::Ping,
+            }
+            .encode(),
+        );
+        assert!(decoder.next_event().is_err(), "once broken, always broken");
+        let mut fresh = RequestDecoder::new();
+        fresh.push(
+            &Request {
+                id: 1,
+                body: RequestBody::Ping,
+            }
+            .encode(),
+        );
+        assert!(matches!(
+            fresh.next_event(),
+            Ok(Some(RequestEvent::Request(..)))
+        ));
+    }
+
+    #[test]
+    fn a_truncated_payload_waits_for_more() {
+        let (request, payload) = write_request(3, 8192);
+        let bytes = encode_request(&request, &payload).unwrap();
+        let mut decoder = RequestDecoder::new();
+        decoder.push(&bytes[..PACKET_SIZE + 100]);
+        assert_eq!(decoder.next_event().unwrap(), None);
+        decoder.push(&bytes[PACKET_SIZE + 100..]);
+        assert!(matches!(
+            decoder.next_event().unwrap(),
+            Some(RequestEvent::Request(..))
+        ));
+    }
+
+    #[test]
+    fn replies_with_payload_round_trip() {
+        let reply = Reply {
+            id: 9,
+            opcode: Opcode::Read,
+            retval: 4096,
+            body: ReplyBody::Rw {
+                bitmap_len: 4,
+                version: 3,
+            },
+        };
+        let payload = vec![7u8; 4100];
+        let bytes = encode_reply(&reply, &payload).unwrap();
+        let mut decoder = ReplyDecoder::new();
+        decoder.push(&bytes[..1000]);
+        assert_eq!(decoder.next_reply().unwrap(), None);
+        decoder.push(&bytes[1000..]);
+        assert_eq!(decoder.next_reply().unwrap(), Some((reply, payload)));
+        assert!(
+            encode_reply(&reply, &[1, 2, 3]).is_err(),
+            "payload length must match the header"
+        );
+        let (request, _) = write_request(1, 4096);
+        assert!(encode_request(&request, &[0; 10]).is_err());
+    }
+}
