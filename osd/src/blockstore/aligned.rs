@@ -97,7 +97,7 @@ mod tests {
     fn buffers_are_aligned_and_zeroed() {
         for len in [0, 1, 4096, 12345] {
             let mut buf = AlignedBuf::new(len);
-            assert!(len == 0 || buf.as_mut_ptr() as usize % IO_ALIGN == 0);
+            assert!(len == 0 || (buf.as_mut_ptr() as usize).is_multiple_of(IO_ALIGN));
             assert_eq!(buf.len(), len);
             assert!(buf.iter().all(|b| *b == 0));
         }
