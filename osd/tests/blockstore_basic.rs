@@ -366,3 +366,50 @@ fn bad_devices_fail_to_open_with_one_clear_message() {
         .unwrap();
     assert!(error.to_string().contains("checksum"), "{error}");
 }
+
+#[test]
+fn a_failing_disk_stops_changes_but_keeps_reads() {
+    let mut store = open(formatted(32 << 20, 1 << 20, 11));
+    let a = oid(1);
+    write(&mut store, a, 0, pattern(BLOCK as usize, 1));
+    write(&mut store, a, 4096, pattern(4096, 2));
+    store.run(Op::Sync).unwrap();
+    store.sim_disk_mut().fail_writes_from = 0;
+    let failed = store.run(Op::Write {
+        oid: a,
+        version: 0,
+        offset: 8192,
+        data: pattern(4096, 3),
+        stable: true,
+    });
+    assert_eq!(failed.unwrap_err().errno, errno::EIO);
+    store.sim_disk_mut().fail_writes_from = u64::MAX;
+    // Even with the disk back, this store refuses changes until it is reopened (replay
+    // decides what the failed write left behind).
+    let refused = store.run(Op::Write {
+        oid: oid(2),
+        version: 0,
+        offset: 0,
+        data: pattern(4096, 4),
+        stable: true,
+    });
+    assert_eq!(refused.unwrap_err().errno, errno::EIO);
+    assert!(refused_message_is_clear(
+        store.run(Op::Delete { oid: a, version: 0 })
+    ));
+    let (version, _, data) = read(&mut store, a, 0, 8192);
+    assert_eq!(version, 2);
+    assert_eq!(&data[..4096], &pattern(BLOCK as usize, 1)[..4096]);
+    assert_eq!(&data[4096..], &pattern(4096, 2)[..]);
+    // After a restart the store works again and the acknowledged data is there.
+    let mut store = open(store.into_disk().crash(1));
+    assert_eq!(
+        &read(&mut store, a, 4096, 4096).2[..],
+        &pattern(4096, 2)[..]
+    );
+    write(&mut store, a, 8192, pattern(4096, 5));
+}
+
+fn refused_message_is_clear(result: Result<OpOutput, vitastor_osd::blockstore::OpError>) -> bool {
+    matches!(result, Err(error) if error.errno == errno::EIO && error.message.contains("stopped accepting changes"))
+}

@@ -683,6 +683,11 @@ impl<D: Disk> Blockstore<D> {
 }
 
 impl Blockstore<super::sim::SimDisk> {
+    /// The simulated disk, to inject faults while the store runs.
+    pub fn sim_disk_mut(&mut self) -> &mut super::sim::SimDisk {
+        self.disk_mut()
+    }
+
     /// Gives the disk back without any further I/O, abandoning whatever is in flight: the
     /// moment of a simulated power loss. Only for the simulated disk, whose requests never
     /// reference our memory after submission (a real disk would still be writing it).
