@@ -258,7 +258,10 @@ fn run(args: Args) -> Result<(), String> {
     // Both files are written in full first, so neither pays for allocating a sparse file.
     let ours_size = size / 2 * 3 + journal_size + (64 << 20);
     data_file(&ours_path, ours_size)?;
-    eprintln!("filling the blockstore file ({})...", format_size(ours_size));
+    eprintln!(
+        "filling the blockstore file ({})...",
+        format_size(ours_size)
+    );
     fio::prefill(&ours_path, ours_size)?;
     eprintln!("filling the raw file ({})...", format_size(size));
     fio::prefill(&raw_path, size)?;

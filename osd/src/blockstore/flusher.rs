@@ -6,7 +6,8 @@
 //!     [ReadMeta]      read metadata slots when checksums are not kept in memory
 //!     Records         write one flush record per object (its block's full new metadata)
 //!                     to the current half of the flush record area
-//!     SyncRecords     fsync (also makes the flushed journal entries durable)
+//!     SyncRecords     fsync (makes the flushed journal entries durable; skipped when an
+//!                     earlier fsync already did)
 //!     Data            write journaled sectors in place
 //!     SyncData        fsync: the data is durable before any metadata points at it
 //!     Meta            write the new metadata slots (+ an empty slot for a block the
@@ -70,6 +71,9 @@ struct FlushItem {
     /// Target block whose metadata slot must be read first.
     meta_read: Option<AlignedBuf>,
     buffers: Vec<AlignedBuf>,
+    /// Highest journal sequence number the flushed versions depend on (their entries and
+    /// the entries that made them stable).
+    max_seq: u64,
 }
 
 /// The flush record of `item`: record `index` of `count` in batch `batch`. Flush records
@@ -115,6 +119,11 @@ pub(super) struct Flusher {
     trim_to_seq: u64,
     /// Number of the last flush batch (its records carry it as their `seq`).
     pub batch_gen: u64,
+    /// What the flusher's fsync in flight makes durable (see `Blockstore::durable_below`).
+    fsync_covers: u64,
+    /// Whether some flushed journal entry is not yet known durable, so the records phase
+    /// must end with an fsync before data is overwritten in place.
+    records_need_fsync: bool,
 }
 
 impl Flusher {
@@ -130,6 +139,8 @@ impl Flusher {
             records_buf: AlignedBuf::new(0),
             trim_to_seq: 0,
             batch_gen: 0,
+            fsync_covers: 0,
+            records_need_fsync: true,
         }
     }
 
@@ -233,6 +244,11 @@ impl<D: Disk> Blockstore<D> {
             overlays: Vec::new(),
             meta_read: None,
             buffers: Vec::new(),
+            max_seq: prefix
+                .iter()
+                .map(|e| e.seq.max(e.stable_seq))
+                .max()
+                .unwrap_or(0),
         };
         let overlay_from = match base_index.map(|i| (i, &prefix[i].kind)) {
             Some((i, DirtyKind::Delete)) => {
@@ -312,7 +328,9 @@ impl<D: Disk> Blockstore<D> {
     }
 
     fn flusher_fsync(&mut self) -> bool {
+        self.flusher.fsync_covers = self.journal_complete_below();
         if self.config.disable_fsync {
+            self.durable_below = self.durable_below.max(self.flusher.fsync_covers);
             return false;
         }
         self.flusher_submit(IoKind::Fsync, 0, std::ptr::null_mut(), 0);
@@ -339,11 +357,19 @@ impl<D: Disk> Blockstore<D> {
             self.flusher.phase = Phase::Idle;
             return;
         }
+        if matches!(
+            self.flusher.phase,
+            Phase::SyncRecords | Phase::SyncData | Phase::SyncMeta | Phase::SyncHeader
+        ) {
+            self.durable_below = self.durable_below.max(self.flusher.fsync_covers);
+        }
         match self.flusher.phase {
             Phase::ReadMeta => self.apply_read_meta(),
             Phase::Records => {
+                // Data may be overwritten in place only once the journal entries that
+                // describe it are durable; often an earlier fsync already made them so.
                 self.flusher.phase = Phase::SyncRecords;
-                if !self.flusher_fsync() {
+                if !self.flusher.records_need_fsync || !self.flusher_fsync() {
                     self.write_flush_data();
                 }
             }
@@ -407,6 +433,11 @@ impl<D: Disk> Blockstore<D> {
         tracing::debug!(batch, objects = ?self.flusher.items.iter().map(|i| (i.oid, i.version, i.target, i.old_clean)).collect::<Vec<_>>(), "flush batch starts");
         let format_id = self.sb.format_id;
         let count = self.flusher.items.len();
+        self.flusher.records_need_fsync = self
+            .flusher
+            .items
+            .iter()
+            .any(|item| item.max_seq >= self.durable_below);
         let mut buf = AlignedBuf::new(count * SECTOR as usize);
         for (index, item) in self.flusher.items.iter_mut().enumerate() {
             for (sector, _, csum) in &item.overlays {
@@ -455,7 +486,16 @@ impl<D: Disk> Blockstore<D> {
         }
         self.flusher.items = items;
         if requests.is_empty() {
-            return self.write_flush_meta();
+            // Nothing to write in place. The records must still be durable before any
+            // metadata slot is touched: fsync here unless the records phase already did.
+            if self.flusher.records_need_fsync {
+                return self.write_flush_meta();
+            }
+            self.flusher.phase = Phase::SyncData;
+            if !self.flusher_fsync() {
+                self.write_flush_meta();
+            }
+            return;
         }
         for (offset, ptr, len) in requests {
             self.flusher_submit(IoKind::Write, offset, ptr, len);

@@ -119,6 +119,8 @@ impl<D: Disk> Blockstore<D> {
         self.journal.header_generation = header.generation;
         self.journal.session = header.session + 1;
         self.write_journal_header_sync(false)?;
+        // That header write ended with an fsync: everything replayed is durable now.
+        self.durable_below = self.journal.next_seq;
         Ok(())
     }
 

@@ -151,6 +151,9 @@ pub struct Blockstore<D: Disk> {
     next_tag: u64,
     /// In-flight disk requests: tag -> (owner, is a write).
     inflight: BTreeMap<u64, (Owner, bool)>,
+    /// Every journal entry before this sequence number is durable (covered by a completed
+    /// fsync that was submitted after the entry's write completed).
+    pub(super) durable_below: u64,
     /// Sequence numbers of journal entries whose writes have not completed yet.
     pub(super) inflight_journal: std::collections::BTreeSet<u64>,
     /// Syncs waiting for earlier writes to complete before their fsync.
@@ -185,6 +188,7 @@ impl<D: Disk> Blockstore<D> {
             next_op_id: 1,
             next_tag: 1,
             inflight: BTreeMap::new(),
+            durable_below: 0,
             inflight_journal: Default::default(),
             sync_waiters: Vec::new(),
             space_waiters: VecDeque::new(),

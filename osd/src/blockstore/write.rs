@@ -49,6 +49,8 @@ impl WriteOp {
 pub(super) struct SyncOp {
     barrier_tag: u64,
     started: bool,
+    /// Journal entries below this are durable once this sync's fsync completes.
+    covers: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -326,18 +328,26 @@ impl<D: Disk> Blockstore<D> {
             return;
         }
         self.stats.syncs += 1;
+        let covers = self.journal_complete_below();
         if self.config.disable_fsync {
+            self.durable_below = self.durable_below.max(covers);
             return self.complete(index, Ok(OpOutput::Done));
         }
         let OpState::Sync(op) = &mut self.slot_mut(index).state else {
             unreachable!("invariant: sync op")
         };
         op.started = true;
+        op.covers = covers;
         // SAFETY: fsync transfers no data; the null buffer is never touched.
         unsafe { self.submit_io(Owner::Op(index), IoKind::Fsync, 0, std::ptr::null_mut(), 0) };
     }
 
     pub(super) fn sync_io_done(&mut self, index: usize) {
+        let slot = self.slot_mut(index);
+        if let (OpState::Sync(op), None) = (&slot.state, &slot.error) {
+            let covers = op.covers;
+            self.durable_below = self.durable_below.max(covers);
+        }
         if let Some(error) = self.slot_mut(index).error.take() {
             self.flusher.broken = Some(format!("fsync failed: {error}"));
             return self.complete(index, Err(error));
