@@ -333,8 +333,8 @@ fn run(args: Args) -> Result<(), String> {
         format!("ours: blockstore in-process, io_uring + O_DIRECT, one thread; fsync {}", if args.disable_fsync { "disabled" } else { "enabled" }),
         format!("{runtime_s} s per test and side; ours/raw compares latency for latency rows, IOPS or MB/s otherwise"),
         format!(
-            "blockstore counters: {} small writes, {} big writes, {} syncs, {} flush batches ({} objects), {} checksum errors; memory {}",
-            stats.small_writes, stats.big_writes, stats.syncs, stats.flush_batches, stats.flushed_objects, stats.csum_errors, format_size(memory as u64)
+            "blockstore counters: {} small writes, {} big writes, {} syncs, {} flush batches ({} objects), {} waits for space, {} checksum errors; memory {}",
+            stats.small_writes, stats.big_writes, stats.syncs, stats.flush_batches, stats.flushed_objects, stats.space_waits, stats.csum_errors, format_size(memory as u64)
         ),
     ];
     report::publish(

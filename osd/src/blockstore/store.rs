@@ -114,6 +114,8 @@ pub struct BlockstoreStats {
     pub flush_batches: u64,
     pub flushed_objects: u64,
     pub csum_errors: u64,
+    /// Times an op had to wait for journal or data space (the flusher was behind).
+    pub space_waits: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -151,6 +151,7 @@ impl<D: Disk> Blockstore<D> {
     }
 
     fn wait_for_space(&mut self, index: usize) {
+        self.stats.space_waits += 1;
         self.space_waiters.push_back(index);
     }
 
