@@ -51,4 +51,11 @@ pub trait Disk {
 
     /// Requests submitted and not yet reaped.
     fn in_flight(&self) -> usize;
+
+    /// Makes `len` bytes at `offset` read as zeros without writing them, when the device
+    /// can (a hole in a file, WRITE ZEROES on a block device). Only while nothing is in
+    /// flight. `Ok(false)` means "not supported: write the zeros yourself".
+    fn zero_range(&mut self, _offset: u64, _len: u64) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }

@@ -1,4 +1,5 @@
-//! Formatting a device: plan the layout, empty the metadata area, write the journal
+//! Formatting a device: plan the layout, empty the metadata area (a hole punch or WRITE
+//! ZEROES where the device can, so a large device formats quickly), write the journal
 //! header and, last, the superblock (so a half-formatted device is never mistaken for a
 //! formatted one).
 
@@ -26,6 +27,9 @@ pub fn prepare<D: Disk>(
     io_sync(disk, IoKind::Write, 0, &mut zero[..SECTOR as usize])?;
     let mut offset = superblock.meta_offset;
     let meta_end = superblock.meta_offset + superblock.meta_size;
+    if disk.zero_range(offset, superblock.meta_size)? {
+        offset = meta_end;
+    }
     while offset < meta_end {
         let len = ZERO_CHUNK.min(meta_end - offset) as usize;
         io_sync(disk, IoKind::Write, offset, &mut zero[..len])?;

@@ -14,8 +14,8 @@ const RING_ENTRIES: u32 = 256;
 
 pub struct UringDisk {
     ring: IoUring,
-    /// Kept open for the ring, whose fixed file 0 refers to it.
-    _file: File,
+    /// Kept open for the ring, whose fixed file 0 refers to it (and for fallocate).
+    file: File,
     size: u64,
     in_flight: usize,
 }
@@ -45,7 +45,7 @@ impl UringDisk {
         ring.submitter().register_files(&[file.as_raw_fd()])?;
         Ok(UringDisk {
             ring,
-            _file: file,
+            file,
             size,
             in_flight: 0,
         })
@@ -134,5 +134,26 @@ impl Disk for UringDisk {
 
     fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> std::io::Result<bool> {
+        let fd = self.file.as_raw_fd();
+        let metadata = self.file.metadata()?;
+        if metadata.file_type().is_file() {
+            // A hole reads as zeros; KEEP_SIZE leaves the file size alone.
+            let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+            // SAFETY: fallocate on our own open descriptor; no memory is passed.
+            let done =
+                unsafe { libc::fallocate(fd, mode, offset as libc::off_t, len as libc::off_t) }
+                    == 0;
+            return Ok(done);
+        }
+        // Block device: BLKZEROOUT (uses WRITE ZEROES when the device has it).
+        const BLKZEROOUT: libc::c_ulong = 0x127f;
+        let range: [u64; 2] = [offset, len];
+        // SAFETY: BLKZEROOUT reads a {start, length} pair of u64 from the pointer we pass,
+        // which points to such an array that lives across the call.
+        let done = unsafe { libc::ioctl(fd, BLKZEROOUT, range.as_ptr()) } == 0;
+        Ok(done)
     }
 }
