@@ -486,6 +486,25 @@ impl<D: Disk> Blockstore<D> {
         chain.push(entry);
     }
 
+    /// Drops the unstable versions newer than `version` (a rollback); their blocks are
+    /// freed once the journal start passes `freed_at_seq`.
+    pub(super) fn drop_unstable_after(&mut self, oid: &ObjectId, version: u64, freed_at_seq: u64) {
+        let Some(chain) = self.dirty.get_mut(oid) else {
+            return;
+        };
+        let cut = chain
+            .iter()
+            .position(|e| e.version > version && !e.stable)
+            .unwrap_or(chain.len());
+        let dropped: Vec<DirtyEntry> = chain.drain(cut..).collect();
+        if chain.is_empty() {
+            self.dirty.remove(oid);
+        }
+        for block in dropped.iter().filter_map(DirtyEntry::big_block) {
+            self.alloc.free_later(block, freed_at_seq);
+        }
+    }
+
     /// Removes one version from a chain (a failed write); frees its block if it had one.
     pub(super) fn remove_dirty_version(&mut self, oid: &ObjectId, version: u64) {
         let Some(chain) = self.dirty.get_mut(oid) else {

@@ -445,19 +445,7 @@ impl<D: Disk> Blockstore<D> {
                 }
             }
             JournalOpKind::Rollback => {
-                if let Some(chain) = self.dirty.get_mut(&oid) {
-                    let cut = chain
-                        .iter()
-                        .position(|e| e.version > version)
-                        .unwrap_or(chain.len());
-                    let dropped: Vec<DirtyEntry> = chain.drain(cut..).collect();
-                    if chain.is_empty() {
-                        self.dirty.remove(&oid);
-                    }
-                    for block in dropped.iter().filter_map(DirtyEntry::big_block) {
-                        self.alloc.free_later(block, seq);
-                    }
-                }
+                self.drop_unstable_after(&oid, version, seq);
             }
             JournalOpKind::Delete => {
                 self.push_dirty(
