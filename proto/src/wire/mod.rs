@@ -20,6 +20,7 @@ pub mod framing;
 pub mod opcode;
 pub mod reply;
 pub mod request;
+pub mod show_config;
 
 pub use framing::{encode_reply, encode_request, ReplyDecoder, RequestDecoder, RequestEvent};
 pub use opcode::Opcode;
