@@ -413,3 +413,53 @@ fn a_failing_disk_stops_changes_but_keeps_reads() {
 fn refused_message_is_clear(result: Result<OpOutput, vitastor_osd::blockstore::OpError>) -> bool {
     matches!(result, Err(error) if error.errno == errno::EIO && error.message.contains("stopped accepting changes"))
 }
+
+#[test]
+fn list_returns_one_pg_with_stable_flags() {
+    use vitastor_proto::placement::pg_of_stripe;
+    let mut store = open(formatted(32 << 20, 1 << 20, 12));
+    let pg_count = 4;
+    let pg_stripe_size = u64::from(BLOCK);
+    for n in 0..12u64 {
+        let stable = n % 3 != 0;
+        store
+            .run(Op::Write {
+                oid: oid(n),
+                version: 0,
+                offset: 0,
+                data: pattern(4096, n as u8),
+                stable,
+            })
+            .unwrap();
+    }
+    // Another pool's inode in the same stripes must not show up with an inode range filter.
+    let other = ObjectId {
+        inode: 2 << 48 | 1,
+        stripe: 0,
+    };
+    store
+        .run(Op::Write {
+            oid: other,
+            version: 0,
+            offset: 0,
+            data: pattern(4096, 99),
+            stable: true,
+        })
+        .unwrap();
+    store.flush_all().unwrap();
+    for pg in 1..=pg_count {
+        let listed = store.list(pg, pg_count, pg_stripe_size, 1 << 48, (2 << 48) - 1);
+        let expected: Vec<u64> = (0..12u64)
+            .filter(|n| pg_of_stripe(oid(*n).stripe, pg_stripe_size, pg_count).get() == pg)
+            .collect();
+        assert_eq!(
+            listed.iter().map(|v| v.oid).collect::<Vec<_>>(),
+            expected.iter().map(|n| oid(*n)).collect::<Vec<_>>()
+        );
+        for version in &listed {
+            let n = version.oid.stripe / u64::from(BLOCK);
+            // Unstable versions stay journaled (not flushed) and are listed as unstable.
+            assert_eq!(version.stable, n % 3 != 0, "{version:?}");
+        }
+    }
+}
