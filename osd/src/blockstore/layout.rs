@@ -3,9 +3,9 @@
 //! | area | offset | size | content |
 //! |---|---|---|---|
 //! | superblock | 0 | 4 KiB | [`Superblock`], crc32c in the last 4 bytes |
+//! | journal | `journal_offset` (4 KiB) | `journal_size` | two 4 KiB header copies, two halves of the flush record area (`R` sectors each), then the entry ring ([`super::journal_format`]) |
 //! | metadata | `meta_offset` | `blocks x 4 KiB` | one sealed 4 KiB slot per data block ([`super::meta_format`]) |
-//! | journal | `journal_offset` | `journal_size` | two 4 KiB header copies, two halves of the flush record area (`R` sectors each), then the entry ring ([`super::journal_format`]) |
-//! | data | `data_offset` | `blocks x block_size` | object data, written in place or redirected to fresh blocks |
+//! | data | `data_offset` (rounded up to `block_size`) | `blocks x block_size` | object data, written in place or redirected to fresh blocks |
 //!
 //! Superblock fields (little-endian):
 //!
