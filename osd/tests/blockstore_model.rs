@@ -9,7 +9,7 @@
 //! bit in a live part of the disk after a clean shutdown: the damage must be detected (open
 //! fails, or the read fails with -EDOM) or not matter; wrong data is never returned.
 //!
-//! `BLOCKSTORE_MODEL_SEQUENCES` sets how many sequences run (default 1500);
+//! `BLOCKSTORE_MODEL_SEQUENCES` sets how many sequences run (default 2500);
 //! `BLOCKSTORE_MODEL_SEED=<n>` replays one sequence.
 
 use rand::rngs::SmallRng;
@@ -792,7 +792,7 @@ fn random_sequences_with_crashes_match_the_model() {
     let sequences: u64 = std::env::var("BLOCKSTORE_MODEL_SEQUENCES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
+        .unwrap_or(2500);
     let base: u64 = 0x5eed_0000;
     let mut injected = 0;
     let mut detected = 0;
