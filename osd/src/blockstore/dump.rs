@@ -7,14 +7,8 @@ use super::error::BlockstoreError;
 use super::journal_format::{EntryKind, FLAG_DELETED, NO_BLOCK};
 use super::layout::{Superblock, SECTOR};
 use super::meta_format::{self, MetaSlot};
-use super::store::{io_sync, Blockstore, BlockstoreConfig};
+use super::store::{io_sync, read_superblock, Blockstore, BlockstoreConfig};
 use serde_json::{json, Value};
-
-fn read_superblock<D: Disk>(disk: &mut D) -> Result<Superblock, BlockstoreError> {
-    let mut sector = AlignedBuf::new(SECTOR as usize);
-    io_sync(disk, IoKind::Read, 0, &mut sector)?;
-    Superblock::decode(&sector, disk.size())
-}
 
 pub fn superblock_json(sb: &Superblock) -> Value {
     json!({

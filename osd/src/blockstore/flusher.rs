@@ -337,6 +337,15 @@ impl<D: Disk> Blockstore<D> {
         true
     }
 
+    /// Enters `sync_phase` with an fsync in flight, or goes straight on to `next` when
+    /// fsyncs are disabled.
+    fn fsync_then(&mut self, sync_phase: Phase, next: fn(&mut Self)) {
+        self.flusher.phase = sync_phase;
+        if !self.flusher_fsync() {
+            next(self);
+        }
+    }
+
     pub(super) fn flusher_io_done(&mut self, result: i32) {
         self.flusher.pending_io -= 1;
         if result < 0 && self.flusher.failed.is_none() {
@@ -368,32 +377,18 @@ impl<D: Disk> Blockstore<D> {
             Phase::Records => {
                 // Data may be overwritten in place only once the journal entries that
                 // describe it are durable; often an earlier fsync already made them so.
-                self.flusher.phase = Phase::SyncRecords;
-                if !self.flusher.records_need_fsync || !self.flusher_fsync() {
+                if self.flusher.records_need_fsync {
+                    self.fsync_then(Phase::SyncRecords, Self::write_flush_data);
+                } else {
                     self.write_flush_data();
                 }
             }
             Phase::SyncRecords => self.write_flush_data(),
-            Phase::Data => {
-                self.flusher.phase = Phase::SyncData;
-                if !self.flusher_fsync() {
-                    self.write_flush_meta();
-                }
-            }
+            Phase::Data => self.fsync_then(Phase::SyncData, Self::write_flush_meta),
             Phase::SyncData => self.write_flush_meta(),
-            Phase::Meta => {
-                self.flusher.phase = Phase::SyncMeta;
-                if !self.flusher_fsync() {
-                    self.finish_flush_batch();
-                }
-            }
+            Phase::Meta => self.fsync_then(Phase::SyncMeta, Self::finish_flush_batch),
             Phase::SyncMeta => self.finish_flush_batch(),
-            Phase::Header => {
-                self.flusher.phase = Phase::SyncHeader;
-                if !self.flusher_fsync() {
-                    self.finish_trim();
-                }
-            }
+            Phase::Header => self.fsync_then(Phase::SyncHeader, Self::finish_trim),
             Phase::SyncHeader => self.finish_trim(),
             Phase::Idle => tracing::error!("flusher completion while idle"),
         }
@@ -491,11 +486,7 @@ impl<D: Disk> Blockstore<D> {
             if self.flusher.records_need_fsync {
                 return self.write_flush_meta();
             }
-            self.flusher.phase = Phase::SyncData;
-            if !self.flusher_fsync() {
-                self.write_flush_meta();
-            }
-            return;
+            return self.fsync_then(Phase::SyncData, Self::write_flush_meta);
         }
         for (offset, ptr, len) in requests {
             self.flusher_submit(IoKind::Write, offset, ptr, len);

@@ -25,9 +25,9 @@ use super::error::BlockstoreError;
 use super::journal_format::{
     EntryHeader, EntryKind, HeaderCopy, JournalHeader, FLAG_DELETED, NO_BLOCK,
 };
-use super::layout::{Superblock, SECTOR};
+use super::layout::SECTOR;
 use super::meta_format::{self, MetaEntry, MetaSlot};
-use super::store::{io_sync, Blockstore, BlockstoreConfig};
+use super::store::{io_sync, read_superblock, Blockstore, BlockstoreConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
 const META_READ_CHUNK: u64 = 1 << 20;
@@ -56,10 +56,7 @@ struct Repairs {
 impl<D: Disk> Blockstore<D> {
     /// Opens a formatted device.
     pub fn open(mut disk: D, config: BlockstoreConfig) -> Result<Blockstore<D>, BlockstoreError> {
-        let size = disk.size();
-        let mut sector = AlignedBuf::new(SECTOR as usize);
-        io_sync(&mut disk, IoKind::Read, 0, &mut sector)?;
-        let superblock = Superblock::decode(&sector, size)?;
+        let superblock = read_superblock(&mut disk)?;
         if config.block_size != 0 && config.block_size != superblock.block_size {
             return Err(BlockstoreError::BlockSizeMismatch {
                 on_disk: superblock.block_size,

@@ -70,14 +70,8 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: read op")
         };
         let (offset, len) = (op.offset, op.len);
-        let granularity = self.sb.bitmap_granularity;
-        let block_size = self.sb.block_size;
-        if offset % granularity != 0
-            || len % granularity != 0
-            || u64::from(offset) + u64::from(len) > u64::from(block_size)
-        {
-            let message = format!("read {offset}+{len} is not aligned to {granularity} or exceeds the {block_size}-byte block");
-            return self.complete(index, Err(OpError::new(errno::EINVAL, message)));
+        if let Err(error) = self.check_range("read", offset, len) {
+            return self.complete(index, Err(error));
         }
         self.stats.reads += 1;
         self.plan_and_submit_read(index);

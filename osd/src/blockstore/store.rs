@@ -464,6 +464,41 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
+    /// `offset..offset+len` must be aligned to the bitmap granularity and inside a block.
+    pub(super) fn check_range(&self, what: &str, offset: u32, len: u32) -> Result<(), OpError> {
+        let granularity = self.sb.bitmap_granularity;
+        let block_size = self.sb.block_size;
+        if !offset.is_multiple_of(granularity)
+            || !len.is_multiple_of(granularity)
+            || u64::from(offset) + u64::from(len) > u64::from(block_size)
+        {
+            let message = format!("{what} {offset}+{len} is not aligned to {granularity} or exceeds the {block_size}-byte block");
+            return Err(OpError::new(errno::EINVAL, message));
+        }
+        Ok(())
+    }
+
+    /// The version a new write or delete gets: `requested`, which must be newer than the
+    /// object's newest version, or (0) the one after it.
+    pub(super) fn next_version(
+        &self,
+        what: &str,
+        oid: &ObjectId,
+        requested: u64,
+    ) -> Result<u64, OpError> {
+        let latest = self.latest_version(oid);
+        match requested {
+            0 => Ok(latest + 1),
+            v if v <= latest => {
+                let message = format!(
+                    "{what} version {v} of {oid} is not newer than the current version {latest}"
+                );
+                Err(OpError::new(errno::EINVAL, message))
+            }
+            v => Ok(v),
+        }
+    }
+
     /// Whether the object currently has data (its newest version is not a deletion).
     pub(super) fn object_exists(&self, oid: &ObjectId) -> bool {
         match self.dirty.get(oid).and_then(|chain| chain.last()) {
@@ -722,6 +757,13 @@ impl Blockstore<super::sim::SimDisk> {
             .take()
             .expect("invariant: disk present until into_disk")
     }
+}
+
+/// Reads and checks the superblock of a device.
+pub(super) fn read_superblock<D: Disk>(disk: &mut D) -> Result<Superblock, BlockstoreError> {
+    let mut sector = AlignedBuf::new(super::layout::SECTOR as usize);
+    io_sync(disk, IoKind::Read, 0, &mut sector)?;
+    Superblock::decode(&sector, disk.size())
 }
 
 /// One request, waited for. For open/prepare/close paths only.

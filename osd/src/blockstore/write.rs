@@ -183,23 +183,14 @@ impl<D: Disk> Blockstore<D> {
         );
         let granularity = self.sb.bitmap_granularity;
         let block_size = self.sb.block_size;
-        if len == 0
-            || offset % granularity != 0
-            || len % granularity != 0
-            || u64::from(offset) + u64::from(len) > u64::from(block_size)
-        {
-            let message = format!("write {offset}+{len} is not aligned to {granularity} or exceeds the {block_size}-byte block");
-            return self.complete(index, Err(OpError::new(errno::EINVAL, message)));
-        }
-        let latest = self.latest_version(&oid);
-        let version = match requested {
-            0 => latest + 1,
-            v if v <= latest => {
-                let message =
-                    format!("version {v} of {oid} is not newer than the current version {latest}");
-                return self.complete(index, Err(OpError::new(errno::EINVAL, message)));
-            }
-            v => v,
+        let checked = if len == 0 {
+            Err(OpError::new(errno::EINVAL, "a write of 0 bytes"))
+        } else {
+            self.check_range("write", offset, len)
+        };
+        let version = match checked.and_then(|()| self.next_version("write", &oid, requested)) {
+            Ok(version) => version,
+            Err(error) => return self.complete(index, Err(error)),
         };
         let big = !self.object_exists(&oid) || (offset == 0 && len == block_size);
         let mut header = entry(
@@ -405,14 +396,9 @@ impl<D: Disk> Blockstore<D> {
                 (requested, EntryKind::Rollback, false)
             }
             JournalOpKind::Delete => {
-                let version = match requested {
-                    0 => latest + 1,
-                    v if v <= latest => {
-                        let message =
-                            format!("delete version {v} of {oid} is not newer than {latest}");
-                        return self.complete(index, Err(OpError::new(errno::EINVAL, message)));
-                    }
-                    v => v,
+                let version = match self.next_version("delete", &oid, requested) {
+                    Ok(version) => version,
+                    Err(error) => return self.complete(index, Err(error)),
                 };
                 if !self.object_exists(&oid) {
                     return self.complete(index, Ok(OpOutput::Version(latest)));

@@ -37,16 +37,12 @@ pub type OsdInodeStats = BTreeMap<String, BTreeMap<String, InodeOpStats>>;
 pub type OsdSpace = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// `/inode/stats/<pool>/<inode>`: cluster-wide per-image counters and usage.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct InodeStats {
     #[serde(default)]
     pub raw_used: u64,
-    #[serde(default)]
-    pub read: OpCounter,
-    #[serde(default)]
-    pub write: OpCounter,
-    #[serde(default)]
-    pub delete: OpCounter,
+    #[serde(flatten)]
+    pub ops: InodeOpStats,
 }
 
 /// `/pool/stats/<pool>`.
@@ -130,7 +126,9 @@ mod tests {
         assert_eq!(master.ip.len(), 1);
         assert_eq!(serde_json::from_str::<MaxId>("17").unwrap(), 17);
         assert!(serde_json::from_str::<OsdSpace>(r#"{"1":{"5":"lots"}}"#).is_err());
-        let image: InodeStats = serde_json::from_str(r#"{"raw_used":4096}"#).unwrap();
+        let image: InodeStats =
+            serde_json::from_str(r#"{"raw_used":4096,"write":{"count":2}}"#).unwrap();
         assert_eq!(image.raw_used, 4096);
+        assert_eq!(image.ops.write.count, 2);
     }
 }

@@ -20,14 +20,28 @@ pub enum RequestEvent {
     },
 }
 
-/// Bytes received and not yet handed out as messages.
-#[derive(Debug, Default)]
-struct Accumulator {
+/// Bytes received and not yet handed out, and the header of the message being received
+/// (decoded once, even when its payload arrives in many pieces).
+#[derive(Debug)]
+struct Framer<H> {
     buf: Vec<u8>,
     start: usize,
+    header: Option<(H, usize)>,
+    failed: Option<WireError>,
 }
 
-impl Accumulator {
+impl<H> Default for Framer<H> {
+    fn default() -> Self {
+        Framer {
+            buf: Vec::new(),
+            start: 0,
+            header: None,
+            failed: None,
+        }
+    }
+}
+
+impl<H> Framer<H> {
     fn push(&mut self, bytes: &[u8]) {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
@@ -36,29 +50,60 @@ impl Accumulator {
         self.buf.extend_from_slice(bytes);
     }
 
-    fn available(&self) -> &[u8] {
-        &self.buf[self.start..]
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.start
     }
 
-    fn consume(&mut self, len: usize) {
-        self.start += len;
+    /// The next `(header, payload)` once both have arrived. `decode` turns a header into
+    /// the value handed out and its payload length; its error makes the stream unusable
+    /// (the same error is returned on every later call).
+    fn next(
+        &mut self,
+        decode: impl Fn(&[u8]) -> Result<(H, usize), WireError>,
+    ) -> Result<Option<(H, Vec<u8>)>, WireError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        if self.header.is_none() {
+            let available = &self.buf[self.start..];
+            if available.len() < PACKET_SIZE {
+                return Ok(None);
+            }
+            match decode(&available[..PACKET_SIZE]) {
+                Ok(header) => self.header = Some(header),
+                Err(error) => {
+                    self.failed = Some(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+        let payload_len = self.header.as_ref().map_or(0, |(_, len)| *len);
+        let end = self.start + PACKET_SIZE + payload_len;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let payload = self.buf[self.start + PACKET_SIZE..end].to_vec();
+        self.start = end;
         // Keep memory bounded: drop consumed bytes once they dominate the buffer.
         if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
             self.buf.drain(..self.start);
             self.start = 0;
         }
+        Ok(self.header.take().map(|(header, _)| (header, payload)))
     }
+}
 
-    fn buffered(&self) -> usize {
-        self.buf.len() - self.start
-    }
+/// A request header, or the id and opcode of one we do not know (taken to have no payload).
+#[derive(Debug)]
+enum RequestHeader {
+    Known(Request),
+    Unknown { id: u64, opcode: u64 },
 }
 
 /// Splits an incoming byte stream into requests (the OSD side of a connection).
 #[derive(Debug, Default)]
 pub struct RequestDecoder {
-    bytes: Accumulator,
-    failed: Option<WireError>,
+    framer: Framer<RequestHeader>,
 }
 
 impl RequestDecoder {
@@ -67,50 +112,38 @@ impl RequestDecoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.bytes.push(bytes);
+        self.framer.push(bytes);
     }
 
     /// Bytes received but not yet handed out.
     pub fn buffered(&self) -> usize {
-        self.bytes.buffered()
+        self.framer.buffered()
     }
 
     /// The next complete request, `Ok(None)` if more bytes are needed, or the error that
     /// makes this stream unusable (returned again on every later call).
     pub fn next_event(&mut self) -> Result<Option<RequestEvent>, WireError> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let available = self.bytes.available();
-        if available.len() < PACKET_SIZE {
-            return Ok(None);
-        }
-        let request = match Request::decode(&available[..PACKET_SIZE]) {
-            Ok(request) => request,
+        let frame = self.framer.next(|header| match Request::decode(header) {
+            Ok(request) => Ok((
+                RequestHeader::Known(request),
+                request.payload_len() as usize,
+            )),
             Err(WireError::UnknownOpcode { id, opcode }) => {
-                self.bytes.consume(PACKET_SIZE);
-                return Ok(Some(RequestEvent::Unknown { id, opcode }));
+                Ok((RequestHeader::Unknown { id, opcode }, 0))
             }
-            Err(error) => {
-                self.failed = Some(error.clone());
-                return Err(error);
-            }
-        };
-        let payload_len = request.payload_len() as usize;
-        if available.len() < PACKET_SIZE + payload_len {
-            return Ok(None);
-        }
-        let payload = available[PACKET_SIZE..PACKET_SIZE + payload_len].to_vec();
-        self.bytes.consume(PACKET_SIZE + payload_len);
-        Ok(Some(RequestEvent::Request(request, payload)))
+            Err(error) => Err(error),
+        })?;
+        Ok(frame.map(|(header, payload)| match header {
+            RequestHeader::Known(request) => RequestEvent::Request(request, payload),
+            RequestHeader::Unknown { id, opcode } => RequestEvent::Unknown { id, opcode },
+        }))
     }
 }
 
 /// Splits an incoming byte stream into replies (the client side of a connection).
 #[derive(Debug, Default)]
 pub struct ReplyDecoder {
-    bytes: Accumulator,
-    failed: Option<WireError>,
+    framer: Framer<Reply>,
 }
 
 impl ReplyDecoder {
@@ -119,34 +152,15 @@ impl ReplyDecoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.bytes.push(bytes);
+        self.framer.push(bytes);
     }
 
     /// The next complete reply with its payload, `Ok(None)` if more bytes are needed, or
     /// the error that makes this stream unusable. Any decode error is fatal here: a reply
     /// we cannot read leaves its request unanswered, so the connection must be dropped.
     pub fn next_reply(&mut self) -> Result<Option<(Reply, Vec<u8>)>, WireError> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let available = self.bytes.available();
-        if available.len() < PACKET_SIZE {
-            return Ok(None);
-        }
-        let reply = match Reply::decode(&available[..PACKET_SIZE]) {
-            Ok(reply) => reply,
-            Err(error) => {
-                self.failed = Some(error.clone());
-                return Err(error);
-            }
-        };
-        let payload_len = reply.payload_len() as usize;
-        if available.len() < PACKET_SIZE + payload_len {
-            return Ok(None);
-        }
-        let payload = available[PACKET_SIZE..PACKET_SIZE + payload_len].to_vec();
-        self.bytes.consume(PACKET_SIZE + payload_len);
-        Ok(Some((reply, payload)))
+        self.framer
+            .next(|header| Reply::decode(header).map(|reply| (reply, reply.payload_len() as usize)))
     }
 }
 
