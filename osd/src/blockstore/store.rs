@@ -456,6 +456,12 @@ impl<D: Disk> Blockstore<D> {
         out
     }
 
+    /// The newest version of an object (completed or in flight; a deletion counts), 0 if
+    /// none is known (never written, or deleted and flushed).
+    pub fn object_version(&self, oid: &ObjectId) -> u64 {
+        self.latest_version(oid)
+    }
+
     /// The newest version of an object (completed or in flight), 0 if none.
     pub(super) fn latest_version(&self, oid: &ObjectId) -> u64 {
         match self.dirty.get(oid).and_then(|chain| chain.last()) {

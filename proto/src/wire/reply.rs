@@ -123,6 +123,19 @@ impl Reply {
         buf
     }
 
+    /// The header of an error reply to a request whose opcode is unknown (so only its id
+    /// and opcode number are known). It has no payload.
+    pub fn unknown_opcode(id: u64, opcode: u64, errno: i32) -> [u8; PACKET_SIZE] {
+        let mut buf = [0u8; PACKET_SIZE];
+        let mut f = FieldsMut(&mut buf);
+        f.put_u64(0, REPLY_MAGIC);
+        f.put_u64(8, id);
+        f.put_u64(16, opcode);
+        f.put_u64(24, (-i64::from(errno.abs())) as u64);
+        seal(&mut buf);
+        buf
+    }
+
     /// Decodes a reply header. Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Reply, WireError> {
         let buf = as_header(bytes)?;

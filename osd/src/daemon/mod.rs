@@ -1,0 +1,425 @@
+//! The OSD daemon's decision logic, without I/O of its own ("sans-IO").
+//!
+//! [`Osd`] owns the blockstore and reacts to events: bytes from inbound connections
+//! (clients, and peers acting as primaries), replies from peer OSDs, a new cluster view from
+//! etcd, the result of claiming a PG, blockstore completions. What it wants done comes out
+//! of [`Osd::take_actions`]: bytes to send, connections to close, etcd writes. The real
+//! driver ([`crate::net`]) moves those over TCP and etcd on one thread; the cluster
+//! simulation in the tests moves them through a seeded in-memory network. Both run exactly
+//! this code.
+//!
+//! Files: `inbound.rs` decodes requests and answers the connection-level ops,
+//! `secondary.rs` serves sub-ops, `primary.rs` serves client ops on active PGs, `pg.rs` holds
+//! a PG's state, `peering.rs` takes, peers, recovers, activates and stops PGs.
+
+mod inbound;
+mod peering;
+mod pg;
+mod primary;
+mod secondary;
+
+pub use pg::{PgBase, PgStatus};
+
+use crate::blockstore::{Blockstore, Completion, Disk, OpError, OpId, OpOutput};
+use crate::cluster::{ClusterView, PgKey};
+use std::collections::{BTreeMap, HashMap};
+use vitastor_proto::errno;
+use vitastor_proto::etcd::ImmediateCommit;
+use vitastor_proto::wire::{encode_request, Reply, ReplyDecoder, Request, RequestDecoder};
+
+/// Identifies an inbound connection (assigned by the driver).
+pub type ConnId = u64;
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send bytes (replies) on inbound connection `conn`.
+    Reply {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    /// Send bytes (requests) on the outbound connection to OSD `osd`.
+    ToPeer {
+        osd: u64,
+        bytes: Vec<u8>,
+    },
+    /// Close inbound connection `conn` (it sent something that cannot be parsed).
+    Close {
+        conn: ConnId,
+    },
+    Etcd(EtcdAction),
+}
+
+/// etcd writes, with values as JSON text. Keys are relative to the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtcdAction {
+    /// Create `/pg/state/<pool>/<pg>` under the OSD's lease only if it does not exist, then
+    /// report with [`Osd::on_pg_claimed`].
+    ClaimPg {
+        pg: PgKey,
+        value: String,
+    },
+    /// Overwrite our own `/pg/state/<pool>/<pg>` (under the lease).
+    PutPgState {
+        pg: PgKey,
+        value: String,
+    },
+    /// Delete our own `/pg/state/<pool>/<pg>`.
+    ReleasePg {
+        pg: PgKey,
+    },
+    PutPgStats {
+        pg: PgKey,
+        value: String,
+    },
+    PutPgHistory {
+        pg: PgKey,
+        value: String,
+    },
+}
+
+/// Settings of one OSD.
+#[derive(Debug, Clone)]
+pub struct OsdSettings {
+    pub osd_num: u64,
+    pub immediate_commit: ImmediateCommit,
+    /// Lease TTL reported in SHOW_CONFIG (seconds).
+    pub lease_timeout: u64,
+    /// Recovery copies in flight per PG.
+    pub recovery_parallelism: usize,
+}
+
+impl OsdSettings {
+    pub fn new(osd_num: u64) -> OsdSettings {
+        OsdSettings {
+            osd_num,
+            immediate_commit: ImmediateCommit::All,
+            lease_timeout: 15,
+            recovery_parallelism: 8,
+        }
+    }
+}
+
+/// Counters reported in `/osd/stats`.
+#[derive(Debug, Clone, Default)]
+pub struct OpCounters {
+    /// op name -> (count, bytes).
+    pub ops: BTreeMap<&'static str, (u64, u64)>,
+    pub subops: BTreeMap<&'static str, (u64, u64)>,
+    pub recovered_objects: u64,
+}
+
+/// Whom a blockstore op or a peer request reports to.
+#[derive(Debug, Clone, Copy)]
+enum Waiter {
+    /// A part of client op `op` (see `primary.rs`).
+    Client { op: u64, part: ClientPart },
+    /// A sub-op served for a primary: reply on `conn` when done, after an fsync if `sync`
+    /// (`version` and `len` are remembered for the reply that follows the fsync).
+    Secondary {
+        conn: ConnId,
+        id: u64,
+        opcode: vitastor_proto::wire::Opcode,
+        sync: bool,
+        version: u64,
+        len: u32,
+    },
+    /// The version listing of `osd` for the peering of `pg` in generation `gen`.
+    List { pg: PgKey, gen: u64, osd: u64 },
+    /// Step of recovery item `item` of `pg` in generation `gen`.
+    Recovery {
+        pg: PgKey,
+        gen: u64,
+        item: usize,
+        step: peering::RecoveryStep,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientPart {
+    LocalWrite,
+    LocalSync,
+    Peer,
+}
+
+pub struct Osd<D: Disk> {
+    settings: OsdSettings,
+    store: Blockstore<D>,
+    view: ClusterView,
+    pgs: BTreeMap<PgKey, pg::Pg>,
+    inbound: HashMap<ConnId, RequestDecoder>,
+    /// Connected peers and the decoder of their replies.
+    peers: HashMap<u64, ReplyDecoder>,
+    store_waiters: HashMap<OpId, Waiter>,
+    peer_waiters: HashMap<u64, (u64, Waiter)>,
+    next_peer_request: u64,
+    client_ops: HashMap<u64, primary::ClientOp>,
+    next_client_op: u64,
+    actions: Vec<Action>,
+    completions: Vec<Completion>,
+    lease_lost: bool,
+    counters: OpCounters,
+}
+
+impl<D: Disk> Osd<D> {
+    pub fn new(settings: OsdSettings, store: Blockstore<D>) -> Osd<D> {
+        Osd {
+            settings,
+            store,
+            view: ClusterView::default(),
+            pgs: BTreeMap::new(),
+            inbound: HashMap::new(),
+            peers: HashMap::new(),
+            store_waiters: HashMap::new(),
+            peer_waiters: HashMap::new(),
+            next_peer_request: 1,
+            client_ops: HashMap::new(),
+            next_client_op: 1,
+            actions: Vec::new(),
+            completions: Vec::new(),
+            lease_lost: false,
+            counters: OpCounters::default(),
+        }
+    }
+
+    pub fn osd_num(&self) -> u64 {
+        self.settings.osd_num
+    }
+
+    pub fn store(&self) -> &Blockstore<D> {
+        &self.store
+    }
+
+    /// Gives the blockstore back (shutdown, or a simulated crash in tests).
+    pub fn into_store(self) -> Blockstore<D> {
+        self.store
+    }
+
+    pub fn counters(&self) -> &OpCounters {
+        &self.counters
+    }
+
+    /// The PGs this OSD is primary of, with their state.
+    pub fn pg_statuses(&self) -> Vec<(PgKey, PgStatus)> {
+        self.pgs
+            .iter()
+            .map(|(key, pg)| (*key, pg.status()))
+            .collect()
+    }
+
+    /// Moves the pending actions into `out`.
+    pub fn take_actions(&mut self, out: &mut Vec<Action>) {
+        out.append(&mut self.actions);
+    }
+
+    // ---- connections ----
+
+    pub fn on_connect(&mut self, conn: ConnId) {
+        self.inbound.insert(conn, RequestDecoder::new());
+    }
+
+    pub fn on_disconnect(&mut self, conn: ConnId) {
+        self.inbound.remove(&conn);
+    }
+
+    /// A peer connection is established (handshake done): it can carry sub-ops and PGs
+    /// that wait for it may peer.
+    pub fn on_peer_connected(&mut self, osd: u64) {
+        self.peers.insert(osd, ReplyDecoder::new());
+        self.repeer_pgs_with(osd);
+    }
+
+    /// The connection to `osd` is gone: its pending requests fail and PGs using it repeer.
+    pub fn on_peer_down(&mut self, osd: u64) {
+        if self.peers.remove(&osd).is_none() {
+            return;
+        }
+        let failed: Vec<u64> = self
+            .peer_waiters
+            .iter()
+            .filter(|(_, (peer, _))| *peer == osd)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            if let Some((_, waiter)) = self.peer_waiters.remove(&id) {
+                self.waiter_done(waiter, Err(errno::EPIPE), None);
+            }
+        }
+        self.repeer_pgs_with(osd);
+    }
+
+    /// Replies from peer `osd`.
+    pub fn on_peer_bytes(&mut self, osd: u64, bytes: &[u8]) {
+        let Some(decoder) = self.peers.get_mut(&osd) else {
+            return;
+        };
+        decoder.push(bytes);
+        loop {
+            let next = match self.peers.get_mut(&osd) {
+                Some(decoder) => decoder.next_reply(),
+                None => return,
+            };
+            match next {
+                Ok(Some((reply, payload))) => {
+                    let Some((_, waiter)) = self.peer_waiters.remove(&reply.id) else {
+                        tracing::warn!(osd, id = reply.id, "reply to an unknown request");
+                        continue;
+                    };
+                    let result = if reply.retval < 0 {
+                        Err((-reply.retval) as i32)
+                    } else {
+                        Ok(reply)
+                    };
+                    self.waiter_done(waiter, result, Some(payload));
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(osd, "bad reply from a peer, dropping it: {error}");
+                    self.on_peer_down(osd);
+                    return;
+                }
+            }
+        }
+    }
+
+    // ---- cluster state ----
+
+    /// A new cluster view: starts, repeers or stops PGs as needed.
+    pub fn on_view(&mut self, view: &ClusterView) {
+        self.view = view.clone();
+        if !self.lease_lost {
+            self.sync_pgs_with_view();
+        }
+    }
+
+    /// The etcd lease is gone: this OSD may no longer act as a primary.
+    pub fn on_lease_lost(&mut self) {
+        self.lease_lost = true;
+        let keys: Vec<PgKey> = self.pgs.keys().copied().collect();
+        for key in keys {
+            self.stop_pg(key);
+        }
+    }
+
+    // ---- the blockstore ----
+
+    /// Processes blockstore completions (and sends queued disk requests). Call after every
+    /// batch of events and whenever the disk signals completions.
+    pub fn poll_store(&mut self) {
+        loop {
+            if let Err(error) = self.store.poll(false) {
+                tracing::error!("disk poll failed: {error}");
+            }
+            let mut done = std::mem::take(&mut self.completions);
+            self.store.take_completions(&mut done);
+            if done.is_empty() {
+                self.completions = done;
+                return;
+            }
+            for completion in done.drain(..) {
+                let Some(waiter) = self.store_waiters.remove(&completion.id) else {
+                    continue;
+                };
+                match completion.result {
+                    Ok(output) => self.store_done(waiter, Ok(output)),
+                    Err(error) => self.store_done(waiter, Err(error)),
+                }
+            }
+            self.completions = done;
+        }
+    }
+
+    fn submit_store(&mut self, op: crate::blockstore::Op, waiter: Waiter) {
+        let id = self.store.submit(op);
+        self.store_waiters.insert(id, waiter);
+    }
+
+    fn store_done(&mut self, waiter: Waiter, result: Result<OpOutput, OpError>) {
+        match waiter {
+            Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
+            Waiter::Client { op, part } => self.client_store_done(op, part, result),
+            Waiter::List { .. } => {}
+            Waiter::Recovery {
+                pg,
+                gen,
+                item,
+                step,
+            } => self.recovery_local_done(pg, gen, item, step, result),
+        }
+    }
+
+    /// A peer request finished (`Err(errno)` for an error reply or a lost connection).
+    fn waiter_done(
+        &mut self,
+        waiter: Waiter,
+        result: Result<Reply, i32>,
+        payload: Option<Vec<u8>>,
+    ) {
+        match waiter {
+            Waiter::Client { op, .. } => self.client_peer_done(op, result.map(|_| ())),
+            Waiter::List { pg, gen, osd } => self.listing_received(
+                pg,
+                gen,
+                osd,
+                result.map(|reply| (reply, payload.unwrap_or_default())),
+            ),
+            Waiter::Recovery {
+                pg,
+                gen,
+                item,
+                step,
+            } => self.recovery_peer_done(
+                pg,
+                gen,
+                item,
+                step,
+                result.map(|reply| (reply, payload.unwrap_or_default())),
+            ),
+            Waiter::Secondary { .. } => {}
+        }
+    }
+
+    /// Sends a request to a connected peer; `false` when it is not connected.
+    fn send_to_peer(
+        &mut self,
+        osd: u64,
+        body: vitastor_proto::wire::RequestBody,
+        payload: &[u8],
+        waiter: Waiter,
+    ) -> bool {
+        if !self.peers.contains_key(&osd) {
+            return false;
+        }
+        let id = self.next_peer_request;
+        self.next_peer_request += 1;
+        match encode_request(&Request { id, body }, payload) {
+            Ok(bytes) => {
+                self.peer_waiters.insert(id, (osd, waiter));
+                self.actions.push(Action::ToPeer { osd, bytes });
+                true
+            }
+            Err(error) => {
+                tracing::error!(osd, "cannot encode a sub-op: {error}");
+                false
+            }
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, reply: Reply, payload: &[u8]) {
+        match vitastor_proto::wire::encode_reply(&reply, payload) {
+            Ok(bytes) => self.actions.push(Action::Reply { conn, bytes }),
+            Err(error) => tracing::error!(conn, "cannot encode a reply: {error}"),
+        }
+    }
+
+    fn count(map: &mut BTreeMap<&'static str, (u64, u64)>, name: &'static str, bytes: u64) {
+        let entry = map.entry(name).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
+    }
+
+    /// Whether writes must be followed by an fsync before they are acknowledged.
+    fn sync_every_write(&self) -> bool {
+        self.settings.immediate_commit == ImmediateCommit::All
+    }
+}

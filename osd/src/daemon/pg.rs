@@ -1,0 +1,145 @@
+//! One PG this OSD is the primary of: its place in the lifecycle, its members, and the
+//! per-object write queues that keep writes to one object in order.
+//!
+//! Lifecycle: `starting` (claiming `/pg/state` in etcd) -> `peering` (listing versions on
+//! every reachable member and history peer, then copying the newest version of each object
+//! to members that lack it) -> `active`, or `incomplete` when fewer than `pg_minsize`
+//! members are reachable. A change of members, of their reachability or of the PG map sends
+//! an active PG to `repeering` (new ops get -EPIPE, ops in flight finish) and then back to
+//! `peering`. `stopping` does the same and then releases the PG.
+
+use super::peering::Peering;
+use std::collections::{HashMap, VecDeque};
+use vitastor_proto::ObjectId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgBase {
+    Starting,
+    Peering,
+    Incomplete,
+    Active,
+    Repeering,
+    Stopping,
+    Offline,
+}
+
+impl PgBase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgBase::Starting => "starting",
+            PgBase::Peering => "peering",
+            PgBase::Incomplete => "incomplete",
+            PgBase::Active => "active",
+            PgBase::Repeering => "repeering",
+            PgBase::Stopping => "stopping",
+            PgBase::Offline => "offline",
+        }
+    }
+}
+
+/// A PG's state as published in `/pg/state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgStatus {
+    pub base: PgBase,
+    /// Some members of the PG's set are not reachable.
+    pub degraded: bool,
+    /// Objects were found that some reachable member lacked (they are copied while peering).
+    pub has_degraded: bool,
+    /// Objects were found on OSDs outside the current set.
+    pub has_misplaced: bool,
+}
+
+impl PgStatus {
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec![self.base.as_str().to_string()];
+        for (flag, name) in [
+            (self.degraded, "degraded"),
+            (self.has_degraded, "has_degraded"),
+            (self.has_misplaced, "has_misplaced"),
+        ] {
+            if flag {
+                names.push(name.to_string());
+            }
+        }
+        names
+    }
+}
+
+pub(super) struct Pg {
+    pub base: PgBase,
+    /// The PG map's set (0 = empty slot) and minimum members to serve writes.
+    pub osd_set: Vec<u64>,
+    pub pg_minsize: u32,
+    pub pg_count: u32,
+    pub pg_stripe_size: u64,
+    /// Members that take writes: the reachable members of `osd_set` when it activated.
+    pub live: Vec<u64>,
+    /// Every OSD peering looked at.
+    pub peers: Vec<u64>,
+    /// Version epoch of this activation (versions are `epoch << 16 | counter`).
+    pub epoch: u64,
+    pub degraded: bool,
+    pub has_degraded: bool,
+    pub has_misplaced: bool,
+    /// Bumped at every (re)peering so late answers to an earlier one are ignored.
+    pub generation: u64,
+    pub peering: Option<Peering>,
+    /// Objects with a write or delete in flight, and the client ops queued behind it.
+    pub busy: HashMap<ObjectId, VecDeque<u64>>,
+    /// Client ops of this PG in flight.
+    pub inflight: u64,
+    /// Whether `/pg/state` has been created by us, or a claim is on its way.
+    pub claimed: bool,
+    pub claiming: bool,
+    /// Set when the PG must be released once ops drain (no longer ours).
+    pub stop: bool,
+}
+
+impl Pg {
+    pub fn new() -> Pg {
+        Pg {
+            base: PgBase::Starting,
+            osd_set: Vec::new(),
+            pg_minsize: 1,
+            pg_count: 1,
+            pg_stripe_size: 0,
+            live: Vec::new(),
+            peers: Vec::new(),
+            epoch: 0,
+            degraded: false,
+            has_degraded: false,
+            has_misplaced: false,
+            generation: 0,
+            peering: None,
+            busy: HashMap::new(),
+            inflight: 0,
+            claimed: false,
+            claiming: false,
+            stop: false,
+        }
+    }
+
+    pub fn status(&self) -> PgStatus {
+        PgStatus {
+            base: self.base,
+            degraded: self.degraded,
+            has_degraded: self.has_degraded,
+            has_misplaced: self.has_misplaced,
+        }
+    }
+
+    /// The `/pg/state` JSON for this PG.
+    pub fn state_json(&self, primary: u64) -> String {
+        let state = vitastor_proto::etcd::PgState {
+            primary,
+            state: self.status().names(),
+            peers: self.peers.clone(),
+        };
+        serde_json::to_string(&state).expect("invariant: the state serializes")
+    }
+
+    /// Members of the set other than `me` that take writes.
+    pub fn write_peers(&self, me: u64) -> impl Iterator<Item = u64> + '_ {
+        self.live.iter().copied().filter(move |&osd| osd != me)
+    }
+}

@@ -1,0 +1,407 @@
+//! Client ops on PGs this OSD is the active primary of (replicated pools).
+//!
+//! A write or delete takes the object's queue (one runs at a time per object, later ones
+//! wait in order), gets the next version (at least `epoch << 16 | 1`), is written locally
+//! and sent to every other live member in parallel, and is acknowledged when all of them
+//! have it (each after an fsync when every write must be durable). If a member fails, the
+//! client gets -EPIPE (and retries), and the PG repeers so the member's copy is repaired or
+//! the member is left out. Reads come from the primary's blockstore.
+
+use super::{ClientPart, ConnId, Osd, Waiter};
+use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
+use crate::cluster::PgKey;
+use vitastor_proto::errno;
+use vitastor_proto::etcd::PoolScheme;
+use vitastor_proto::placement::pg_of_stripe;
+use vitastor_proto::wire::request::{Rw, SecRw};
+use vitastor_proto::wire::{Opcode, Reply, ReplyBody, RequestBody};
+use vitastor_proto::{ObjectId, PoolId};
+
+#[derive(Debug)]
+enum ClientKind {
+    Read,
+    Write { data: Vec<u8> },
+    Delete,
+    Sync,
+}
+
+#[derive(Debug)]
+pub(super) struct ClientOp {
+    conn: ConnId,
+    id: u64,
+    opcode: Opcode,
+    pg: Option<PgKey>,
+    oid: ObjectId,
+    offset: u32,
+    len: u32,
+    /// Compare-and-set: the version the write must follow (0 = none).
+    expected: u64,
+    kind: ClientKind,
+    version: u64,
+    pending: u32,
+    error: Option<i32>,
+    peer_failed: bool,
+    /// Whether this write or delete is the one running on its object (others wait).
+    holds_object: bool,
+    read: Option<(Vec<u8>, AlignedBuf)>,
+}
+
+impl<D: Disk> Osd<D> {
+    /// The PG, object and offset inside the object of a client request, or an errno.
+    fn locate(&self, rw: &Rw, what: &str) -> Result<(PgKey, ObjectId, u32), i32> {
+        let pool_id = (rw.inode >> 48) as u32;
+        let Some(pool) = PoolId::new(pool_id)
+            .ok()
+            .and_then(|id| self.view.pools.get(&id))
+        else {
+            tracing::debug!(inode = rw.inode, "{what}: no such pool");
+            return Err(errno::ENOENT);
+        };
+        if pool.scheme != PoolScheme::Replicated {
+            return Err(errno::EINVAL);
+        }
+        let block_size = u64::from(self.store.block_size());
+        let granularity = u64::from(self.store.bitmap_granularity());
+        let stripe = rw.offset - rw.offset % block_size;
+        let in_object = rw.offset - stripe;
+        if !rw.offset.is_multiple_of(granularity)
+            || !u64::from(rw.len).is_multiple_of(granularity)
+            || in_object + u64::from(rw.len) > block_size
+        {
+            tracing::debug!(
+                rw.offset,
+                rw.len,
+                "{what}: unaligned or crosses an object boundary"
+            );
+            return Err(errno::EINVAL);
+        }
+        let pg_stripe_size = pool.pg_stripe_size.unwrap_or(0).max(block_size);
+        let pg = pg_of_stripe(stripe, pg_stripe_size, pool.pg_count).get();
+        let key = (pool_id, pg);
+        match self.pgs.get(&key) {
+            Some(pg) if pg.base == super::PgBase::Active => {}
+            _ => return Err(errno::EPIPE),
+        }
+        let oid = ObjectId {
+            inode: rw.inode,
+            stripe,
+        };
+        Ok((key, oid, in_object as u32))
+    }
+
+    fn new_op(&mut self, op: ClientOp) -> u64 {
+        let key = self.next_client_op;
+        self.next_client_op += 1;
+        if let Some(pg) = op.pg.and_then(|pg| self.pgs.get_mut(&pg)) {
+            pg.inflight += 1;
+        }
+        self.client_ops.insert(key, op);
+        key
+    }
+
+    fn client_op(&self, conn: ConnId, id: u64, opcode: Opcode, kind: ClientKind) -> ClientOp {
+        ClientOp {
+            conn,
+            id,
+            opcode,
+            pg: None,
+            oid: ObjectId::default(),
+            offset: 0,
+            len: 0,
+            expected: 0,
+            kind,
+            version: 0,
+            pending: 0,
+            error: None,
+            peer_failed: false,
+            holds_object: false,
+            read: None,
+        }
+    }
+
+    pub(super) fn client_read(&mut self, conn: ConnId, id: u64, rw: Rw) {
+        Self::count(&mut self.counters.ops, "read", u64::from(rw.len));
+        let (pg, oid, offset) = match self.locate(&rw, "read") {
+            Ok(found) => found,
+            Err(code) => return self.reply(conn, Reply::error(id, Opcode::Read, code), &[]),
+        };
+        let mut op = self.client_op(conn, id, Opcode::Read, ClientKind::Read);
+        (op.pg, op.oid, op.offset, op.len, op.pending) = (Some(pg), oid, offset, rw.len, 1);
+        let key = self.new_op(op);
+        let read = Op::Read {
+            oid,
+            offset,
+            len: rw.len,
+        };
+        let part = ClientPart::LocalWrite;
+        self.submit_store(read, Waiter::Client { op: key, part });
+    }
+
+    pub(super) fn client_write(&mut self, conn: ConnId, id: u64, rw: Rw, payload: Vec<u8>) {
+        Self::count(&mut self.counters.ops, "write", u64::from(rw.len));
+        if rw.len == 0 {
+            return self.reply(conn, Reply::error(id, Opcode::Write, errno::EINVAL), &[]);
+        }
+        let kind = ClientKind::Write { data: payload };
+        self.client_modify(conn, id, Opcode::Write, rw, kind);
+    }
+
+    pub(super) fn client_delete(&mut self, conn: ConnId, id: u64, rw: Rw) {
+        Self::count(&mut self.counters.ops, "delete", 0);
+        let rw = Rw { len: 0, ..rw };
+        self.client_modify(conn, id, Opcode::Delete, rw, ClientKind::Delete);
+    }
+
+    fn client_modify(&mut self, conn: ConnId, id: u64, opcode: Opcode, rw: Rw, kind: ClientKind) {
+        let (pg, oid, offset) = match self.locate(&rw, &format!("{opcode:?}")) {
+            Ok(found) => found,
+            Err(code) => return self.reply(conn, Reply::error(id, opcode, code), &[]),
+        };
+        let mut op = self.client_op(conn, id, opcode, kind);
+        (op.pg, op.oid, op.offset, op.len, op.expected) =
+            (Some(pg), oid, offset, rw.len, rw.version);
+        let key = self.new_op(op);
+        let pg = self
+            .pgs
+            .get_mut(&pg)
+            .expect("invariant: locate found the PG");
+        match pg.busy.get_mut(&oid) {
+            Some(queue) => queue.push_back(key),
+            None => {
+                pg.busy.insert(oid, Default::default());
+                self.start_modify(key);
+            }
+        }
+    }
+
+    /// Runs a write or delete that holds its object's queue.
+    fn start_modify(&mut self, key: u64) {
+        let me = self.settings.osd_num;
+        let Some(op) = self.client_ops.get(&key) else {
+            return;
+        };
+        let (pg_key, oid) = (op.pg.expect("invariant: modify ops have a PG"), op.oid);
+        let Some(pg) = self.pgs.get(&pg_key) else {
+            return self.fail_client_op(key, errno::EPIPE);
+        };
+        if pg.base != super::PgBase::Active {
+            return self.fail_client_op(key, errno::EPIPE);
+        }
+        let current = self.store.object_version(&oid);
+        let expected = op.expected;
+        self.client_ops
+            .get_mut(&key)
+            .expect("invariant: checked above")
+            .holds_object = true;
+        if expected != 0 && expected != current + 1 {
+            return self.fail_client_op(key, errno::EINTR);
+        }
+        let version = (current + 1).max(pg.epoch << 16 | 1);
+        let peers: Vec<u64> = pg.write_peers(me).collect();
+        let op = self
+            .client_ops
+            .get_mut(&key)
+            .expect("invariant: checked above");
+        op.version = version;
+        op.pending = 1 + peers.len() as u32;
+        let (offset, len) = (op.offset, op.len);
+        let (local, body, data) = match &mut op.kind {
+            ClientKind::Write { data } => {
+                let local = Op::Write {
+                    oid,
+                    version,
+                    offset,
+                    data: AlignedBuf::from_slice(data),
+                    stable: true,
+                };
+                let rw = SecRw {
+                    oid,
+                    version,
+                    offset,
+                    len,
+                    attr_len: 0,
+                };
+                // Not needed after this: the copies are on their way.
+                (local, RequestBody::SecWriteStable(rw), std::mem::take(data))
+            }
+            _ => (
+                Op::Delete { oid, version },
+                RequestBody::SecDelete { oid, version },
+                Vec::new(),
+            ),
+        };
+        let part = ClientPart::LocalWrite;
+        self.submit_store(local, Waiter::Client { op: key, part });
+        for osd in peers {
+            let waiter = Waiter::Client {
+                op: key,
+                part: ClientPart::Peer,
+            };
+            if !self.send_to_peer(osd, body, &data, waiter) {
+                self.client_part_done(key, Err(errno::EPIPE), true);
+            }
+        }
+    }
+
+    pub(super) fn client_sync(&mut self, conn: ConnId, id: u64) {
+        Self::count(&mut self.counters.ops, "sync", 0);
+        if self.sync_every_write() {
+            return self.reply(conn, Reply::error(id, Opcode::Sync, 0), &[]);
+        }
+        let me = self.settings.osd_num;
+        let mut peers: Vec<u64> = self
+            .pgs
+            .values()
+            .flat_map(|pg| pg.write_peers(me))
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let mut op = self.client_op(conn, id, Opcode::Sync, ClientKind::Sync);
+        op.pending = 1 + peers.len() as u32;
+        let key = self.new_op(op);
+        let part = ClientPart::LocalSync;
+        self.submit_store(Op::Sync, Waiter::Client { op: key, part });
+        for osd in peers {
+            let waiter = Waiter::Client {
+                op: key,
+                part: ClientPart::Peer,
+            };
+            if !self.send_to_peer(osd, RequestBody::SecSync, &[], waiter) {
+                self.client_part_done(key, Err(errno::EPIPE), true);
+            }
+        }
+    }
+
+    pub(super) fn client_store_done(
+        &mut self,
+        key: u64,
+        part: ClientPart,
+        result: Result<OpOutput, OpError>,
+    ) {
+        let sync_every_write = self.sync_every_write();
+        let Some(op) = self.client_ops.get_mut(&key) else {
+            return;
+        };
+        match result {
+            Ok(OpOutput::Read {
+                version,
+                bitmap,
+                data,
+            }) => {
+                op.version = version;
+                op.read = Some((bitmap, data));
+            }
+            Ok(_) => {
+                let modify = matches!(op.kind, ClientKind::Write { .. } | ClientKind::Delete);
+                if part == ClientPart::LocalWrite && modify && sync_every_write {
+                    let part = ClientPart::LocalSync;
+                    return self.submit_store(Op::Sync, Waiter::Client { op: key, part });
+                }
+            }
+            Err(error) => {
+                tracing::debug!(key, "client op failed locally: {}", error.message);
+                return self.client_part_done(key, Err(error.errno), false);
+            }
+        }
+        self.client_part_done(key, Ok(()), false)
+    }
+
+    pub(super) fn client_peer_done(&mut self, key: u64, result: Result<(), i32>) {
+        self.client_part_done(key, result, true)
+    }
+
+    fn client_part_done(&mut self, key: u64, result: Result<(), i32>, from_peer: bool) {
+        let Some(op) = self.client_ops.get_mut(&key) else {
+            return;
+        };
+        if let Err(code) = result {
+            if from_peer {
+                op.peer_failed = true;
+                // The client retries; the PG repeers and repairs or drops the member.
+                op.error.get_or_insert(errno::EPIPE);
+            } else {
+                op.error = Some(code);
+            }
+        }
+        op.pending -= 1;
+        if op.pending == 0 {
+            self.finish_client_op(key);
+        }
+    }
+
+    /// Answers an op that has not started its I/O.
+    pub(super) fn fail_client_op(&mut self, key: u64, code: i32) {
+        if let Some(op) = self.client_ops.get_mut(&key) {
+            op.error = Some(code);
+            op.pending = 0;
+        }
+        self.finish_client_op(key);
+    }
+
+    fn finish_client_op(&mut self, key: u64) {
+        let Some(op) = self.client_ops.remove(&key) else {
+            return;
+        };
+        let reply = match op.error {
+            Some(code) => Reply::error(op.id, op.opcode, code),
+            None => Reply {
+                id: op.id,
+                opcode: op.opcode,
+                retval: match op.kind {
+                    ClientKind::Sync => 0,
+                    _ => i64::from(op.len),
+                },
+                body: match op.kind {
+                    ClientKind::Sync => ReplyBody::Empty,
+                    _ => ReplyBody::Rw {
+                        bitmap_len: op.read.as_ref().map_or(0, |(b, _)| b.len() as u32),
+                        version: op.version,
+                    },
+                },
+            },
+        };
+        match (&op.read, op.error) {
+            (Some((bitmap, data)), None) => {
+                let mut payload = Vec::with_capacity(bitmap.len() + data.len());
+                payload.extend_from_slice(bitmap);
+                payload.extend_from_slice(data);
+                self.reply(op.conn, reply, &payload);
+            }
+            _ => self.reply(op.conn, reply, &[]),
+        }
+        let Some(pg_key) = op.pg else {
+            return;
+        };
+        if matches!(op.kind, ClientKind::Write { .. } | ClientKind::Delete) {
+            self.next_on_object(pg_key, op.oid, key, op.holds_object);
+        }
+        if op.peer_failed {
+            if let Some(pg) = self.pgs.get_mut(&pg_key) {
+                if pg.base == super::PgBase::Active {
+                    pg.base = super::PgBase::Repeering;
+                }
+            }
+        }
+        self.pg_op_finished(pg_key);
+    }
+
+    /// Releases an object's queue to the next waiting op, if the finished op held it.
+    fn next_on_object(&mut self, pg_key: PgKey, oid: ObjectId, finished: u64, held: bool) {
+        let Some(pg) = self.pgs.get_mut(&pg_key) else {
+            return;
+        };
+        let Some(queue) = pg.busy.get_mut(&oid) else {
+            return;
+        };
+        if !held {
+            queue.retain(|&op| op != finished);
+            return; // it was waiting, not running
+        }
+        match queue.pop_front() {
+            Some(next) => self.start_modify(next),
+            None => {
+                pg.busy.remove(&oid);
+            }
+        }
+    }
+}
