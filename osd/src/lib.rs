@@ -5,3 +5,4 @@
 pub mod blockstore;
 pub mod cluster;
 pub mod daemon;
+pub mod net;

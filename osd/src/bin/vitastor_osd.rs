@@ -1,1 +1,76 @@
-fn main() {}
+//! `vitastor-osd`: one OSD daemon serving one data device (prepared with `vitastor-disk
+//! prepare`). Option names follow Vitastor's.
+
+use clap::Parser;
+use std::path::PathBuf;
+use vitastor_osd::net::{run, DaemonOptions};
+use vitastor_proto::etcd::ImmediateCommit;
+
+#[derive(Parser, Debug)]
+#[command(name = "vitastor-osd", about = "Vitastor-compatible OSD daemon")]
+struct Args {
+    /// This OSD's number (> 0), unique in the cluster.
+    #[arg(long = "osd_num")]
+    osd_num: u64,
+    /// The data device or file, prepared with `vitastor-disk prepare`.
+    #[arg(long = "data_device")]
+    data_device: PathBuf,
+    /// etcd endpoints: host:port[/v3], comma-separated.
+    #[arg(long = "etcd_address", default_value = "127.0.0.1:2379")]
+    etcd_address: String,
+    #[arg(long = "etcd_prefix", default_value = "/vitastor")]
+    etcd_prefix: String,
+    #[arg(long = "bind_address", default_value = "127.0.0.1")]
+    bind_address: String,
+    /// TCP port; 0 picks a free one (published in /osd/state).
+    #[arg(long = "port", default_value_t = 0)]
+    port: u16,
+    /// When writes are durable: all (every write, fsynced before the reply), small, none.
+    #[arg(long = "immediate_commit", default_value = "all", value_parser = parse_commit)]
+    immediate_commit: ImmediateCommit,
+    /// Do not fsync (only for drives with power-loss protection).
+    #[arg(long = "disable_data_fsync", default_value_t = false)]
+    disable_data_fsync: bool,
+    /// Seconds between stats reports and lease renewals (lease TTL = 3x this).
+    #[arg(long = "etcd_report_interval", default_value_t = 5)]
+    etcd_report_interval: u64,
+}
+
+fn parse_commit(text: &str) -> Result<ImmediateCommit, String> {
+    match text {
+        "all" => Ok(ImmediateCommit::All),
+        "small" => Ok(ImmediateCommit::Small),
+        "none" => Ok(ImmediateCommit::None),
+        other => Err(format!("{other:?} is not one of all, small, none")),
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.osd_num == 0 {
+        eprintln!("vitastor-osd: --osd_num must be greater than 0");
+        std::process::exit(2);
+    }
+    let options = DaemonOptions {
+        osd_num: args.osd_num,
+        data_device: args.data_device,
+        etcd_address: args.etcd_address,
+        etcd_prefix: args.etcd_prefix,
+        bind_address: args.bind_address,
+        port: args.port,
+        immediate_commit: args.immediate_commit,
+        disable_data_fsync: args.disable_data_fsync,
+        etcd_report_interval: args.etcd_report_interval,
+    };
+    if let Err(error) = run(options) {
+        eprintln!("vitastor-osd: {error}");
+        std::process::exit(1);
+    }
+}

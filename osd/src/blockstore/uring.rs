@@ -6,7 +6,7 @@ use io_uring::{opcode, types, IoUring};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Submission queue depth; more requests than this are submitted in several batches.
@@ -24,6 +24,30 @@ impl UringDisk {
     /// Opens `path` read-write with O_DIRECT. Fails clearly when the kernel has no io_uring
     /// or the filesystem does not support O_DIRECT.
     pub fn open(path: &Path) -> std::io::Result<UringDisk> {
+        Self::open_with(path, Self::new_ring)
+    }
+
+    /// Like [`UringDisk::open`], for a thread that also waits for other events (sockets):
+    /// completions are posted as they happen and signalled on the returned eventfd, which
+    /// the thread's reactor watches, calling [`Disk::poll`] when it becomes readable.
+    pub fn open_with_eventfd(path: &Path) -> std::io::Result<(UringDisk, OwnedFd)> {
+        let disk = Self::open_with(path, || IoUring::new(RING_ENTRIES))?;
+        // SAFETY: eventfd takes no pointers; the returned descriptor is checked below and
+        // then owned by the OwnedFd.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let event_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        disk.ring.submitter().register_eventfd(raw)?;
+        Ok((disk, event_fd))
+    }
+
+    fn open_with(
+        path: &Path,
+        new_ring: impl FnOnce() -> std::io::Result<IoUring>,
+    ) -> std::io::Result<UringDisk> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -36,7 +60,7 @@ impl UringDisk {
                 )
             })?;
         let size = file.seek(SeekFrom::End(0))?;
-        let ring = Self::new_ring().map_err(|error| {
+        let ring = new_ring().map_err(|error| {
             std::io::Error::new(
                 error.kind(),
                 format!("io_uring is not available on this kernel: {error}"),

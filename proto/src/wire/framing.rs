@@ -155,6 +155,14 @@ impl ReplyDecoder {
         self.framer.push(bytes);
     }
 
+    /// Hands out the bytes received after the last whole reply (for handing a stream over
+    /// to another decoder after a handshake).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.framer.buf[self.framer.start..].to_vec();
+        self.framer = Framer::default();
+        rest
+    }
+
     /// The next complete reply with its payload, `Ok(None)` if more bytes are needed, or
     /// the error that makes this stream unusable. Any decode error is fatal here: a reply
     /// we cannot read leaves its request unanswered, so the connection must be dropped.

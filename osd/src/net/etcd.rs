@@ -1,0 +1,150 @@
+//! The OSD's etcd side: register `/osd/state/<n>` under a lease (only if absent), keep the
+//! lease alive, load and watch the keys the OSD acts on, report `/osd/stats/<n>`, and carry
+//! out the daemon's [`EtcdAction`]s in order.
+
+use crate::cluster::PgKey;
+use crate::daemon::EtcdAction;
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+
+/// `127.0.0.1:2379`, `http://...`, `.../v3` and comma-separated lists, as Vitastor accepts.
+pub fn endpoints(etcd_address: &str) -> Vec<String> {
+    etcd_address
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|address| {
+            let address = address.trim_end_matches('/').trim_end_matches("/v3");
+            if address.contains("://") {
+                address.to_string()
+            } else {
+                format!("http://{address}")
+            }
+        })
+        .collect()
+}
+
+pub struct Etcd {
+    pub client: Client,
+    pub prefix: String,
+    pub lease: i64,
+}
+
+impl Etcd {
+    pub async fn connect(address: &str, prefix: &str, ttl: i64) -> Result<Etcd, String> {
+        let endpoints = endpoints(address);
+        let mut client = Client::connect(&endpoints, None)
+            .await
+            .map_err(|e| format!("cannot connect to etcd at {address}: {e}"))?;
+        let lease = client
+            .lease_grant(ttl, None)
+            .await
+            .map_err(|e| format!("cannot get an etcd lease: {e}"))?
+            .id();
+        Ok(Etcd {
+            client,
+            prefix: prefix.trim_end_matches('/').to_string(),
+            lease,
+        })
+    }
+
+    pub fn key(&self, relative: &str) -> String {
+        format!("{}{relative}", self.prefix)
+    }
+
+    /// Creates `key` with `value` under our lease only if it does not exist.
+    pub async fn create_leased(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(self.lease)),
+            )]);
+        let response = self
+            .client
+            .txn(txn)
+            .await
+            .map_err(|e| format!("etcd txn on {key}: {e}"))?;
+        Ok(response.succeeded())
+    }
+
+    /// Every key under the prefix and the revision to watch from.
+    pub async fn load(&mut self) -> Result<(Vec<(String, Vec<u8>)>, i64), String> {
+        let response = self
+            .client
+            .get(
+                self.prefix.clone() + "/",
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| format!("cannot read {}/ from etcd: {e}", self.prefix))?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let items = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?.strip_prefix(&self.prefix)?.to_string();
+                Some((key, kv.value().to_vec()))
+            })
+            .collect();
+        Ok((items, revision))
+    }
+
+    pub async fn watch(
+        &mut self,
+        revision: i64,
+    ) -> Result<(etcd_client::Watcher, etcd_client::WatchStream), String> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        self.client
+            .watch(self.prefix.clone() + "/", Some(options))
+            .await
+            .map_err(|e| format!("cannot watch etcd: {e}"))
+    }
+
+    /// Carries out one action; a claim returns whether it succeeded.
+    pub async fn execute(&mut self, action: &EtcdAction) -> Result<bool, String> {
+        let pg_key = |base: &str, pg: &PgKey| format!("{}{base}{}/{}", self.prefix, pg.0, pg.1);
+        let leased = Some(PutOptions::new().with_lease(self.lease));
+        let result = match action {
+            EtcdAction::ClaimPg { pg, value } => {
+                let key = pg_key("/pg/state/", pg);
+                return self.create_leased(&key, value).await;
+            }
+            EtcdAction::PutPgState { pg, value } => {
+                let key = pg_key("/pg/state/", pg);
+                self.client
+                    .put(key, value.as_str(), leased)
+                    .await
+                    .map(|_| ())
+            }
+            EtcdAction::ReleasePg { pg } => {
+                let key = pg_key("/pg/state/", pg);
+                self.client.delete(key, None).await.map(|_| ())
+            }
+            EtcdAction::PutPgStats { pg, value } => {
+                let key = pg_key("/pgstats/", pg);
+                self.client.put(key, value.as_str(), None).await.map(|_| ())
+            }
+            EtcdAction::PutPgHistory { pg, value } => {
+                let key = pg_key("/pg/history/", pg);
+                self.client.put(key, value.as_str(), None).await.map(|_| ())
+            }
+        };
+        result
+            .map(|()| true)
+            .map_err(|e| format!("etcd write failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_accept_vitastor_forms() {
+        assert_eq!(
+            super::endpoints("127.0.0.1:2379/v3,http://10.0.0.1:2379"),
+            vec!["http://127.0.0.1:2379", "http://10.0.0.1:2379"]
+        );
+    }
+}

@@ -1,0 +1,491 @@
+//! The real driver of the daemon: TCP connections, the blockstore's io_uring eventfd and
+//! etcd, all on one thread (a tokio current-thread runtime). Every event is handed to the
+//! [`Osd`] on this thread and its actions are carried out right after; no op crosses a
+//! thread. Thin on purpose: the decisions live in [`crate::daemon`].
+
+pub mod etcd;
+
+use crate::blockstore::uring::UringDisk;
+use crate::blockstore::{Blockstore, BlockstoreConfig};
+use crate::cluster::ClusterView;
+use crate::daemon::{Action, ConnId, EtcdAction, Osd, OsdSettings};
+use etcd::Etcd;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use vitastor_proto::etcd::ImmediateCommit;
+use vitastor_proto::wire::show_config::{ShowConfigReply, ShowConfigRequest};
+use vitastor_proto::wire::{encode_request, ReplyDecoder, Request, RequestBody};
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub osd_num: u64,
+    pub data_device: PathBuf,
+    pub etcd_address: String,
+    pub etcd_prefix: String,
+    pub bind_address: String,
+    /// 0 = any free port.
+    pub port: u16,
+    pub immediate_commit: ImmediateCommit,
+    pub disable_data_fsync: bool,
+    /// Seconds between stats reports and lease keep-alives; the lease lives 3 times longer.
+    pub etcd_report_interval: u64,
+}
+
+/// Outbound connection to a peer OSD.
+enum PeerLink {
+    Connecting,
+    Up(UnboundedSender<Vec<u8>>),
+}
+
+struct Node {
+    osd: RefCell<Osd<UringDisk>>,
+    view: RefCell<ClusterView>,
+    inbound: RefCell<HashMap<ConnId, UnboundedSender<Vec<u8>>>>,
+    peers: RefCell<HashMap<u64, PeerLink>>,
+    etcd_actions: UnboundedSender<EtcdAction>,
+    next_conn: Cell<ConnId>,
+    osd_num: u64,
+}
+
+impl Node {
+    /// Carries out everything the daemon asked for (and sends queued disk requests).
+    fn dispatch(&self) {
+        let mut actions = Vec::new();
+        loop {
+            {
+                let mut osd = self.osd.borrow_mut();
+                osd.poll_store();
+                osd.take_actions(&mut actions);
+            }
+            if actions.is_empty() {
+                return;
+            }
+            for action in actions.drain(..) {
+                match action {
+                    Action::Reply { conn, bytes } => {
+                        if let Some(tx) = self.inbound.borrow().get(&conn) {
+                            let _ = tx.send(bytes);
+                        }
+                    }
+                    Action::ToPeer { osd, bytes } => {
+                        if let Some(PeerLink::Up(tx)) = self.peers.borrow().get(&osd) {
+                            let _ = tx.send(bytes);
+                        }
+                    }
+                    Action::Close { conn } => {
+                        self.inbound.borrow_mut().remove(&conn);
+                    }
+                    Action::Etcd(action) => {
+                        let _ = self.etcd_actions.send(action);
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_osd(&self, f: impl FnOnce(&mut Osd<UringDisk>)) {
+        f(&mut self.osd.borrow_mut());
+        self.dispatch();
+    }
+}
+
+/// Runs the OSD until its lease is lost or a fatal error occurs.
+pub fn run(options: DaemonOptions) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, run_async(options))
+}
+
+async fn run_async(options: DaemonOptions) -> Result<(), String> {
+    let (disk, event_fd) = UringDisk::open_with_eventfd(&options.data_device)
+        .map_err(|e| format!("{}: {e}", options.data_device.display()))?;
+    let config = BlockstoreConfig {
+        disable_fsync: options.disable_data_fsync,
+        ..BlockstoreConfig::default()
+    };
+    let store = Blockstore::open(disk, config)
+        .map_err(|e| format!("{}: {e}", options.data_device.display()))?;
+    let listener = TcpListener::bind((options.bind_address.as_str(), options.port))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}:{}: {e}",
+                options.bind_address, options.port
+            )
+        })?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+
+    let interval = options.etcd_report_interval.max(1);
+    let ttl = (interval * 3) as i64;
+    let mut etcd = Etcd::connect(&options.etcd_address, &options.etcd_prefix, ttl).await?;
+    let host = hostname();
+    let state = serde_json::json!({
+        "state": "up",
+        "addresses": [options.bind_address],
+        "host": host,
+        "port": port,
+        "primary_enabled": true,
+        "blockstore_enabled": true,
+    });
+    let state_key = etcd.key(&format!("/osd/state/{}", options.osd_num));
+    if !etcd.create_leased(&state_key, &state.to_string()).await? {
+        return Err(format!(
+            "OSD {} is already running: {state_key} exists (if that OSD died, its lease expires within {ttl} s)",
+            options.osd_num
+        ));
+    }
+    tracing::info!(osd = options.osd_num, port, "registered in etcd");
+
+    let mut settings = OsdSettings::new(options.osd_num);
+    settings.immediate_commit = options.immediate_commit;
+    settings.lease_timeout = ttl as u64;
+    let (etcd_tx, etcd_rx) = unbounded_channel();
+    let node = Rc::new(Node {
+        osd: RefCell::new(Osd::new(settings, store)),
+        view: RefCell::new(ClusterView::default()),
+        inbound: RefCell::new(HashMap::new()),
+        peers: RefCell::new(HashMap::new()),
+        etcd_actions: etcd_tx,
+        next_conn: Cell::new(1),
+        osd_num: options.osd_num,
+    });
+
+    let (items, revision) = etcd.load().await?;
+    {
+        let mut view = node.view.borrow_mut();
+        for (key, value) in &items {
+            view.apply(key, Some(value));
+        }
+    }
+    let (_watcher, mut watch) = etcd.watch(revision).await?;
+
+    tokio::task::spawn_local(accept_loop(node.clone(), listener));
+    tokio::task::spawn_local(disk_loop(node.clone(), event_fd));
+    let mut actions_etcd = Etcd::connect(&options.etcd_address, &options.etcd_prefix, ttl).await?;
+    actions_etcd.lease = etcd.lease;
+    tokio::task::spawn_local(etcd_action_loop(node.clone(), actions_etcd, etcd_rx));
+    view_changed(&node);
+
+    let (mut keeper, mut keep_stream) = etcd
+        .client
+        .lease_keep_alive(etcd.lease)
+        .await
+        .map_err(|e| format!("cannot keep the etcd lease alive: {e}"))?;
+    let mut ticker = tokio::time::interval(Duration::from_secs(interval));
+    let mut last_renewal = std::time::Instant::now();
+    let stats_key = etcd.key(&format!("/osd/stats/{}", options.osd_num));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let renewed = match keeper.keep_alive().await {
+                    Ok(()) => matches!(keep_stream.message().await, Ok(Some(r)) if r.ttl() > 0),
+                    Err(_) => false,
+                };
+                if renewed {
+                    last_renewal = std::time::Instant::now();
+                } else if last_renewal.elapsed() >= Duration::from_secs(ttl as u64) {
+                    node.with_osd(|osd| osd.on_lease_lost());
+                    return Err(format!("lost the etcd lease of OSD {}; stopped serving its PGs", options.osd_num));
+                } else {
+                    tracing::warn!("etcd lease renewal failed; retrying");
+                }
+                let stats = stats_json(&node, &host, &options);
+                if let Err(error) = etcd.client.put(stats_key.as_str(), stats, None).await {
+                    tracing::warn!("cannot report stats: {error}");
+                }
+            }
+            message = watch.message() => {
+                let response = match message {
+                    Ok(Some(response)) => response,
+                    Ok(None) => return Err("the etcd watch ended".to_string()),
+                    Err(error) => return Err(format!("the etcd watch failed: {error}")),
+                };
+                let mut changed = false;
+                {
+                    let mut view = node.view.borrow_mut();
+                    for event in response.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let Some(key) = kv.key_str().ok().and_then(|k| k.strip_prefix(&etcd.prefix)) else { continue };
+                        let value = match event.event_type() {
+                            etcd_client::EventType::Put => Some(kv.value()),
+                            etcd_client::EventType::Delete => None,
+                        };
+                        changed |= view.apply(key, value);
+                    }
+                }
+                if changed {
+                    view_changed(&node);
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+fn stats_json(node: &Node, host: &str, options: &DaemonOptions) -> String {
+    let osd = node.osd.borrow();
+    let counters = osd.counters();
+    let table = |map: &std::collections::BTreeMap<&'static str, (u64, u64)>| {
+        let mut out = serde_json::Map::new();
+        for (name, (count, bytes)) in map {
+            out.insert(
+                name.to_string(),
+                serde_json::json!({"count": count, "bytes": bytes}),
+            );
+        }
+        serde_json::Value::Object(out)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    serde_json::json!({
+        "time": format!("{now:.3}"),
+        "size": osd.store().size_bytes(),
+        "free": osd.store().free_bytes(),
+        "data_block_size": osd.store().block_size(),
+        "bitmap_granularity": osd.store().bitmap_granularity(),
+        "immediate_commit": options.immediate_commit.as_str(),
+        "host": host,
+        "op_stats": table(&counters.ops),
+        "subop_stats": table(&counters.subops),
+        "recovery_stats": {"objects": counters.recovered_objects},
+    })
+    .to_string()
+}
+
+/// Hands the new view to the daemon and connects to OSDs that came up.
+fn view_changed(node: &Rc<Node>) {
+    let view = node.view.borrow().clone();
+    for (&num, _) in view.osd_states.iter() {
+        if num == node.osd_num || !view.is_up(num) || node.peers.borrow().contains_key(&num) {
+            continue;
+        }
+        node.peers.borrow_mut().insert(num, PeerLink::Connecting);
+        tokio::task::spawn_local(peer_loop(node.clone(), num));
+    }
+    node.with_osd(|osd| osd.on_view(&view));
+}
+
+async fn accept_loop(node: Rc<Node>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = node.next_conn.get();
+        node.next_conn.set(conn + 1);
+        let (read, write) = stream.into_split();
+        let (tx, rx) = unbounded_channel();
+        node.inbound.borrow_mut().insert(conn, tx);
+        node.osd.borrow_mut().on_connect(conn);
+        tokio::task::spawn_local(write_loop(write, rx));
+        tokio::task::spawn_local(inbound_read_loop(node.clone(), conn, read));
+    }
+}
+
+async fn inbound_read_loop(node: Rc<Node>, conn: ConnId, mut read: OwnedReadHalf) {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        node.with_osd(|osd| osd.on_bytes(conn, &buf[..n]));
+        if !node.inbound.borrow().contains_key(&conn) {
+            break; // closed by the daemon (bad input)
+        }
+    }
+    node.inbound.borrow_mut().remove(&conn);
+    node.with_osd(|osd| osd.on_disconnect(conn));
+}
+
+/// Writes everything queued for one connection, batching what has piled up.
+async fn write_loop(mut write: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) {
+    let mut batch = Vec::new();
+    while let Some(bytes) = rx.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&bytes);
+        while let Ok(more) = rx.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        if write.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
+    // SAFETY: the OwnedFd is moved into the AsyncFd, so the descriptor stays open and the
+    // same for the AsyncFd's whole life.
+    let fd = match unsafe { AsyncFd::register(event_fd) } {
+        Ok(fd) => fd,
+        Err(error) => {
+            tracing::error!("cannot watch the io_uring eventfd: {error}");
+            std::process::exit(1);
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            return;
+        };
+        let mut counter = [0u8; 8];
+        // SAFETY: reads 8 bytes into a local array from our own nonblocking eventfd.
+        unsafe { libc::read(fd.get_ref().as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        guard.clear_ready();
+        node.dispatch();
+    }
+}
+
+/// Keeps a connection to peer `num` while it is up: connect, handshake, serve its replies.
+async fn peer_loop(node: Rc<Node>, num: u64) {
+    loop {
+        let address = {
+            let view = node.view.borrow();
+            match view.osd_states.get(&num) {
+                Some(state) if state.state == "up" => {
+                    state.addresses.first().map(|a| (a.clone(), state.port))
+                }
+                _ => None,
+            }
+        };
+        let Some((host, port)) = address else {
+            node.peers.borrow_mut().remove(&num);
+            return;
+        };
+        match connect_peer(node.osd_num, num, &host, port).await {
+            Ok((read, write, leftover)) => {
+                let (tx, rx) = unbounded_channel();
+                node.peers.borrow_mut().insert(num, PeerLink::Up(tx));
+                tokio::task::spawn_local(write_loop(write, rx));
+                node.with_osd(|osd| {
+                    osd.on_peer_connected(num);
+                    if !leftover.is_empty() {
+                        osd.on_peer_bytes(num, &leftover);
+                    }
+                });
+                peer_read_loop(&node, num, read).await;
+                node.peers.borrow_mut().insert(num, PeerLink::Connecting);
+                node.with_osd(|osd| osd.on_peer_down(num));
+                tracing::warn!(peer = num, "connection to the peer lost");
+            }
+            Err(error) => tracing::warn!(peer = num, "cannot connect: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn peer_read_loop(node: &Node, num: u64, mut read: OwnedReadHalf) {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match read.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => node.with_osd(|osd| osd.on_peer_bytes(num, &buf[..n])),
+        }
+        if !matches!(node.peers.borrow().get(&num), Some(PeerLink::Up(_))) {
+            return;
+        }
+    }
+}
+
+/// Connects and exchanges SHOW_CONFIG; checks that the peer is the OSD we expect.
+async fn connect_peer(
+    me: u64,
+    num: u64,
+    host: &str,
+    port: u16,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
+    let connect = TcpStream::connect((host, port));
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let hello = serde_json::to_vec(&ShowConfigRequest {
+        osd_num: me,
+        features: Default::default(),
+    })
+    .map_err(|e| e.to_string())?;
+    let request = Request {
+        id: 0,
+        body: RequestBody::ShowConfig {
+            json_len: hello.len() as u64,
+        },
+    };
+    let bytes = encode_request(&request, &hello).map_err(|e| e.to_string())?;
+    stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    let mut decoder = ReplyDecoder::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let reply = loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf));
+        let n = read
+            .await
+            .map_err(|_| "handshake timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during the handshake".to_string());
+        }
+        decoder.push(&buf[..n]);
+        if let Some(reply) = decoder.next_reply().map_err(|e| e.to_string())? {
+            break reply;
+        }
+    };
+    let config: ShowConfigReply =
+        serde_json::from_slice(&reply.1).map_err(|e| format!("bad SHOW_CONFIG reply: {e}"))?;
+    if config.osd_num != num {
+        return Err(format!(
+            "{host}:{port} is OSD {}, not {num}",
+            config.osd_num
+        ));
+    }
+    let leftover = decoder.take_buffered();
+    let (read, write) = stream.into_split();
+    Ok((read, write, leftover))
+}
+
+async fn etcd_action_loop(node: Rc<Node>, mut etcd: Etcd, mut rx: UnboundedReceiver<EtcdAction>) {
+    while let Some(action) = rx.recv().await {
+        let mut attempts = 0;
+        let result = loop {
+            match etcd.execute(&action).await {
+                Ok(done) => break Some(done),
+                Err(error) if attempts < 5 => {
+                    attempts += 1;
+                    tracing::warn!("{error}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => {
+                    tracing::error!("{error}; giving up on {action:?}");
+                    break None;
+                }
+            }
+        };
+        if let EtcdAction::ClaimPg { pg, .. } = action {
+            let ok = result.unwrap_or(false);
+            node.with_osd(|osd| osd.on_pg_claimed(pg, ok));
+        }
+    }
+}
