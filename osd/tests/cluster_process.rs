@@ -286,6 +286,14 @@ fn bad_input_closes_one_connection_and_bad_config_is_ignored() {
     );
     assert_eq!(i64::from_le_bytes(raw[24..32].try_into().unwrap()), -22);
 
+    // A whole-object write and read back.
+    let object: Vec<u8> = (0..BLOCK).map(|i| (i % 251) as u8).collect();
+    assert_eq!(good.write(INODE, 4 * BLOCK, &object).unwrap(), BLOCK as i64);
+    assert_eq!(
+        good.read(INODE, 4 * BLOCK, BLOCK as u32).unwrap().unwrap(),
+        object
+    );
+
     // Unaligned and cross-object writes get -EINVAL.
     assert_eq!(good.write(INODE, 100, &[1u8; 4096]).unwrap(), -22);
     assert_eq!(good.write(INODE, BLOCK - 4096, &[1u8; 8192]).unwrap(), -22);
