@@ -349,7 +349,14 @@ async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
         }
     };
     loop {
-        let Ok(mut guard) = fd.readable().await else {
+        // The blockstore's flusher can have work that no disk completion will announce;
+        // a short tick keeps it moving.
+        let readable = tokio::time::timeout(Duration::from_millis(10), fd.readable()).await;
+        let Ok(readable) = readable else {
+            node.dispatch();
+            continue;
+        };
+        let Ok(mut guard) = readable else {
             return;
         };
         let mut counter = [0u8; 8];
