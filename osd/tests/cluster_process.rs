@@ -72,6 +72,35 @@ impl Writer {
     }
 }
 
+/// Reads every object through its primary (or its replica) and checks that it holds the
+/// acknowledged write, or a later one whose outcome was unknown.
+fn check_objects(
+    writer: &mut Writer,
+    cluster: &Cluster,
+    acked: &BTreeMap<u64, u32>,
+    maybe: &BTreeMap<u64, Vec<u32>>,
+    on_replica: bool,
+) {
+    for (&object, &value) in acked {
+        let (primary, replica) = members(pg_of(object));
+        let osd = if on_replica { replica } else { primary };
+        let address = cluster.osd_address(osd).unwrap();
+        let client = writer
+            .clients
+            .entry(osd)
+            .or_insert_with(|| WireClient::connect(&address).unwrap());
+        let data = client.read(INODE, object * BLOCK, 4096).unwrap().unwrap();
+        let ok = data == sector(value)
+            || maybe
+                .get(&object)
+                .is_some_and(|m| m.iter().any(|&v| data == sector(v)));
+        assert!(
+            ok,
+            "object {object} on OSD {osd}: acknowledged write {value} lost"
+        );
+    }
+}
+
 #[test]
 fn three_osds_serve_a_replicated_pool_and_survive_kill_9() {
     let mut cluster = Cluster::start("replicated", 3);
@@ -141,30 +170,7 @@ fn three_osds_serve_a_replicated_pool_and_survive_kill_9() {
     writer.clients.clear();
 
     // Every acknowledged write is there (or a later write whose outcome was unknown).
-    let check = |writer: &mut Writer,
-                 cluster: &Cluster,
-                 acked: &BTreeMap<u64, u32>,
-                 maybe: &BTreeMap<u64, Vec<u32>>| {
-        for object in 0..objects {
-            let (primary, _) = members(pg_of(object));
-            let address = cluster.osd_address(primary).unwrap();
-            let client = writer
-                .clients
-                .entry(primary)
-                .or_insert_with(|| WireClient::connect(&address).unwrap());
-            let data = client.read(INODE, object * BLOCK, 4096).unwrap().unwrap();
-            let ok = data == sector(acked[&object])
-                || maybe
-                    .get(&object)
-                    .is_some_and(|m| m.iter().any(|&v| data == sector(v)));
-            assert!(
-                ok,
-                "object {object}: acknowledged write {} lost",
-                acked[&object]
-            );
-        }
-    };
-    check(&mut writer, &cluster, &acked, &maybe);
+    check_objects(&mut writer, &cluster, &acked, &maybe, false);
 
     // Kill each replica's primary in turn is covered by the simulation; here move every
     // PG's primary to its replica and read again, so the replicas' copies are checked.
@@ -198,23 +204,7 @@ fn three_osds_serve_a_replicated_pool_and_survive_kill_9() {
         "{} objects, {unknown} writes with unknown outcome around the kill",
         acked.len()
     );
-    for object in 0..objects {
-        let (_, replica) = members(pg_of(object));
-        let address = cluster.osd_address(replica).unwrap();
-        let client = writer
-            .clients
-            .entry(replica)
-            .or_insert_with(|| WireClient::connect(&address).unwrap());
-        let data = client.read(INODE, object * BLOCK, 4096).unwrap().unwrap();
-        let ok = data == sector(acked[&object])
-            || maybe
-                .get(&object)
-                .is_some_and(|m| m.iter().any(|&v| data == sector(v)));
-        assert!(
-            ok,
-            "object {object} on the replica: acknowledged write lost"
-        );
-    }
+    check_objects(&mut writer, &cluster, &acked, &maybe, true);
 }
 
 #[test]
