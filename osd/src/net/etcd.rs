@@ -6,22 +6,7 @@ use crate::cluster::PgKey;
 use crate::daemon::EtcdAction;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
-/// `127.0.0.1:2379`, `http://...`, `.../v3` and comma-separated lists, as Vitastor accepts.
-pub fn endpoints(etcd_address: &str) -> Vec<String> {
-    etcd_address
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(|address| {
-            let address = address.trim_end_matches('/').trim_end_matches("/v3");
-            if address.contains("://") {
-                address.to_string()
-            } else {
-                format!("http://{address}")
-            }
-        })
-        .collect()
-}
+pub use vitastor_proto::etcd::endpoints;
 
 pub struct Etcd {
     pub client: Client,
@@ -135,16 +120,5 @@ impl Etcd {
         result
             .map(|()| true)
             .map_err(|e| format!("etcd write failed: {e}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn endpoints_accept_vitastor_forms() {
-        assert_eq!(
-            super::endpoints("127.0.0.1:2379/v3,http://10.0.0.1:2379"),
-            vec!["http://127.0.0.1:2379", "http://10.0.0.1:2379"]
-        );
     }
 }

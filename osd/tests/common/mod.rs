@@ -5,75 +5,36 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vitastor_proto::wire::request::Rw;
 use vitastor_proto::wire::{encode_request, Reply, ReplyDecoder, Request, RequestBody};
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits for `condition` with a deadline (no sleeps as synchronization).
-pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use vitastor_testkit::wait_for;
+use vitastor_testkit::{Etcd, ScratchDir};
 
 pub struct Cluster {
     pub dir: PathBuf,
     pub etcd_address: String,
-    etcd: Child,
     pub osds: Vec<Option<Child>>,
+    // Dropped after the OSDs are killed (see Drop): etcd, then the directory.
+    etcd: Etcd,
+    _scratch: ScratchDir,
 }
 
 impl Cluster {
     pub fn start(name: &str, osd_count: usize) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("vitastor-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (client_port, peer_port) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd = Command::new("etcd")
-            .args(["--data-dir", dir.join("etcd").to_str().unwrap()])
-            .args([
-                "--listen-client-urls",
-                &client_url,
-                "--advertise-client-urls",
-                &client_url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
-            .spawn()
-            .expect(
-                "etcd is not installed (apt install etcd-server); scripts/setup.sh installs it",
-            );
+        let scratch = ScratchDir::new(name);
+        let dir = scratch.0.clone();
+        let etcd = Etcd::start(&dir);
         let mut cluster = Cluster {
             dir,
-            etcd_address: format!("127.0.0.1:{client_port}"),
-            etcd,
+            etcd_address: etcd.address.clone(),
             osds: Vec::new(),
+            etcd,
+            _scratch: scratch,
         };
-        wait_for("etcd", Duration::from_secs(30), || {
-            cluster.etcdctl(&["endpoint", "health"]).is_ok()
-        });
         for num in 1..=osd_count {
             let path = cluster.osd_file(num as u64);
             std::fs::File::create(&path)
@@ -97,33 +58,16 @@ impl Cluster {
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.etcd_address))
-            .args(args)
-            .output()
-            .map_err(|e| format!("etcdctl: {e}"))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).to_string());
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).to_string())
+        self.etcd.etcdctl(args)
     }
 
     pub fn put(&self, key: &str, value: &str) {
-        self.etcdctl(&["put", key, value]).expect("etcdctl put");
+        self.etcd.put(key, value);
     }
 
     /// `key -> value` for every key under `prefix`.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        let out = self
-            .etcdctl(&["get", "--prefix", prefix])
-            .unwrap_or_default();
-        let lines: Vec<&str> = out.lines().collect();
-        lines
-            .chunks(2)
-            .filter(|pair| pair.len() == 2)
-            .map(|pair| (pair[0].to_string(), pair[1].to_string()))
-            .collect()
+        self.etcd.get_prefix(prefix)
     }
 
     pub fn osd_command(&self, num: u64) -> Command {
@@ -198,13 +142,6 @@ impl Drop for Cluster {
         for child in self.osds.iter_mut().flatten() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-        let _ = self.etcd.kill();
-        let _ = self.etcd.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("logs kept in {}", self.dir.display());
         }
     }
 }

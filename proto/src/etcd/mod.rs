@@ -44,6 +44,23 @@ impl fmt::Display for SchemaError {
     }
 }
 
+/// `127.0.0.1:2379`, `http://...`, `.../v3` and comma-separated lists, as Vitastor accepts.
+pub fn endpoints(etcd_address: &str) -> Vec<String> {
+    etcd_address
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|address| {
+            let address = address.trim_end_matches('/').trim_end_matches("/v3");
+            if address.contains("://") {
+                address.to_string()
+            } else {
+                format!("http://{address}")
+            }
+        })
+        .collect()
+}
+
 /// Parses a JSON value of type `T` from etcd, naming the key in the error.
 pub fn parse_value<T: serde::de::DeserializeOwned>(
     key: &str,
@@ -75,4 +92,15 @@ pub mod keys {
     pub const INODE_STATS: &str = "/inode/stats/";
     pub const POOL_STATS: &str = "/pool/stats/";
     pub const STATS: &str = "/stats";
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_accept_vitastor_forms() {
+        assert_eq!(
+            super::endpoints("127.0.0.1:2379/v3,http://10.0.0.1:2379"),
+            vec!["http://127.0.0.1:2379", "http://10.0.0.1:2379"]
+        );
+    }
 }

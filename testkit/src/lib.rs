@@ -1,0 +1,154 @@
+//! Test and benchmark harness shared by the crates' process tests and the benchmarks:
+//! a real etcd (Debian's etcd-server) on free 127.0.0.1 ports in a scratch directory,
+//! etcdctl helpers, a deadline-bound wait, and a way to find the workspace's binaries.
+//!
+//! Every process started here is killed when its owner is dropped, also when a test fails.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a port on 127.0.0.1")
+}
+
+/// Waits for `condition` with a deadline (polling, no sleeps as synchronization).
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A binary of this workspace (`vitastor-osd`, `vitastor-mon`, ...) next to the running
+/// test or benchmark (`target/<profile>/`). `cargo test --workspace` builds them all.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --workspace, or cargo test --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A running etcd server, stopped (and its directory removed) on drop.
+pub struct Etcd {
+    pub address: String,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Etcd {
+    /// Starts etcd with its data under `dir/etcd` and waits until it answers.
+    pub fn start(dir: &Path) -> Etcd {
+        std::fs::create_dir_all(dir).expect("create the scratch directory");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let child = Command::new("etcd")
+            .args(["--data-dir", dir.join("etcd").to_str().expect("utf-8 path")])
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("etcd.log")).expect("etcd.log"))
+            .spawn()
+            .expect(
+                "etcd is not installed (apt install etcd-server); scripts/setup.sh installs it",
+            );
+        let etcd = Etcd {
+            address: format!("127.0.0.1:{client_port}"),
+            dir: dir.to_path_buf(),
+            child,
+        };
+        wait_for("etcd", Duration::from_secs(30), || {
+            etcd.etcdctl(&["endpoint", "health"]).is_ok()
+        });
+        etcd
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.address))
+            .args(args)
+            .output()
+            .map_err(|e| format!("etcdctl: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).to_string());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).to_string())
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        self.etcdctl(&["put", key, value]).expect("etcdctl put");
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.etcdctl(&["del", key]).expect("etcdctl del");
+    }
+
+    /// The value of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.etcdctl(&["get", "--print-value-only", key]).ok()?;
+        let value = out.trim_end_matches('\n');
+        (!value.is_empty()).then(|| value.to_string())
+    }
+
+    /// `key -> value` for every key under `prefix`.
+    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let out = self
+            .etcdctl(&["get", "--prefix", prefix])
+            .unwrap_or_default();
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|pair| pair.len() == 2)
+            .map(|pair| (pair[0].to_string(), pair[1].to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory removed on drop unless the thread is panicking (then its logs are
+/// kept and the path printed).
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("vitastor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch directory");
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("logs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
