@@ -1,7 +1,10 @@
 //! vitastor-mon: decides where every PG lives and never touches data.
 //!
 //! Pure parts (no I/O, tested on synthetic clusters): [`tree`] (failure domains),
-//! [`placement`] (the LP). The etcd-facing daemon comes on top.
+//! [`placement`] (the LP), [`state`] (what etcd holds), [`plan`] (the decision), [`stats`]
+//! (aggregates and Prometheus text). The etcd-facing daemon is in [`daemon`].
 
 pub mod placement;
+pub mod plan;
+pub mod state;
 pub mod tree;
