@@ -159,6 +159,21 @@ impl MonState {
     }
 }
 
+impl MonState {
+    /// Whether some down OSD reached its `osd_out_time` between `since` and `now`, so the
+    /// placement must be recomputed even though etcd did not change.
+    pub fn out_deadline_passed(&self, since: f64, now: f64, osd_out_time: f64) -> bool {
+        self.osd_stats.iter().any(|(&osd, stats)| {
+            if self.view.is_up(osd) || self.osd_config.get(&osd).is_some_and(|c| c.noout) {
+                return false;
+            }
+            let seen = self.last_seen_up.get(&osd).copied().unwrap_or(0.0);
+            let deadline = stats.time.max(seen) + osd_out_time;
+            since < deadline && deadline <= now
+        })
+    }
+}
+
 fn parse_osd(key: &str, rest: &str) -> Result<u64, SchemaError> {
     match rest.parse::<u64>() {
         Ok(osd) if osd > 0 => Ok(osd),
