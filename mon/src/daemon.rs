@@ -261,7 +261,18 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
         {
             dirty_since = None;
             last_decision_time = now;
-            let decision = decide(&state, now, out_time);
+            // A large cluster takes a second or two to solve: off the thread that keeps
+            // the lease alive and reads the watch.
+            let snapshot = state.clone();
+            let mut solving = tokio::task::spawn_blocking(move || decide(&snapshot, now, out_time));
+            let decision = loop {
+                tokio::select! {
+                    result = &mut solving => {
+                        break result.map_err(|e| format!("the placement task failed: {e}"))?;
+                    }
+                    _ = tokio::time::sleep(election.ttl / 3) => election.renew().await?,
+                }
+            };
             for note in &decision.notes {
                 tracing::info!("{note}");
             }

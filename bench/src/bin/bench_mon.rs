@@ -18,6 +18,9 @@ struct Args {
     /// Only the two smaller clusters (smoke test).
     #[arg(long)]
     short: bool,
+    /// Where the markdown table goes.
+    #[arg(long, default_value = "bench/results/mon")]
+    results: std::path::PathBuf,
 }
 
 struct Scenario {
@@ -98,8 +101,9 @@ fn timed(request: &PoolRequest) -> (PoolPlacement, f64) {
 
 fn main() {
     let args = Args::parse();
-    println!("| cluster | step | solve time | target | LP variables | uniformity | moved slots | ideal moved |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let mut table = String::from(
+        "| cluster | step | solve time | target | LP variables | uniformity | moved slots | ideal moved |\n|---|---|---|---|---|---|---|---|\n",
+    );
     for scenario in SCENARIOS.iter().take(if args.short { 2 } else { 3 }) {
         let mut request = PoolRequest {
             pg_count: scenario.pg_count,
@@ -107,13 +111,13 @@ fn main() {
             candidates: candidates(scenario),
             ..Default::default()
         };
-        let print = |step: &str,
-                     request: &PoolRequest,
-                     placement: &PoolPlacement,
-                     seconds: f64,
-                     ideal: f64| {
-            println!(
-                "| {} | {step} | {seconds:.3} s | < {} s | {} | {:.1}% | {} | {ideal:.0} |",
+        let mut print = |step: &str,
+                         request: &PoolRequest,
+                         placement: &PoolPlacement,
+                         seconds: f64,
+                         ideal: f64| {
+            table += &format!(
+                "| {} | {step} | {seconds:.3} s | < {} s | {} | {:.1}% | {} | {ideal:.0} |\n",
                 scenario.name,
                 scenario.target_s,
                 placement.lp_variables,
@@ -155,5 +159,22 @@ fn main() {
         request.candidates.retain(|c| c.osd != removed);
         let (shrunk, seconds) = timed(&request);
         print("-1 OSD", &request, &shrunk, seconds, held as f64);
+    }
+    print!("{table}");
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let markdown = format!(
+        "# bench-mon: LP placement\n\nOne thread, release build, {cpu}; good_lp with the microlp (pure Rust) solver.\n\n{table}"
+    );
+    if let Err(error) = std::fs::create_dir_all(&args.results)
+        .and_then(|()| std::fs::write(args.results.join("latest.md"), markdown))
+    {
+        eprintln!("cannot write {}: {error}", args.results.display());
     }
 }
