@@ -152,3 +152,100 @@ impl Drop for ScratchDir {
         }
     }
 }
+
+/// A whole local cluster for process tests: etcd, `osd_count` OSDs on 256 MiB files and one
+/// monitor, with the given `/config/pools` (and `/config/global`) put through etcdctl.
+/// Every process is killed on drop.
+pub struct LocalCluster {
+    pub children: Vec<(String, Child)>,
+    pub etcd: Etcd,
+    pub scratch: ScratchDir,
+}
+
+impl LocalCluster {
+    pub fn start(name: &str, osd_count: u64, global: &str, pools: &str) -> LocalCluster {
+        let scratch = ScratchDir::new(name);
+        let etcd = Etcd::start(&scratch.0);
+        etcd.put("/vitastor/config/global", global);
+        let mut cluster = LocalCluster {
+            children: Vec::new(),
+            etcd,
+            scratch,
+        };
+        for osd in 1..=osd_count {
+            let path = cluster.scratch.0.join(format!("osd{osd}.bin"));
+            std::fs::File::create(&path)
+                .and_then(|f| f.set_len(256 << 20))
+                .expect("create the OSD file");
+            let status = Command::new(workspace_binary("vitastor-disk"))
+                .args(["prepare", "--data_device", path.to_str().expect("utf-8")])
+                .args(["--journal_size", "16M"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("run vitastor-disk");
+            assert!(status.success(), "vitastor-disk prepare failed");
+            cluster.spawn(
+                &format!("osd{osd}"),
+                Command::new(workspace_binary("vitastor-osd"))
+                    .args(["--osd_num", &osd.to_string()])
+                    .args(["--data_device", path.to_str().expect("utf-8")])
+                    .args(["--etcd_address", &cluster.etcd.address])
+                    .args(["--etcd_report_interval", "1"]),
+            );
+        }
+        cluster.spawn(
+            "mon",
+            Command::new(workspace_binary("vitastor-mon"))
+                .args(["--etcd_address", &cluster.etcd.address])
+                .args(["--etcd_mon_ttl", "2", "--mon_change_timeout", "100"]),
+        );
+        cluster.etcd.put("/vitastor/config/pools", pools);
+        cluster
+    }
+
+    /// Starts a process with its stderr in `<dir>/<name>.log`.
+    pub fn spawn(&mut self, name: &str, command: &mut Command) {
+        let log =
+            std::fs::File::create(self.scratch.0.join(format!("{name}.log"))).expect("log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.children.push((name.to_string(), child));
+    }
+
+    /// Kills (SIGKILL) the process started as `name`.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(index) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.children.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the PG map has `pg_count` PGs for `pool` and all are active on their
+    /// primaries.
+    pub fn wait_active(&self, pool: u32, pg_count: usize, timeout: Duration) {
+        wait_for("all PGs active", timeout, || {
+            let Some(config) = self.etcd.get("/vitastor/pg/config") else {
+                return false;
+            };
+            let states = self.etcd.get_prefix(&format!("/vitastor/pg/state/{pool}/"));
+            let active = states
+                .iter()
+                .filter(|(_, v)| v.contains("\"active\""))
+                .count();
+            config.contains(&format!("\"{pool}\":")) && active == pg_count
+        });
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! The client: cluster state from etcd, OSD connections, and image I/O.
+//!
+//! Every request is split at object boundaries; each piece goes to the primary of its PG
+//! (only while `/pg/state` says the PG is active on that primary) and is retried when the
+//! OSD answers -EPIPE (PG not active there), the connection breaks, or no primary is
+//! active, after the next cluster state change or a short pause, until it completes or
+//! the caller's timeout passes.
+//!
+//! Ordering (Vitastor's): writes run in parallel; a SYNC waits for the writes before it,
+//! and writes after it wait for the SYNC (a fair read-write lock: writes share it, SYNC
+//! takes it alone). With `immediate_commit` other than `all`, acknowledged writes are
+//! kept until a SYNC covers them; if a SYNC fails on a broken connection or a PG that
+//! moved, they are written again before the SYNC is retried.
+
+use crate::conn::{ConnectionLost, OsdConnection};
+use crate::error::{ClientError, Result};
+use crate::state::ClientState;
+use etcd_client::{GetOptions, WatchOptions};
+use futures_util::future::try_join_all;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, RwLock};
+use vitastor_proto::errno;
+use vitastor_proto::etcd::{endpoints, ImmediateCommit, InodeConfig};
+use vitastor_proto::placement::split_at_objects;
+use vitastor_proto::wire::request::Rw;
+use vitastor_proto::wire::{ReplyBody, RequestBody};
+use vitastor_proto::PoolId;
+
+/// Alignment every request must have (the OSDs' bitmap granularity).
+pub const ALIGNMENT: u64 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub etcd_address: String,
+    pub etcd_prefix: String,
+    /// Give up on a request after this long (None = retry forever, as Vitastor does).
+    pub request_timeout: Option<Duration>,
+}
+
+impl ClientOptions {
+    pub fn new(etcd_address: &str) -> ClientOptions {
+        ClientOptions {
+            etcd_address: etcd_address.to_string(),
+            etcd_prefix: "/vitastor".to_string(),
+            request_timeout: None,
+        }
+    }
+}
+
+/// A write acknowledged but not yet covered by a SYNC (immediate_commit != all).
+#[derive(Debug, Clone)]
+struct UnsyncedWrite {
+    inode: u64,
+    offset: u64,
+    data: Vec<u8>,
+}
+
+struct Inner {
+    options: ClientOptions,
+    prefix: String,
+    etcd: etcd_client::Client,
+    state: Mutex<ClientState>,
+    /// Bumped on every batch of etcd changes.
+    changes: watch::Receiver<u64>,
+    connections: Mutex<HashMap<u64, Arc<OsdConnection>>>,
+    sync_order: RwLock<()>,
+    unsynced: Mutex<Vec<UnsyncedWrite>>,
+    watch_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.watch_task.abort();
+    }
+}
+
+/// A connected client; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// One image (inode) opened for I/O.
+#[derive(Clone)]
+pub struct Image {
+    client: Client,
+    pub pool: u32,
+    /// Local inode number inside the pool.
+    pub number: u64,
+    /// Full inode number (`pool << 48 | number`).
+    pub inode: u64,
+}
+
+impl Client {
+    /// Connects to etcd, loads the cluster state and starts watching it.
+    pub async fn connect(options: ClientOptions) -> Result<Client> {
+        let unreachable = |reason: String| ClientError::EtcdUnreachable {
+            address: options.etcd_address.clone(),
+            reason,
+        };
+        let connect = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10));
+        let mut etcd =
+            etcd_client::Client::connect(endpoints(&options.etcd_address), Some(connect))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+        let prefix = options.etcd_prefix.trim_end_matches('/').to_string();
+        let loaded = etcd
+            .get(prefix.clone() + "/", Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut state = ClientState::default();
+        for kv in loaded.kvs() {
+            if let Some(key) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) {
+                state.apply(key, Some(kv.value()));
+            }
+        }
+        let revision = loaded.header().map_or(0, |h| h.revision());
+        let (_watcher, mut stream) = etcd
+            .watch(
+                prefix.clone() + "/",
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            )
+            .await
+            .map_err(|e| ClientError::Etcd(format!("cannot watch: {e}")))?;
+        let (notify, changes) = watch::channel(0u64);
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let weak = weak.clone();
+            let watch_prefix = prefix.clone();
+            let watch_task = tokio::spawn(async move {
+                let _watcher = _watcher;
+                while let Ok(Some(response)) = stream.message().await {
+                    let Some(inner) = weak.upgrade() else { return };
+                    {
+                        let mut state = inner.state.lock().expect("not poisoned");
+                        for event in response.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            let Some(key) = kv
+                                .key_str()
+                                .ok()
+                                .and_then(|k| k.strip_prefix(&watch_prefix))
+                            else {
+                                continue;
+                            };
+                            let value = match event.event_type() {
+                                etcd_client::EventType::Put => Some(kv.value()),
+                                etcd_client::EventType::Delete => None,
+                            };
+                            state.apply(key, value);
+                        }
+                    }
+                    notify.send_modify(|n| *n += 1);
+                }
+                tracing::warn!("the etcd watch ended; the client's view of the cluster is frozen");
+            });
+            Inner {
+                options,
+                prefix,
+                etcd: etcd.clone(),
+                state: Mutex::new(state),
+                changes,
+                connections: Mutex::default(),
+                sync_order: RwLock::new(()),
+                unsynced: Mutex::default(),
+                watch_task,
+            }
+        });
+        Ok(Client { inner })
+    }
+
+    /// A copy of the current cluster state.
+    pub fn state(&self) -> ClientState {
+        self.inner.state.lock().expect("not poisoned").clone()
+    }
+
+    /// The etcd client and prefix (for the CLI's metadata operations).
+    pub fn etcd(&self) -> (etcd_client::Client, String) {
+        (self.inner.etcd.clone(), self.inner.prefix.clone())
+    }
+
+    /// Waits until the cluster state changes or `timeout` passes.
+    pub async fn wait_for_change(&self, timeout: Duration) {
+        let mut changes = self.inner.changes.clone();
+        changes.mark_unchanged();
+        let _ = tokio::time::timeout(timeout, changes.changed()).await;
+    }
+
+    /// Opens an image by name.
+    pub async fn open_image(&self, name: &str) -> Result<Image> {
+        let found = self
+            .inner
+            .state
+            .lock()
+            .expect("not poisoned")
+            .find_image(name);
+        let (pool, number) = found.ok_or_else(|| ClientError::NoSuchImage(name.to_string()))?;
+        self.open_inode(pool, number)
+    }
+
+    /// Opens an image by pool and inode number; the inode config must exist.
+    pub fn open_inode(&self, pool: u32, number: u64) -> Result<Image> {
+        let state = self.inner.state.lock().expect("not poisoned");
+        let pool_id = PoolId::new(pool).map_err(ClientError::InvalidArgument)?;
+        if !state.view.pools.contains_key(&pool_id) {
+            return Err(ClientError::NoSuchPool(pool.to_string()));
+        }
+        if !state.inodes.contains_key(&(pool, number)) {
+            return Err(ClientError::NoSuchImage(format!(
+                "pool {pool} inode {number}"
+            )));
+        }
+        if number == 0 || number >= 1 << 48 {
+            return Err(ClientError::InvalidArgument(format!(
+                "inode number {number}"
+            )));
+        }
+        Ok(Image {
+            client: self.clone(),
+            pool,
+            number,
+            inode: u64::from(pool) << 48 | number,
+        })
+    }
+
+    fn immediate_commit_all(&self, pool: u32) -> bool {
+        let state = self.inner.state.lock().expect("not poisoned");
+        let pool_setting = PoolId::new(pool)
+            .ok()
+            .and_then(|id| state.view.pools.get(&id))
+            .and_then(|p| p.immediate_commit);
+        pool_setting.unwrap_or_else(|| state.view.global.immediate_commit()) == ImmediateCommit::All
+    }
+
+    async fn connection(
+        &self,
+        osd: u64,
+        address: &str,
+    ) -> std::result::Result<Arc<OsdConnection>, String> {
+        if let Some(existing) = self
+            .inner
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .get(&osd)
+        {
+            if !existing.is_closed() {
+                return Ok(existing.clone());
+            }
+        }
+        let connection = OsdConnection::connect(osd, address).await?;
+        self.inner
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .insert(osd, connection.clone());
+        Ok(connection)
+    }
+
+    fn forget_connection(&self, osd: u64) {
+        let mut connections = self.inner.connections.lock().expect("not poisoned");
+        if connections.get(&osd).is_some_and(|c| c.is_closed()) {
+            connections.remove(&osd);
+        }
+    }
+
+    /// Sends one piece (inside one object) to the active primary of its PG, retrying
+    /// across failovers until it gets a definite answer.
+    async fn send_piece(
+        &self,
+        pool: u32,
+        stripe: u64,
+        body: RequestBody,
+        payload: &[u8],
+        started: Instant,
+    ) -> Result<(i64, Vec<u8>, u32)> {
+        loop {
+            if let Some(limit) = self.inner.options.request_timeout {
+                if started.elapsed() >= limit {
+                    return Err(ClientError::Timeout(limit.as_millis() as u64));
+                }
+            }
+            let target = {
+                let state = self.inner.state.lock().expect("not poisoned");
+                let striping = state
+                    .striping(pool)
+                    .ok_or_else(|| ClientError::NoSuchPool(pool.to_string()))?;
+                let pg = striping.pg_of(stripe).get();
+                state
+                    .active_primary(pool, pg)
+                    .and_then(|osd| Some((osd, state.osd_address(osd)?)))
+            };
+            let Some((osd, address)) = target else {
+                self.wait_for_change(Duration::from_millis(500)).await;
+                continue;
+            };
+            let connection = match self.connection(osd, &address).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::debug!("{error}; retrying");
+                    self.wait_for_change(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            match connection.call(body, payload).await {
+                Ok((reply, _)) if reply.retval == -i64::from(errno::EPIPE) => {
+                    self.wait_for_change(Duration::from_millis(100)).await;
+                }
+                Ok((reply, data)) => {
+                    let bitmap_len = match reply.body {
+                        ReplyBody::Rw { bitmap_len, .. } => bitmap_len,
+                        _ => 0,
+                    };
+                    return Ok((reply.retval, data, bitmap_len));
+                }
+                Err(ConnectionLost) => {
+                    self.forget_connection(osd);
+                    self.wait_for_change(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Reads `len` bytes at `offset` of `inode`; never-written ranges read as zeros.
+    pub async fn read(&self, inode: u64, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let pool = (inode >> 48) as u32;
+        let striping = self.striping(pool)?;
+        let started = Instant::now();
+        let pieces = split_at_objects(&striping, inode, offset, len);
+        let parts = try_join_all(pieces.into_iter().map(|(oid, _, piece_len)| {
+            let piece_offset = offset.max(oid.stripe);
+            let rw = Rw {
+                inode,
+                offset: piece_offset,
+                len: piece_len as u32,
+                ..Rw::default()
+            };
+            async move {
+                let (retval, data, bitmap_len) = self
+                    .send_piece(pool, oid.stripe, RequestBody::Read(rw), &[], started)
+                    .await?;
+                if retval < 0 {
+                    return Err(ClientError::Osd(retval as i32));
+                }
+                let start = (bitmap_len as usize).min(data.len());
+                let mut bytes = data[start..].to_vec();
+                bytes.resize(piece_len as usize, 0);
+                Ok(bytes)
+            }
+        }))
+        .await?;
+        Ok(parts.concat())
+    }
+
+    /// Writes `data` at `offset` of `inode`.
+    pub async fn write(&self, inode: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let pool = (inode >> 48) as u32;
+        let _order = self.inner.sync_order.read().await;
+        self.write_unordered(inode, offset, data).await?;
+        if !self.immediate_commit_all(pool) {
+            self.inner
+                .unsynced
+                .lock()
+                .expect("not poisoned")
+                .push(UnsyncedWrite {
+                    inode,
+                    offset,
+                    data: data.to_vec(),
+                });
+        }
+        Ok(())
+    }
+
+    async fn write_unordered(&self, inode: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let pool = (inode >> 48) as u32;
+        let striping = self.striping(pool)?;
+        let started = Instant::now();
+        let pieces = split_at_objects(&striping, inode, offset, data.len() as u64);
+        try_join_all(pieces.into_iter().map(|(oid, _, piece_len)| {
+            let piece_offset = offset.max(oid.stripe);
+            let from = (piece_offset - offset) as usize;
+            let payload = &data[from..from + piece_len as usize];
+            let rw = Rw {
+                inode,
+                offset: piece_offset,
+                len: piece_len as u32,
+                ..Rw::default()
+            };
+            async move {
+                let (retval, _, _) = self
+                    .send_piece(pool, oid.stripe, RequestBody::Write(rw), payload, started)
+                    .await?;
+                if retval < 0 {
+                    return Err(ClientError::Osd(retval as i32));
+                }
+                Ok(())
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes whole objects in `[offset, offset+len)` of `inode` (both aligned to objects).
+    pub async fn delete_objects(&self, inode: u64, offset: u64, len: u64) -> Result<()> {
+        let pool = (inode >> 48) as u32;
+        let striping = self.striping(pool)?;
+        let started = Instant::now();
+        let _order = self.inner.sync_order.read().await;
+        let pieces = split_at_objects(&striping, inode, offset, len);
+        try_join_all(pieces.into_iter().map(|(oid, _, _)| {
+            let rw = Rw {
+                inode,
+                offset: oid.stripe,
+                ..Rw::default()
+            };
+            async move {
+                let (retval, _, _) = self
+                    .send_piece(pool, oid.stripe, RequestBody::Delete(rw), &[], started)
+                    .await?;
+                if retval < 0 && retval != -i64::from(errno::ENOENT) {
+                    return Err(ClientError::Osd(retval as i32));
+                }
+                Ok(())
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Makes every write acknowledged before this call durable.
+    pub async fn sync(&self) -> Result<()> {
+        let _order = self.inner.sync_order.write().await;
+        let unsynced = std::mem::take(&mut *self.inner.unsynced.lock().expect("not poisoned"));
+        if unsynced.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            // SYNC every primary currently serving a PG of the written objects.
+            let mut targets: Vec<(u32, u64)> = Vec::new();
+            for write in &unsynced {
+                let pool = (write.inode >> 48) as u32;
+                let striping = self.striping(pool)?;
+                let stripe = striping.object_of(write.inode, write.offset).stripe;
+                if !targets
+                    .iter()
+                    .any(|&(p, s)| p == pool && striping.pg_of(s) == striping.pg_of(stripe))
+                {
+                    targets.push((pool, stripe));
+                }
+            }
+            let results = try_join_all(targets.iter().map(|&(pool, stripe)| {
+                self.send_piece(pool, stripe, RequestBody::Sync, &[], started)
+            }))
+            .await?;
+            if results.iter().all(|(retval, _, _)| *retval >= 0) {
+                return Ok(());
+            }
+            // A primary lost unsynced data (restart): write it again, then SYNC again.
+            tracing::info!("SYNC failed; replaying {} unsynced writes", unsynced.len());
+            for write in &unsynced {
+                self.write_unordered(write.inode, write.offset, &write.data)
+                    .await?;
+            }
+        }
+    }
+
+    fn striping(&self, pool: u32) -> Result<vitastor_proto::placement::Striping> {
+        self.inner
+            .state
+            .lock()
+            .expect("not poisoned")
+            .striping(pool)
+            .ok_or_else(|| ClientError::NoSuchPool(pool.to_string()))
+    }
+}
+
+impl Image {
+    /// The image's config as etcd has it now (size, readonly, name).
+    pub fn config(&self) -> Result<InodeConfig> {
+        let state = self.client.inner.state.lock().expect("not poisoned");
+        state
+            .inodes
+            .get(&(self.pool, self.number))
+            .cloned()
+            .ok_or_else(|| {
+                ClientError::NoSuchImage(format!("pool {} inode {}", self.pool, self.number))
+            })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.config().map(|c| c.size).unwrap_or(0)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<InodeConfig> {
+        let config = self.config()?;
+        if !offset.is_multiple_of(ALIGNMENT) || !len.is_multiple_of(ALIGNMENT) {
+            return Err(ClientError::InvalidArgument(format!(
+                "offset {offset} and length {len} must be multiples of {ALIGNMENT}"
+            )));
+        }
+        if offset.checked_add(len).is_none_or(|end| end > config.size) {
+            return Err(ClientError::InvalidArgument(format!(
+                "range {offset}+{len} is past the image end ({})",
+                config.size
+            )));
+        }
+        Ok(config)
+    }
+
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.client.read(self.inode, offset, len).await
+    }
+
+    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if self.check_range(offset, data.len() as u64)?.readonly {
+            return Err(ClientError::ReadOnly);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.client.write(self.inode, offset, data).await
+    }
+
+    /// Zeroes a range: whole objects are deleted (they read as zeros), partial ones written.
+    pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        if self.check_range(offset, len)?.readonly {
+            return Err(ClientError::ReadOnly);
+        }
+        let striping = self.client.striping(self.pool)?;
+        let object = striping.stripe_size();
+        let end = offset + len;
+        let first_whole = offset.div_ceil(object) * object;
+        let last_whole = end / object * object;
+        if first_whole < last_whole {
+            if offset < first_whole {
+                self.write(offset, &vec![0; (first_whole - offset) as usize])
+                    .await?;
+            }
+            self.client
+                .delete_objects(self.inode, first_whole, last_whole - first_whole)
+                .await?;
+            if last_whole < end {
+                self.write(last_whole, &vec![0; (end - last_whole) as usize])
+                    .await?;
+            }
+            Ok(())
+        } else {
+            self.write(offset, &vec![0; len as usize]).await
+        }
+    }
+
+    pub async fn sync(&self) -> Result<()> {
+        self.client.sync().await
+    }
+
+    /// Bytes of image data per object.
+    pub fn object_size(&self) -> Result<u64> {
+        Ok(self.client.striping(self.pool)?.stripe_size())
+    }
+
+    /// Deletes the whole objects in `[offset, offset+len)` (object-aligned): they read as
+    /// zeros afterwards. Used for trim and by `vitastor-cli rm`.
+    pub async fn trim_objects(&self, offset: u64, len: u64) -> Result<()> {
+        if self.config()?.readonly {
+            return Err(ClientError::ReadOnly);
+        }
+        self.client.delete_objects(self.inode, offset, len).await
+    }
+}

@@ -1,0 +1,14 @@
+//! vitastor-client: how every user reaches the data.
+//!
+//! [`Client`] loads and watches the cluster state in etcd, opens images by name or by
+//! pool/inode, splits requests at object boundaries, sends each piece to the active
+//! primary of its PG and retries across failovers. [`capi`] exposes it to C (fio engine,
+//! QEMU driver); the header is `include/vitastor_client.h`.
+
+mod client;
+mod conn;
+mod error;
+pub mod state;
+
+pub use client::{Client, ClientOptions, Image, ALIGNMENT};
+pub use error::{ClientError, Result};
