@@ -1,1 +1,186 @@
-fn main() {}
+//! `vitastor-cli`: images, pools, OSDs and PGs, with Vitastor's command names and flags.
+//! Errors are one line on stderr and a non-zero exit code.
+
+mod cluster;
+mod etcd;
+mod images;
+mod output;
+mod pools;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "vitastor-cli",
+    about = "Vitastor command-line tool",
+    rename_all = "snake_case"
+)]
+pub struct Cli {
+    /// etcd endpoints: host:port[/v3], comma-separated.
+    #[arg(long, global = true, default_value = "127.0.0.1:2379")]
+    etcd_address: String,
+    #[arg(long, global = true, default_value = "/vitastor")]
+    etcd_prefix: String,
+    /// JSON output for listings.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+#[command(rename_all = "kebab-case")]
+pub enum Command {
+    /// Create an image: create -s SIZE [-p POOL] NAME
+    Create {
+        #[arg(short = 's', long = "size")]
+        size: String,
+        #[arg(short = 'p', long = "pool")]
+        pool: Option<String>,
+        name: String,
+    },
+    /// List images.
+    Ls {
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+    },
+    /// Change an image: --resize SIZE | --rename NEW | --readonly | --readwrite
+    Modify {
+        name: String,
+        #[arg(long)]
+        resize: Option<String>,
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long, conflicts_with = "readwrite")]
+        readonly: bool,
+        #[arg(long)]
+        readwrite: bool,
+    },
+    /// Delete an image's data, then its metadata.
+    Rm { name: String },
+    /// Cluster summary.
+    Status,
+    /// Space per pool.
+    Df,
+    /// Create a pool: create-pool NAME (-s PG_SIZE | --ec N+K) -n PG_COUNT
+    CreatePool {
+        name: String,
+        #[arg(short = 's', long = "pg_size")]
+        pg_size: Option<u32>,
+        #[arg(long)]
+        ec: Option<String>,
+        #[arg(short = 'n', long = "pg_count")]
+        pg_count: u32,
+        #[arg(long = "pg_minsize")]
+        pg_minsize: Option<u32>,
+        #[arg(long = "failure_domain")]
+        failure_domain: Option<String>,
+        #[arg(long = "block_size")]
+        block_size: Option<String>,
+        #[arg(long = "immediate_commit")]
+        immediate_commit: Option<String>,
+    },
+    /// Change a pool's settings.
+    ModifyPool {
+        name: String,
+        #[arg(short = 'n', long = "pg_count")]
+        pg_count: Option<u32>,
+        #[arg(long = "pg_minsize")]
+        pg_minsize: Option<u32>,
+        #[arg(long = "failure_domain")]
+        failure_domain: Option<String>,
+        #[arg(long = "name")]
+        new_name: Option<String>,
+    },
+    /// Delete an empty pool.
+    RmPool { name: String },
+    /// List pools.
+    LsPools,
+    /// The placement tree with OSDs.
+    OsdTree,
+    /// List OSDs.
+    LsOsd,
+    /// List PGs.
+    PgList {
+        #[arg(long)]
+        pool: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vitastor-cli: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let ctx = etcd::Context::connect(&cli.etcd_address, &cli.etcd_prefix, cli.json).await?;
+    match cli.command {
+        Command::Create { size, pool, name } => {
+            images::create(&ctx, &name, &size, pool.as_deref()).await
+        }
+        Command::Ls { long } => images::ls(&ctx, long),
+        Command::Modify {
+            name,
+            resize,
+            rename,
+            readonly,
+            readwrite,
+        } => {
+            let readonly = match (readonly, readwrite) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            images::modify(&ctx, &name, resize.as_deref(), rename.as_deref(), readonly).await
+        }
+        Command::Rm { name } => images::rm(&ctx, &name).await,
+        Command::Status => cluster::status(&ctx),
+        Command::Df => cluster::df(&ctx),
+        Command::CreatePool {
+            name,
+            pg_size,
+            ec,
+            pg_count,
+            pg_minsize,
+            failure_domain,
+            block_size,
+            immediate_commit,
+        } => {
+            let spec = pools::NewPool {
+                name,
+                pg_size,
+                ec,
+                pg_count,
+                pg_minsize,
+                failure_domain,
+                block_size,
+                immediate_commit,
+            };
+            pools::create(&ctx, spec).await
+        }
+        Command::ModifyPool {
+            name,
+            pg_count,
+            pg_minsize,
+            failure_domain,
+            new_name,
+        } => pools::modify(&ctx, &name, pg_count, pg_minsize, failure_domain, new_name).await,
+        Command::RmPool { name } => pools::rm(&ctx, &name).await,
+        Command::LsPools => pools::ls(&ctx),
+        Command::OsdTree => cluster::osd_tree(&ctx),
+        Command::LsOsd => cluster::ls_osd(&ctx),
+        Command::PgList { pool } => cluster::pg_list(&ctx, pool.as_deref()),
+    }
+}
