@@ -5,6 +5,7 @@
 //! primary of its PG and retries across failovers. [`capi`] exposes it to C (fio engine,
 //! QEMU driver); the header is `include/vitastor_client.h`.
 
+pub mod capi;
 mod client;
 mod conn;
 mod error;
