@@ -36,15 +36,30 @@ pub fn prefill(path: &Path, size: u64) -> Result<(), String> {
     run(path, &job).map(|_| ())
 }
 
-/// Runs one job and returns what fio measured.
+/// Runs one job on a file and returns what fio measured.
 pub fn run(path: &Path, job: &FioJob) -> Result<RunStats, String> {
+    run_with(
+        &[
+            format!("--filename={}", path.display()),
+            "--ioengine=io_uring".to_string(),
+            "--direct=1".to_string(),
+        ],
+        job,
+    )
+}
+
+/// Runs one job through fio's nbd engine against `uri` (`nbd+unix:///?socket=...`).
+pub fn run_nbd(uri: &str, job: &FioJob) -> Result<RunStats, String> {
+    run_with(&["--ioengine=nbd".to_string(), format!("--uri={uri}")], job)
+}
+
+/// Runs one job with the given target/engine arguments.
+pub fn run_with(target: &[String], job: &FioJob) -> Result<RunStats, String> {
     let mut command = Command::new("fio");
     command
         .arg("--name=raw")
-        .arg(format!("--filename={}", path.display()))
+        .args(target)
         .arg(format!("--size={}", job.size))
-        .arg("--ioengine=io_uring")
-        .arg("--direct=1")
         .arg(format!("--rw={}", job.rw))
         .arg(format!("--bs={}", job.block_size))
         .arg(format!("--iodepth={}", job.iodepth))
@@ -72,6 +87,16 @@ pub fn run(path: &Path, job: &FioJob) -> Result<RunStats, String> {
 
 /// Extracts IOPS, bandwidth and latency from fio's JSON output.
 pub fn parse_output(json: &[u8], job: &FioJob) -> Result<RunStats, String> {
+    // Some engines print notes before the JSON document: start at its first line.
+    let start = json
+        .windows(2)
+        .position(|w| w == b"\n{")
+        .map_or(0, |p| p + 1);
+    let json = if json.first() == Some(&b'{') {
+        json
+    } else {
+        &json[start..]
+    };
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|error| format!("fio output is not JSON: {error}"))?;
     let side = if job.rw.contains("read") {

@@ -164,6 +164,17 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     pub fn start(name: &str, osd_count: u64, global: &str, pools: &str) -> LocalCluster {
+        Self::start_sized(name, osd_count, 256 << 20, global, pools)
+    }
+
+    /// As [`LocalCluster::start`] with OSD files of `osd_size` bytes.
+    pub fn start_sized(
+        name: &str,
+        osd_count: u64,
+        osd_size: u64,
+        global: &str,
+        pools: &str,
+    ) -> LocalCluster {
         let scratch = ScratchDir::new(name);
         let etcd = Etcd::start(&scratch.0);
         etcd.put("/vitastor/config/global", global);
@@ -175,7 +186,7 @@ impl LocalCluster {
         for osd in 1..=osd_count {
             let path = cluster.scratch.0.join(format!("osd{osd}.bin"));
             std::fs::File::create(&path)
-                .and_then(|f| f.set_len(256 << 20))
+                .and_then(|f| f.set_len(osd_size))
                 .expect("create the OSD file");
             let status = Command::new(workspace_binary("vitastor-disk"))
                 .args(["prepare", "--data_device", path.to_str().expect("utf-8")])
