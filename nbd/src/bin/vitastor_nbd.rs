@@ -207,8 +207,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a request crosses several tasks (NBD reader, client, OSD connection,
+    // NBD writer); on one thread those hand-offs are queue pushes, not cross-CPU wakeups.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
