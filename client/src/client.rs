@@ -481,6 +481,12 @@ impl Client {
     }
 }
 
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Image(pool {}, inode {})", self.pool, self.number)
+    }
+}
+
 impl Image {
     /// The image's config as etcd has it now (size, readonly, name).
     pub fn config(&self) -> Result<InodeConfig> {
