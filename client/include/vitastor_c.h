@@ -31,6 +31,10 @@ void vitastor_c_destroy(vitastor_c *client);
  * (-ENOENT for a missing image). The handle stays valid until vitastor_c_close_watch. */
 void vitastor_c_watch_inode(vitastor_c *client, const char *image, VitastorIOHandler cb, void *opaque);
 void vitastor_c_close_watch(vitastor_c *client, void *handle);
+/* Synchronous variants (not in Vitastor's header): a handle, or NULL when the image or
+ * pool/inode does not exist. Close with vitastor_c_close_watch. */
+void *vitastor_c_open_image(vitastor_c *client, const char *image);
+void *vitastor_c_open_inode(vitastor_c *client, uint64_t pool, uint64_t inode);
 uint64_t vitastor_c_inode_get_size(void *handle);
 uint64_t vitastor_c_inode_get_num(void *handle);
 int vitastor_c_inode_get_readonly(void *handle);

@@ -12,6 +12,9 @@ pub struct VitastorC {
     client: Client,
 }
 
+/// `struct iovec`.
+pub type Iovec = libc::iovec;
+
 pub type ReadHandler = extern "C" fn(opaque: *mut c_void, retval: c_long, version: u64);
 pub type IoHandler = extern "C" fn(opaque: *mut c_void, retval: c_long);
 
@@ -114,6 +117,44 @@ pub unsafe extern "C" fn vitastor_c_watch_inode(
     });
 }
 
+/// Opens an image by name and waits for it: a handle, or NULL when it does not exist.
+///
+/// # Safety
+/// `client` valid; `image` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn vitastor_c_open_image(
+    client: *mut VitastorC,
+    image: *const c_char,
+) -> *mut c_void {
+    // SAFETY: caller guarantees a valid client and string.
+    let (client, name) = unsafe { (&*client, text(image).unwrap_or_default()) };
+    match client.runtime.block_on(client.client.open_image(&name)) {
+        Ok(image) => Box::into_raw(Box::new(image)) as *mut c_void,
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+/// Opens pool/inode (its config must exist): a handle, or NULL.
+///
+/// # Safety
+/// `client` valid.
+#[no_mangle]
+pub unsafe extern "C" fn vitastor_c_open_inode(
+    client: *mut VitastorC,
+    pool: u64,
+    inode: u64,
+) -> *mut c_void {
+    // SAFETY: caller guarantees a valid client.
+    let client = unsafe { &*client };
+    match u32::try_from(pool)
+        .map_err(|_| ())
+        .and_then(|pool| client.client.open_inode(pool, inode).map_err(|_| ()))
+    {
+        Ok(image) => Box::into_raw(Box::new(image)) as *mut c_void,
+        Err(()) => std::ptr::null_mut(),
+    }
+}
+
 /// # Safety
 /// `handle` from `vitastor_c_watch_inode`, not used afterwards.
 #[no_mangle]
@@ -154,7 +195,7 @@ pub unsafe extern "C" fn vitastor_c_inode_get_readonly(handle: *mut c_void) -> c
 }
 
 /// The iovecs as (pointer, length) pairs that may cross threads.
-unsafe fn iovecs(iov: *const libc::iovec, count: c_int) -> Vec<(SendPtr, usize)> {
+unsafe fn iovecs(iov: *const Iovec, count: c_int) -> Vec<(SendPtr, usize)> {
     if iov.is_null() || count <= 0 {
         return Vec::new();
     }
@@ -177,7 +218,7 @@ pub unsafe extern "C" fn vitastor_c_read(
     inode: u64,
     offset: u64,
     len: u64,
-    iov: *mut libc::iovec,
+    iov: *mut Iovec,
     iovcnt: c_int,
     cb: ReadHandler,
     opaque: *mut c_void,
@@ -215,7 +256,7 @@ pub unsafe extern "C" fn vitastor_c_write(
     offset: u64,
     len: u64,
     _check_version: u64,
-    iov: *mut libc::iovec,
+    iov: *mut Iovec,
     iovcnt: c_int,
     cb: IoHandler,
     opaque: *mut c_void,
