@@ -186,8 +186,17 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
     let mut ticker = tokio::time::interval(Duration::from_secs(interval));
     let mut last_renewal = std::time::Instant::now();
     let stats_key = etcd.key(&format!("/osd/stats/{}", options.osd_num));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     loop {
         tokio::select! {
+            // A clean stop: revoking the lease removes /osd/state and our /pg/state keys
+            // at once, so peers and the monitor react now instead of after the TTL.
+            // Acknowledged writes are already durable as immediate_commit promises.
+            _ = terminate.recv() => return stop_cleanly(&node, &mut etcd).await,
+            _ = interrupt.recv() => return stop_cleanly(&node, &mut etcd).await,
             _ = ticker.tick() => {
                 let renewed = match keeper.keep_alive().await {
                     Ok(()) => matches!(keep_stream.message().await, Ok(Some(r)) if r.ttl() > 0),
@@ -231,6 +240,15 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
             }
         }
     }
+}
+
+async fn stop_cleanly(node: &Rc<Node>, etcd: &mut Etcd) -> Result<(), String> {
+    tracing::info!("stopping on a signal: releasing the etcd lease");
+    node.with_osd(|osd| osd.on_lease_lost());
+    if let Err(error) = etcd.client.lease_revoke(etcd.lease).await {
+        tracing::warn!("cannot revoke the lease (it expires by itself): {error}");
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
