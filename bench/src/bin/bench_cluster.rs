@@ -1,0 +1,218 @@
+//! `bench-cluster`: BENCH.md's standard set through our fio engine against a local cluster
+//! (vitastor-local: etcd, monitor, 3 OSDs on files, 2-replica pool, immediate_commit=all),
+//! and the same fio jobs on a raw file of the same filesystem, in one run. Then a verified
+//! run (randwrite, verify=crc32c) whose failure fails the benchmark.
+//!
+//! Needs the release binaries: `cargo build --release -j2 -p vitastor-osd -p vitastor-mon
+//! -p vitastor-fio` (the README's main command does it).
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::Command;
+use vitastor_bench::fio::{self, FioJob};
+use vitastor_bench::report::{self, Metric, Row, Target};
+use vitastor_local::{binary, Cluster, Config};
+
+#[derive(Parser, Debug)]
+#[command(name = "bench-cluster")]
+struct Args {
+    /// Where the cluster's files go.
+    #[arg(long, default_value = "target/bench-cluster")]
+    dir: PathBuf,
+    #[arg(long, default_value = "bench/results/cluster")]
+    results: PathBuf,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    runtime: u64,
+    /// 2-second runs on a 256 MiB image (smoke test for CI).
+    #[arg(long)]
+    short: bool,
+}
+
+struct Test {
+    name: &'static str,
+    rw: &'static str,
+    block_size: u64,
+    iodepth: u32,
+    fsync: bool,
+    metric: Metric,
+}
+
+const TESTS: [Test; 6] = [
+    Test {
+        name: "T1Q1 write (4k randwrite, fsync=1)",
+        rw: "randwrite",
+        block_size: 4096,
+        iodepth: 1,
+        fsync: true,
+        metric: Metric::LatencyUs,
+    },
+    Test {
+        name: "T1Q1 read (4k randread)",
+        rw: "randread",
+        block_size: 4096,
+        iodepth: 1,
+        fsync: false,
+        metric: Metric::LatencyUs,
+    },
+    Test {
+        name: "QD128 write (4k randwrite)",
+        rw: "randwrite",
+        block_size: 4096,
+        iodepth: 128,
+        fsync: false,
+        metric: Metric::Iops,
+    },
+    Test {
+        name: "QD128 read (4k randread)",
+        rw: "randread",
+        block_size: 4096,
+        iodepth: 128,
+        fsync: false,
+        metric: Metric::Iops,
+    },
+    Test {
+        name: "linear write (4M, QD32)",
+        rw: "write",
+        block_size: 4 << 20,
+        iodepth: 32,
+        fsync: false,
+        metric: Metric::BandwidthMbS,
+    },
+    Test {
+        name: "linear read (4M, QD32)",
+        rw: "read",
+        block_size: 4 << 20,
+        iodepth: 32,
+        fsync: false,
+        metric: Metric::BandwidthMbS,
+    },
+];
+
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-cluster: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let seconds = if args.short { 2 } else { args.runtime };
+    let image_size: u64 = if args.short { 256 << 20 } else { 1 << 30 };
+    let engine = binary("libfio_vitastor.so");
+    if !engine.exists() {
+        return Err(format!(
+            "{} is missing: cargo build --release -p vitastor-fio",
+            engine.display()
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    let config = Config {
+        dir: args.dir.join("cluster"),
+        osds: 3,
+        osd_size: if args.short { 1 << 30 } else { 2 << 30 },
+        pg_size: 2,
+        pg_count: 32,
+        immediate_commit: "all".into(),
+        image: "bench".into(),
+        image_size,
+        etcd_port: 0,
+    };
+    eprintln!("starting the local cluster in {}", config.dir.display());
+    let cluster = Cluster::start(config)?;
+    let target = vec![
+        format!("--ioengine=external:{}", engine.display()),
+        format!("--etcd={}", cluster.etcd_address),
+        "--image=bench".to_string(),
+    ];
+    let raw_file = args.dir.join("raw.bin");
+    eprintln!(
+        "filling the image and the raw file ({} MiB)",
+        image_size >> 20
+    );
+    let fill = FioJob {
+        rw: "write",
+        block_size: 4 << 20,
+        iodepth: 8,
+        fdatasync: false,
+        runtime_s: 0,
+        size: image_size,
+    };
+    fio::run_with(&target, &fill)?;
+    fio::prefill(&raw_file, image_size)?;
+
+    let mut rows = Vec::new();
+    for test in &TESTS {
+        eprintln!("{}", test.name);
+        let job = FioJob {
+            rw: test.rw,
+            block_size: test.block_size,
+            iodepth: test.iodepth,
+            fdatasync: test.fsync,
+            runtime_s: seconds,
+            size: image_size,
+        };
+        let ours = fio::run_with(&target, &job)?;
+        let raw = fio::run(&raw_file, &job)?;
+        let target_ratio = match test.rw {
+            "randwrite" if test.iodepth == 1 => Some(Target::AtMost(1.5)),
+            "randread" if test.iodepth == 1 => {
+                Some(Target::AtMost((raw.lat_avg_us + 40.0) / raw.lat_avg_us))
+            }
+            "randwrite" => Some(Target::AtLeast(0.4)),
+            "randread" => Some(Target::AtLeast(0.6)),
+            _ => Some(Target::AtLeast(0.5)),
+        };
+        rows.push(Row {
+            name: test.name.to_string(),
+            metric: test.metric,
+            raw,
+            ours,
+            target: target_ratio,
+        });
+    }
+    let _ = std::fs::remove_file(&raw_file);
+
+    eprintln!("verified run: randwrite 4k QD16 verify=crc32c");
+    let verified = Command::new("fio")
+        .args([
+            "--name=verify",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=16",
+            "--size=32m",
+        ])
+        .args(["--verify=crc32c", "--do_verify=1", "--verify_fatal=1"])
+        .args(&target)
+        .output()
+        .map_err(|e| format!("cannot run fio: {e}"))?;
+    if !verified.status.success() {
+        return Err(format!(
+            "the verified fio run failed: {}{}",
+            String::from_utf8_lossy(&verified.stdout),
+            String::from_utf8_lossy(&verified.stderr)
+        ));
+    }
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let configuration = vec![
+        format!("date: {date}"),
+        format!("ours: fio + libfio_vitastor.so -> 3 vitastor-osd on {} files, pool of 2 replicas, 32 PGs, immediate_commit=all (data fsynced before every ack), 128 KiB objects; etcd and vitastor-mon on the same 2-core machine", if args.short { "1 GiB" } else { "2 GiB" }),
+        format!("raw: {}, ioengine=io_uring, direct=1, a {} MiB file on the same filesystem; T1Q1 write with fdatasync after every write", fio::fio_version().unwrap_or_default(), image_size >> 20),
+        format!("{seconds} s per test and side, image prefilled; a verified randwrite (crc32c, QD16, 32 MiB) passed"),
+    ];
+    report::publish(
+        &args.results,
+        "bench-cluster: the standard set through the fio engine",
+        &configuration,
+        &rows,
+    )?;
+    drop(cluster);
+    Ok(())
+}
