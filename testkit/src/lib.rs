@@ -175,6 +175,18 @@ impl LocalCluster {
         global: &str,
         pools: &str,
     ) -> LocalCluster {
+        Self::start_with(name, osd_count, osd_size, &[], global, pools)
+    }
+
+    /// As [`LocalCluster::start_sized`] with extra `vitastor-osd` arguments.
+    pub fn start_with(
+        name: &str,
+        osd_count: u64,
+        osd_size: u64,
+        osd_args: &[&str],
+        global: &str,
+        pools: &str,
+    ) -> LocalCluster {
         let scratch = ScratchDir::new(name);
         let etcd = Etcd::start(&scratch.0);
         etcd.put("/vitastor/config/global", global);
@@ -201,7 +213,8 @@ impl LocalCluster {
                     .args(["--osd_num", &osd.to_string()])
                     .args(["--data_device", path.to_str().expect("utf-8")])
                     .args(["--etcd_address", &cluster.etcd.address])
-                    .args(["--etcd_report_interval", "1"]),
+                    .args(["--etcd_report_interval", "1"])
+                    .args(osd_args),
             );
         }
         cluster.spawn(
