@@ -20,7 +20,10 @@ fn sync_completes_after_a_primary_crash_and_data_reads_back() {
         r#"{"immediate_commit":"none"}"#,
         r#"{"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":1,"failure_domain":"osd"}}"#,
     );
-    cluster.etcd.put("/vitastor/config/inode/1/1", r#"{"name":"img","size":16777216}"#);
+    cluster.etcd.put(
+        "/vitastor/config/inode/1/1",
+        r#"{"name":"img","size":16777216}"#,
+    );
     cluster.wait_active(1, 1, Duration::from_secs(60));
     let primary = cluster
         .etcd
@@ -28,8 +31,13 @@ fn sync_completes_after_a_primary_crash_and_data_reads_back() {
         .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
         .and_then(|c| c["items"]["1"]["1"]["primary"].as_u64())
         .expect("PG 1 has a primary");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let client = runtime.block_on(Client::connect(ClientOptions::new(&cluster.etcd.address))).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime
+        .block_on(Client::connect(ClientOptions::new(&cluster.etcd.address)))
+        .unwrap();
     let image = runtime.block_on(client.open_image("img")).unwrap();
     let block = |i: u64| vec![(i as u8).wrapping_mul(13).wrapping_add(1); 4096];
     runtime.block_on(async {
@@ -44,7 +52,11 @@ fn sync_completes_after_a_primary_crash_and_data_reads_back() {
             .expect("SYNC finishes after the failover")
             .expect("SYNC succeeds");
         for i in 0..64u64 {
-            assert_eq!(image.read(i * 65536, 4096).await.unwrap(), block(i), "block {i}");
+            assert_eq!(
+                image.read(i * 65536, 4096).await.unwrap(),
+                block(i),
+                "block {i}"
+            );
         }
     });
 }
