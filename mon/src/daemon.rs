@@ -63,6 +63,9 @@ struct Election {
     stream: LeaseKeepAliveStream,
     last_renewal: Instant,
     is_master: bool,
+    /// etcd revision at which our master key was created (a delete event at or before it
+    /// is the previous master's key going away, not ours).
+    key_revision: i64,
 }
 
 impl Election {
@@ -83,6 +86,7 @@ impl Election {
             stream,
             last_renewal: Instant::now(),
             is_master: false,
+            key_revision: 0,
         })
     }
 
@@ -128,6 +132,21 @@ impl Election {
         if response.succeeded() {
             tracing::info!(lease = self.lease, "this monitor is now the master");
             self.is_master = true;
+            self.key_revision = response.header().map_or(0, |h| h.revision());
+            return Ok(());
+        }
+        // The key may be ours already (we stepped down on a stale event): then we are it.
+        let existing = self
+            .client
+            .get(self.key.as_str(), None)
+            .await
+            .map_err(|e| format!("etcd: {e}"))?;
+        if let Some(kv) = existing.kvs().first() {
+            if kv.lease() == self.lease {
+                tracing::info!(lease = self.lease, "this monitor holds the master key");
+                self.is_master = true;
+                self.key_revision = kv.create_revision();
+            }
         }
         Ok(())
     }
@@ -228,7 +247,11 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
                         etcd_client::EventType::Put => Some(kv.value()),
                         etcd_client::EventType::Delete => None,
                     };
-                    if key == keys::MON_MASTER && value.is_none() && election.is_master {
+                    if key == keys::MON_MASTER
+                        && value.is_none()
+                        && election.is_master
+                        && kv.mod_revision() > election.key_revision
+                    {
                         tracing::warn!("{}{} was deleted; campaigning again", prefix, keys::MON_MASTER);
                         election.is_master = false;
                     }
