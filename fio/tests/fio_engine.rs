@@ -56,6 +56,7 @@ fn fio_verifies_through_the_engine() {
                     &format!("--rw={rw}"),
                     &format!("--iodepth={depth}"),
                     "--verify=crc32c",
+                    "--verify_state_save=0",
                     "--do_verify=1",
                     "--verify_fatal=1",
                 ],

@@ -165,6 +165,7 @@ fn real_nbd_clients_round_trip_data() {
                 "--iodepth=16",
                 "--size=32m",
                 "--verify=crc32c",
+                "--verify_state_save=0",
                 "--do_verify=1",
                 "--verify_fatal=1",
                 "--output-format=json",

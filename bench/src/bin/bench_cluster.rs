@@ -185,7 +185,12 @@ fn run(args: Args) -> Result<(), String> {
             "--iodepth=16",
             "--size=32m",
         ])
-        .args(["--verify=crc32c", "--do_verify=1", "--verify_fatal=1"])
+        .args([
+            "--verify=crc32c",
+            "--verify_state_save=0",
+            "--do_verify=1",
+            "--verify_fatal=1",
+        ])
         .args(&target)
         .output()
         .map_err(|e| format!("cannot run fio: {e}"))?;
