@@ -64,23 +64,7 @@ pub enum Command {
     /// Space per pool.
     Df,
     /// Create a pool: create-pool NAME (-s PG_SIZE | --ec N+K) -n PG_COUNT
-    CreatePool {
-        name: String,
-        #[arg(short = 's', long = "pg_size")]
-        pg_size: Option<u32>,
-        #[arg(long)]
-        ec: Option<String>,
-        #[arg(short = 'n', long = "pg_count")]
-        pg_count: u32,
-        #[arg(long = "pg_minsize")]
-        pg_minsize: Option<u32>,
-        #[arg(long = "failure_domain")]
-        failure_domain: Option<String>,
-        #[arg(long = "block_size")]
-        block_size: Option<String>,
-        #[arg(long = "immediate_commit")]
-        immediate_commit: Option<String>,
-    },
+    CreatePool(pools::NewPool),
     /// Change a pool's settings.
     ModifyPool {
         name: String,
@@ -148,28 +132,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Rm { name } => images::rm(&ctx, &name).await,
         Command::Status => cluster::status(&ctx),
         Command::Df => cluster::df(&ctx),
-        Command::CreatePool {
-            name,
-            pg_size,
-            ec,
-            pg_count,
-            pg_minsize,
-            failure_domain,
-            block_size,
-            immediate_commit,
-        } => {
-            let spec = pools::NewPool {
-                name,
-                pg_size,
-                ec,
-                pg_count,
-                pg_minsize,
-                failure_domain,
-                block_size,
-                immediate_commit,
-            };
-            pools::create(&ctx, spec).await
-        }
+        Command::CreatePool(spec) => pools::create(&ctx, spec).await,
         Command::ModifyPool {
             name,
             pg_count,

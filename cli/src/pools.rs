@@ -9,14 +9,23 @@ use serde_json::{json, Map, Value};
 use vitastor_proto::etcd::{keys, ImmediateCommit, PoolConfig, PoolScheme};
 use vitastor_proto::size::{format_size, parse_size};
 
+/// `create-pool NAME (-s PG_SIZE | --ec N+K) -n PG_COUNT [...]`.
+#[derive(clap::Args)]
 pub struct NewPool {
     pub name: String,
+    #[arg(short = 's', long = "pg_size")]
     pub pg_size: Option<u32>,
+    #[arg(long)]
     pub ec: Option<String>,
+    #[arg(short = 'n', long = "pg_count")]
     pub pg_count: u32,
+    #[arg(long = "pg_minsize")]
     pub pg_minsize: Option<u32>,
+    #[arg(long = "failure_domain")]
     pub failure_domain: Option<String>,
+    #[arg(long = "block_size")]
     pub block_size: Option<String>,
+    #[arg(long = "immediate_commit")]
     pub immediate_commit: Option<String>,
 }
 

@@ -186,12 +186,7 @@ pub unsafe extern "C" fn vitastor_c_inode_get_num(handle: *mut c_void) -> u64 {
 #[no_mangle]
 pub unsafe extern "C" fn vitastor_c_inode_get_readonly(handle: *mut c_void) -> c_int {
     // SAFETY: caller guarantees a live handle.
-    c_int::from(
-        unsafe { &*(handle as *const Image) }
-            .config()
-            .map(|c| c.readonly)
-            .unwrap_or(true),
-    )
+    c_int::from(unsafe { &*(handle as *const Image) }.readonly())
 }
 
 /// The iovecs as (pointer, length) pairs that may cross threads.

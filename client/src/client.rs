@@ -500,28 +500,46 @@ impl Image {
             })
     }
 
+    /// Size and read-only flag, read under the state lock without copying the config
+    /// (every request checks them).
+    fn limits(&self) -> Result<(u64, bool)> {
+        let state = self.client.inner.state.lock().expect("not poisoned");
+        state
+            .inodes
+            .get(&(self.pool, self.number))
+            .map(|c| (c.size, c.readonly))
+            .ok_or_else(|| {
+                ClientError::NoSuchImage(format!("pool {} inode {}", self.pool, self.number))
+            })
+    }
+
     pub fn size(&self) -> u64 {
-        self.config().map(|c| c.size).unwrap_or(0)
+        self.limits().map(|(size, _)| size).unwrap_or(0)
+    }
+
+    /// Whether writes are refused (also when the image is gone).
+    pub fn readonly(&self) -> bool {
+        self.limits().map(|(_, readonly)| readonly).unwrap_or(true)
     }
 
     pub fn client(&self) -> &Client {
         &self.client
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> Result<InodeConfig> {
-        let config = self.config()?;
+    /// Checks alignment and bounds; returns whether the image is read-only.
+    fn check_range(&self, offset: u64, len: u64) -> Result<bool> {
+        let (size, readonly) = self.limits()?;
         if !offset.is_multiple_of(ALIGNMENT) || !len.is_multiple_of(ALIGNMENT) {
             return Err(ClientError::InvalidArgument(format!(
                 "offset {offset} and length {len} must be multiples of {ALIGNMENT}"
             )));
         }
-        if offset.checked_add(len).is_none_or(|end| end > config.size) {
+        if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(ClientError::InvalidArgument(format!(
-                "range {offset}+{len} is past the image end ({})",
-                config.size
+                "range {offset}+{len} is past the image end ({size})"
             )));
         }
-        Ok(config)
+        Ok(readonly)
     }
 
     pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -533,7 +551,7 @@ impl Image {
     }
 
     pub async fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        if self.check_range(offset, data.len() as u64)?.readonly {
+        if self.check_range(offset, data.len() as u64)? {
             return Err(ClientError::ReadOnly);
         }
         if data.is_empty() {
@@ -544,7 +562,7 @@ impl Image {
 
     /// Zeroes a range: whole objects are deleted (they read as zeros), partial ones written.
     pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        if self.check_range(offset, len)?.readonly {
+        if self.check_range(offset, len)? {
             return Err(ClientError::ReadOnly);
         }
         let striping = self.client.striping(self.pool)?;
@@ -582,7 +600,7 @@ impl Image {
     /// Deletes the whole objects in `[offset, offset+len)` (object-aligned): they read as
     /// zeros afterwards. Used for trim and by `vitastor-cli rm`.
     pub async fn trim_objects(&self, offset: u64, len: u64) -> Result<()> {
-        if self.config()?.readonly {
+        if self.limits()?.1 {
             return Err(ClientError::ReadOnly);
         }
         self.client.delete_objects(self.inode, offset, len).await

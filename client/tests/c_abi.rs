@@ -3,7 +3,7 @@
 
 use std::process::Command;
 use std::time::Duration;
-use vitastor_testkit::{workspace_binary, LocalCluster};
+use vitastor_testkit::{built_library, LocalCluster};
 
 #[test]
 fn c_program_writes_and_reads_through_the_c_abi() {
@@ -18,14 +18,7 @@ fn c_program_writes_and_reads_through_the_c_abi() {
         r#"{"name":"cimg","size":1048576}"#,
     );
     cluster.wait_active(1, 2, Duration::from_secs(60));
-    // `cargo test` builds the library as an rlib only; build the shared object too.
-    let built = Command::new(env!("CARGO"))
-        .args(["build", "-p", "vitastor-client", "--lib"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo build");
-    assert!(built.success(), "building libvitastor_client.so failed");
-    let library = workspace_binary("libvitastor_client.so");
+    let library = built_library("vitastor-client", "libvitastor_client.so");
     let lib_dir = library.parent().unwrap();
     let program = cluster.scratch.0.join("abi_test");
     let manifest = env!("CARGO_MANIFEST_DIR");

@@ -3,18 +3,7 @@
 
 use std::process::Command;
 use std::time::Duration;
-use vitastor_testkit::{workspace_binary, LocalCluster};
-
-fn engine() -> std::path::PathBuf {
-    // A cdylib-only crate is not built by `cargo test`; build it here.
-    let built = Command::new(env!("CARGO"))
-        .args(["build", "-p", "vitastor-fio"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo build");
-    assert!(built.success(), "building libfio_vitastor.so failed");
-    workspace_binary("libfio_vitastor.so")
-}
+use vitastor_testkit::{built_library, LocalCluster};
 
 fn fio(engine_arg: &str, etcd: &str, extra: &[&str]) -> (bool, String) {
     let output = Command::new("fio")
@@ -44,7 +33,7 @@ fn fio_verifies_through_the_engine() {
         r#"{"name":"fioimg","size":67108864}"#,
     );
     cluster.wait_active(1, 16, Duration::from_secs(60));
-    let engine = engine();
+    let engine = built_library("vitastor-fio", "libfio_vitastor.so");
     let external = format!("--ioengine=external:{}", engine.display());
     for rw in ["randwrite", "randrw"] {
         for depth in ["1", "64"] {

@@ -62,6 +62,22 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// The etcd command line for a one-member cluster on 127.0.0.1 with its data in
+/// `dir/etcd` (shared by the launcher, the test harness and the benchmarks).
+pub fn etcd_command(dir: &Path, client_port: u16, peer_port: u16) -> Command {
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut command = Command::new("etcd");
+    command
+        .args(["--data-dir", &dir.join("etcd").to_string_lossy()])
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")]);
+    command
+}
+
 fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -119,26 +135,7 @@ impl Cluster {
             children: Vec::new(),
         };
         let dir = cluster.config.dir.clone();
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        cluster.spawn(
-            "etcd",
-            Command::new("etcd")
-                .args(["--data-dir", &dir.join("etcd").to_string_lossy()])
-                .args([
-                    "--listen-client-urls",
-                    &client_url,
-                    "--advertise-client-urls",
-                    &client_url,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer_url,
-                    "--initial-advertise-peer-urls",
-                    &peer_url,
-                ])
-                .args(["--initial-cluster", &format!("default={peer_url}")]),
-        )?;
+        cluster.spawn("etcd", &mut etcd_command(&dir, client_port, peer_port))?;
         cluster.wait("etcd to answer", Duration::from_secs(30), |c| {
             c.etcdctl(&["endpoint", "health"]).is_ok()
         })?;

@@ -16,7 +16,7 @@ impl Backend for ImageBackend {
     }
 
     fn readonly(&self) -> bool {
-        self.image.config().map(|c| c.readonly).unwrap_or(true)
+        self.image.readonly()
     }
 
     fn read(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Vec<u8>, i32>> {

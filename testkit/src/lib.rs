@@ -43,6 +43,18 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// A shared object of this workspace (`libvitastor_client.so`, `libfio_vitastor.so`):
+/// `cargo test` builds libraries only as rlibs, so this builds `package`'s library with the
+/// same cargo, then returns the file next to the tests.
+pub fn built_library(package: &str, file: &str) -> PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "-p", package, "--lib"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {file} ({package}) failed");
+    workspace_binary(file)
+}
+
 /// A running etcd server, stopped (and its directory removed) on drop.
 pub struct Etcd {
     pub address: String,
@@ -55,15 +67,7 @@ impl Etcd {
     pub fn start(dir: &Path) -> Etcd {
         std::fs::create_dir_all(dir).expect("create the scratch directory");
         let (client_port, peer_port) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new("etcd")
-            .args(["--data-dir", dir.join("etcd").to_str().expect("utf-8 path")])
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
+        let child = vitastor_local::etcd_command(dir, client_port, peer_port)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("etcd.log")).expect("etcd.log"))
             .spawn()

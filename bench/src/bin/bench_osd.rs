@@ -96,23 +96,7 @@ fn start_cluster(dir: &Path, disable_fsync: bool) -> Result<(Processes, String),
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
     let mut processes = Processes(Vec::new());
     let (client_port, peer_port) = (free_port()?, free_port()?);
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let etcd = Command::new("etcd")
-        .args(["--data-dir", &dir.join("etcd").display().to_string()])
-        .args([
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("default={peer_url}")])
+    let etcd = vitastor_local::etcd_command(dir, client_port, peer_port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
