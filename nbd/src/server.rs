@@ -331,3 +331,207 @@ async fn execute(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The protocol against an in-memory export over an in-process pipe: bad input gets an
+    //! NBD error or closes only that connection, and the export is unchanged by it.
+
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::DuplexStream;
+
+    struct Memory {
+        data: Mutex<Vec<u8>>,
+        readonly: bool,
+    }
+
+    impl Backend for Memory {
+        fn size(&self) -> u64 {
+            self.data.lock().unwrap().len() as u64
+        }
+        fn readonly(&self) -> bool {
+            self.readonly
+        }
+        fn read(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Vec<u8>, i32>> {
+            let data = self.data.lock().unwrap();
+            let out = data[offset as usize..(offset + u64::from(len)) as usize].to_vec();
+            Box::pin(async move { Ok(out) })
+        }
+        fn write(&self, offset: u64, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), i32>> {
+            self.data.lock().unwrap()[offset as usize..offset as usize + bytes.len()]
+                .copy_from_slice(&bytes);
+            Box::pin(async { Ok(()) })
+        }
+        fn flush(&self) -> BoxFuture<'_, Result<(), i32>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn write_zeroes(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<(), i32>> {
+            self.write(offset, vec![0; len as usize])
+        }
+        fn trim(&self, _offset: u64, _len: u32) -> BoxFuture<'_, Result<(), i32>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Starts a server on one end of a pipe; returns the client end and the export.
+    fn serve(
+        readonly: bool,
+    ) -> (
+        DuplexStream,
+        Arc<Memory>,
+        tokio::task::JoinHandle<Result<(), String>>,
+    ) {
+        let memory = Arc::new(Memory {
+            data: Mutex::new(vec![7u8; 1 << 20]),
+            readonly,
+        });
+        let (client, server) = tokio::io::duplex(1 << 22);
+        let backend: Arc<dyn Backend> = memory.clone();
+        let task = tokio::spawn(serve_connection(server, backend));
+        (client, memory, task)
+    }
+
+    async fn option(stream: &mut DuplexStream, option: u32, data: &[u8]) {
+        let mut out = IHAVEOPT.to_be_bytes().to_vec();
+        out.extend_from_slice(&option.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+        stream.write_all(&out).await.unwrap();
+    }
+
+    /// Reads option replies until ACK (or an error reply); returns their types.
+    async fn replies(stream: &mut DuplexStream) -> Vec<u32> {
+        let mut kinds = Vec::new();
+        loop {
+            assert_eq!(stream.read_u64().await.unwrap(), OPTION_REPLY_MAGIC);
+            let _option = stream.read_u32().await.unwrap();
+            let kind = stream.read_u32().await.unwrap();
+            let len = stream.read_u32().await.unwrap();
+            let mut data = vec![0; len as usize];
+            stream.read_exact(&mut data).await.unwrap();
+            kinds.push(kind);
+            if kind == REP_ACK || kind & 0x8000_0000 != 0 {
+                return kinds;
+            }
+        }
+    }
+
+    /// Greeting, structured replies, GO: ready for requests.
+    async fn handshake(stream: &mut DuplexStream) {
+        assert_eq!(stream.read_u64().await.unwrap(), NBDMAGIC);
+        assert_eq!(stream.read_u64().await.unwrap(), IHAVEOPT);
+        let _flags = stream.read_u16().await.unwrap();
+        stream
+            .write_u32(CLIENT_FLAG_FIXED_NEWSTYLE | CLIENT_FLAG_NO_ZEROES)
+            .await
+            .unwrap();
+        option(stream, 99, &[]).await;
+        assert_eq!(replies(stream).await, vec![REP_ERR_UNSUP]);
+        option(stream, OPT_GO, &[0, 0, 0, 0, 0]).await;
+        assert_eq!(replies(stream).await, vec![REP_ERR_INVALID], "truncated GO");
+        option(stream, OPT_STRUCTURED_REPLY, &[]).await;
+        assert_eq!(replies(stream).await, vec![REP_ACK]);
+        option(stream, OPT_GO, &[0, 0, 0, 0, 0, 0]).await;
+        assert_eq!(replies(stream).await, vec![REP_INFO, REP_INFO, REP_ACK]);
+    }
+
+    async fn request(
+        stream: &mut DuplexStream,
+        kind: u16,
+        cookie: u64,
+        offset: u64,
+        length: u32,
+        data: &[u8],
+    ) {
+        let mut out = REQUEST_MAGIC.to_be_bytes().to_vec();
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&cookie.to_be_bytes());
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&length.to_be_bytes());
+        out.extend_from_slice(data);
+        stream.write_all(&out).await.unwrap();
+    }
+
+    /// One structured chunk: (cookie, type, payload).
+    async fn chunk(stream: &mut DuplexStream) -> (u64, u16, Vec<u8>) {
+        assert_eq!(stream.read_u32().await.unwrap(), STRUCTURED_REPLY_MAGIC);
+        let _flags = stream.read_u16().await.unwrap();
+        let kind = stream.read_u16().await.unwrap();
+        let cookie = stream.read_u64().await.unwrap();
+        let len = stream.read_u32().await.unwrap();
+        let mut payload = vec![0; len as usize];
+        stream.read_exact(&mut payload).await.unwrap();
+        (cookie, kind, payload)
+    }
+
+    #[tokio::test]
+    async fn requests_errors_and_disconnect() {
+        let (mut stream, memory, task) = serve(false);
+        handshake(&mut stream).await;
+        request(&mut stream, CMD_WRITE, 1, 4096, 4096, &[9u8; 4096]).await;
+        assert_eq!(chunk(&mut stream).await, (1, REPLY_TYPE_NONE, vec![]));
+        request(&mut stream, CMD_READ, 2, 4096, 8, &[]).await;
+        let (cookie, kind, payload) = chunk(&mut stream).await;
+        assert_eq!((cookie, kind), (2, REPLY_TYPE_OFFSET_DATA));
+        assert_eq!(&payload[8..], &[9u8; 8]);
+        // Out of range: EINVAL for reads, ENOSPC for writes, nothing written.
+        request(&mut stream, CMD_READ, 3, 1 << 20, 4096, &[]).await;
+        let (_, kind, payload) = chunk(&mut stream).await;
+        assert_eq!(kind, REPLY_TYPE_ERROR);
+        assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), EINVAL);
+        request(
+            &mut stream,
+            CMD_WRITE,
+            4,
+            (1 << 20) - 4096,
+            8192,
+            &[1u8; 8192],
+        )
+        .await;
+        let (_, _, payload) = chunk(&mut stream).await;
+        assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), ENOSPC);
+        assert_eq!(memory.data.lock().unwrap()[(1 << 20) - 1], 7);
+        request(&mut stream, 77, 5, 0, 0, &[]).await;
+        let (_, _, payload) = chunk(&mut stream).await;
+        assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), EINVAL);
+        request(&mut stream, CMD_DISC, 6, 0, 0, &[]).await;
+        assert_eq!(task.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn read_only_export_refuses_writes() {
+        let (mut stream, memory, _task) = serve(true);
+        handshake(&mut stream).await;
+        request(&mut stream, CMD_WRITE, 1, 0, 4096, &[1u8; 4096]).await;
+        let (_, kind, payload) = chunk(&mut stream).await;
+        assert_eq!(kind, REPLY_TYPE_ERROR);
+        assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), EPERM);
+        assert_eq!(memory.data.lock().unwrap()[0], 7);
+    }
+
+    #[tokio::test]
+    async fn garbage_closes_only_that_connection() {
+        let (mut stream, _, task) = serve(false);
+        handshake(&mut stream).await;
+        stream.write_all(&[0xAAu8; 28]).await.unwrap();
+        assert!(task.await.unwrap().unwrap_err().contains("magic"));
+
+        let (mut stream, _, task) = serve(false);
+        handshake(&mut stream).await;
+        request(&mut stream, CMD_WRITE, 1, 0, MAX_REQUEST + 1, &[]).await;
+        assert!(task.await.unwrap().unwrap_err().contains("limit"));
+
+        let (mut stream, _, task) = serve(false);
+        let _ = stream.read_u64().await;
+        let _ = stream.read_u64().await;
+        let _ = stream.read_u16().await;
+        stream.write_u32(CLIENT_FLAG_FIXED_NEWSTYLE).await.unwrap();
+        let mut huge = IHAVEOPT.to_be_bytes().to_vec();
+        huge.extend_from_slice(&OPT_GO.to_be_bytes());
+        huge.extend_from_slice(&(1u32 << 30).to_be_bytes());
+        stream.write_all(&huge).await.unwrap();
+        assert!(task.await.unwrap().unwrap_err().contains("refusing"));
+    }
+}
