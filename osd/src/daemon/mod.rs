@@ -158,6 +158,11 @@ pub struct Osd<D: Disk> {
     actions: Vec<Action>,
     completions: Vec<Completion>,
     lease_lost: bool,
+    /// Monotonic clock (ms) as last set by the driver (see [`Osd::set_clock`]).
+    now_ms: u64,
+    /// Until when the etcd lease is certainly alive (monotonic ms); `None` = no deadline
+    /// is enforced (tests that do not model leases).
+    lease_deadline_ms: Option<u64>,
     counters: OpCounters,
 }
 
@@ -178,6 +183,8 @@ impl<D: Disk> Osd<D> {
             actions: Vec::new(),
             completions: Vec::new(),
             lease_lost: false,
+            now_ms: 0,
+            lease_deadline_ms: None,
             counters: OpCounters::default(),
         }
     }
@@ -290,6 +297,48 @@ impl<D: Disk> Osd<D> {
         if !self.lease_lost {
             self.sync_pgs_with_view();
         }
+    }
+
+    /// The monotonic clock in milliseconds. The driver sets it before every batch of
+    /// events, so a process that was frozen (SIGSTOP, a long stall) notices that its lease
+    /// deadline passed before it serves anything.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        debug_assert!(now_ms >= self.now_ms, "the clock is monotonic");
+        self.now_ms = now_ms;
+        self.check_lease_deadline();
+    }
+
+    /// The instant (monotonic ms) until which the etcd lease is certainly alive: the send
+    /// time of the last keepalive etcd answered, plus the TTL, minus a safety margin. Past
+    /// it this OSD stops serving every PG, strictly before etcd can expire the lease and
+    /// let another OSD take the PGs over (fencing). A new deadline after the lease was lost
+    /// (etcd answered again and the same lease is still alive) resumes serving.
+    pub fn set_lease_deadline(&mut self, deadline_ms: Option<u64>) {
+        self.lease_deadline_ms = deadline_ms;
+        match deadline_ms {
+            Some(deadline) if self.lease_lost && self.now_ms < deadline => {
+                tracing::info!("the etcd lease is alive again; serving PGs");
+                self.lease_lost = false;
+                self.sync_pgs_with_view();
+            }
+            _ => self.check_lease_deadline(),
+        }
+    }
+
+    fn check_lease_deadline(&mut self) {
+        if let Some(deadline) = self.lease_deadline_ms {
+            if !self.lease_lost && self.now_ms >= deadline {
+                tracing::error!(
+                    "the etcd lease was not renewed in time: stopping every PG until it is"
+                );
+                self.on_lease_lost();
+            }
+        }
+    }
+
+    /// Whether the lease is held (no deadline passed, not lost).
+    pub fn lease_ok(&self) -> bool {
+        !self.lease_lost
     }
 
     /// The etcd lease is gone: this OSD may no longer act as a primary.
