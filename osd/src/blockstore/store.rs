@@ -47,6 +47,9 @@ pub enum Op {
     Rollback { oid: ObjectId, version: u64 },
     /// Deletes the object (a stable tombstone version; `version` 0 = next).
     Delete { oid: ObjectId, version: u64 },
+    /// Drops the object's tombstone if it is the newest version and not newer than
+    /// `version` (every OSD of the PG has it); otherwise does nothing.
+    Purge { oid: ObjectId, version: u64 },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -79,6 +82,8 @@ pub struct ListedVersion {
     pub oid: ObjectId,
     pub version: u64,
     pub stable: bool,
+    /// A tombstone (the object was deleted at `version`).
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +317,8 @@ impl<D: Disk> Blockstore<D> {
             Op::Stabilize { oid, version } => OpState::Journal(JournalOp::stabilize(oid, version)),
             Op::Rollback { oid, version } => OpState::Journal(JournalOp::rollback(oid, version)),
             Op::Delete { oid, version } => OpState::Journal(JournalOp::delete(oid, version)),
+            // Placeholder until tombstones persist: nothing to purge yet.
+            Op::Purge { .. } => OpState::Sync(SyncOp::default()),
         };
         let slot = OpSlot {
             id,
@@ -434,6 +441,7 @@ impl<D: Disk> Blockstore<D> {
                     oid,
                     version: clean.version,
                     stable: true,
+                    deleted: false,
                 });
             }
         }
@@ -443,12 +451,13 @@ impl<D: Disk> Blockstore<D> {
             }
             for entry in chain
                 .iter()
-                .filter(|e| e.written && !matches!(e.kind, DirtyKind::Delete))
+                .filter(|e| e.written)
             {
                 out.push(ListedVersion {
                     oid: *oid,
                     version: entry.version,
                     stable: entry.stable,
+                    deleted: matches!(entry.kind, DirtyKind::Delete),
                 });
             }
         }
@@ -506,7 +515,7 @@ impl<D: Disk> Blockstore<D> {
     }
 
     /// Whether the object currently has data (its newest version is not a deletion).
-    pub(super) fn object_exists(&self, oid: &ObjectId) -> bool {
+    pub fn object_exists(&self, oid: &ObjectId) -> bool {
         match self.dirty.get(oid).and_then(|chain| chain.last()) {
             Some(entry) => !matches!(entry.kind, DirtyKind::Delete),
             None => self.clean.get(oid).is_some(),

@@ -400,7 +400,9 @@ impl<D: Disk> Blockstore<D> {
                     Ok(version) => version,
                     Err(error) => return self.complete(index, Err(error)),
                 };
-                if !self.object_exists(&oid) {
+                // A delete at an explicit version always leaves a tombstone (peering
+                // copies tombstones to members that lack the object).
+                if requested == 0 && !self.object_exists(&oid) {
                     return self.complete(index, Ok(OpOutput::Version(latest)));
                 }
                 (version, EntryKind::Delete, true)

@@ -9,13 +9,17 @@
 //! this code.
 //!
 //! Files: `inbound.rs` decodes requests and answers the connection-level ops,
-//! `secondary.rs` serves sub-ops, `primary.rs` serves client ops on active PGs, `pg.rs` holds
-//! a PG's state, `peering.rs` takes, peers, recovers, activates and stops PGs.
+//! `secondary.rs` serves sub-ops (and fences deposed primaries by PG epoch), `primary.rs`
+//! serves client ops on active PGs, `pg.rs` holds a PG's state, `peering.rs` takes, peers,
+//! activates and stops PGs, `recovery.rs` copies objects while peering, `history.rs` is the
+//! activation rule and the `/pg/history` it leaves.
 
+mod history;
 mod inbound;
 mod peering;
 mod pg;
 mod primary;
+mod recovery;
 mod secondary;
 
 pub use pg::{PgBase, PgStatus};
@@ -47,6 +51,11 @@ pub enum Action {
     Close {
         conn: ConnId,
     },
+    /// Drop the outbound connection to OSD `osd` (it answered something impossible) and
+    /// connect again later.
+    ClosePeer {
+        osd: u64,
+    },
     Etcd(EtcdAction),
 }
 
@@ -72,8 +81,12 @@ pub enum EtcdAction {
         pg: PgKey,
         value: String,
     },
+    /// Write `/pg/history/<pool>/<pg>` = `value` if it still equals `expected` (`None` =
+    /// absent; compared as parsed JSON) and `/pg/state/<pool>/<pg>` carries our lease,
+    /// then report with [`Osd::on_history_written`].
     PutPgHistory {
         pg: PgKey,
+        expected: Option<String>,
         value: String,
     },
 }
@@ -133,6 +146,8 @@ enum Waiter {
         item: usize,
         step: peering::RecoveryStep,
     },
+    /// A tombstone purge (best effort: a tombstone left behind is purged next time).
+    Purge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +173,9 @@ pub struct Osd<D: Disk> {
     actions: Vec<Action>,
     completions: Vec<Completion>,
     lease_lost: bool,
+    /// Per PG: the newest epoch a primary announced to us (in a listing or a sub-op).
+    /// Sub-ops of older epochs come from a deposed primary and are refused.
+    fences: HashMap<PgKey, u64>,
     /// Monotonic clock (ms) as last set by the driver (see [`Osd::set_clock`]).
     now_ms: u64,
     /// Until when the etcd lease is certainly alive (monotonic ms); `None` = no deadline
@@ -183,6 +201,7 @@ impl<D: Disk> Osd<D> {
             actions: Vec::new(),
             completions: Vec::new(),
             lease_lost: false,
+            fences: HashMap::new(),
             now_ms: 0,
             lease_deadline_ms: None,
             counters: OpCounters::default(),
@@ -212,6 +231,18 @@ impl<D: Disk> Osd<D> {
             .iter()
             .map(|(key, pg)| (*key, pg.status()))
             .collect()
+    }
+
+    /// The epoch PG `key` is served in here (0 before its first activation).
+    pub fn pg_epoch(&self, key: PgKey) -> Option<u64> {
+        self.pgs.get(&key).map(|pg| pg.epoch)
+    }
+
+    /// Flushes everything journaled to its final place (tests: "the delete was flushed").
+    pub fn flush_store(&mut self) {
+        if let Err(error) = self.store.flush_all() {
+            tracing::error!("flush failed: {error}");
+        }
     }
 
     /// Moves the pending actions into `out`.
@@ -249,7 +280,7 @@ impl<D: Disk> Osd<D> {
             .collect();
         for id in failed {
             if let Some((_, waiter)) = self.peer_waiters.remove(&id) {
-                self.waiter_done(waiter, Err(errno::EPIPE), None);
+                self.waiter_done(waiter, Err(errno::EPIPE), None, Some(osd));
             }
         }
         self.repeer_pgs_with(osd);
@@ -277,7 +308,7 @@ impl<D: Disk> Osd<D> {
                     } else {
                         Ok(reply)
                     };
-                    self.waiter_done(waiter, result, Some(payload));
+                    self.waiter_done(waiter, result, Some(payload), Some(osd));
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -293,6 +324,10 @@ impl<D: Disk> Osd<D> {
 
     /// A new cluster view: starts, repeers or stops PGs as needed.
     pub fn on_view(&mut self, view: &ClusterView) {
+        debug_assert!(
+            self.pgs.iter().all(|(_, pg)| pg.base != PgBase::Active || pg.epoch > 0),
+            "an active PG has an epoch"
+        );
         self.view = view.clone();
         if !self.lease_lost {
             self.sync_pgs_with_view();
@@ -306,6 +341,9 @@ impl<D: Disk> Osd<D> {
         debug_assert!(now_ms >= self.now_ms, "the clock is monotonic");
         self.now_ms = now_ms;
         self.check_lease_deadline();
+        if !self.lease_lost {
+            self.run_due_retries();
+        }
     }
 
     /// The instant (monotonic ms) until which the etcd lease is certainly alive: the send
@@ -387,7 +425,7 @@ impl<D: Disk> Osd<D> {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
-            Waiter::List { .. } => {}
+            Waiter::List { .. } | Waiter::Purge => {}
             Waiter::Recovery {
                 pg,
                 gen,
@@ -403,9 +441,10 @@ impl<D: Disk> Osd<D> {
         waiter: Waiter,
         result: Result<Reply, i32>,
         payload: Option<Vec<u8>>,
+        from: Option<u64>,
     ) {
         match waiter {
-            Waiter::Client { op, .. } => self.client_peer_done(op, result.map(|_| ())),
+            Waiter::Client { op, .. } => self.client_peer_done(op, result, from),
             Waiter::List { pg, gen, osd } => self.listing_received(
                 pg,
                 gen,
@@ -424,8 +463,21 @@ impl<D: Disk> Osd<D> {
                 step,
                 result.map(|reply| (reply, payload.unwrap_or_default())),
             ),
-            Waiter::Secondary { .. } => {}
+            Waiter::Secondary { .. } | Waiter::Purge => {}
         }
+    }
+
+    /// Drops the connection to `osd` after it answered something impossible: its pending
+    /// requests fail and the PGs using it peer again.
+    pub(super) fn close_peer(&mut self, osd: u64) {
+        self.on_peer_down(osd);
+        self.actions.push(Action::ClosePeer { osd });
+    }
+
+    /// Remembers that `epoch` of PG `key` was announced (fencing older primaries).
+    pub(super) fn raise_fence(&mut self, key: PgKey, epoch: u64) {
+        let fence = self.fences.entry(key).or_insert(0);
+        *fence = (*fence).max(epoch);
     }
 
     /// Sends a request to a connected peer; `false` when it is not connected.

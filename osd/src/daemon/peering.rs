@@ -1,53 +1,65 @@
-//! Taking PGs, peering, recovery, activation and release.
+//! Taking PGs, peering, activation and release.
 //!
-//! Peering lists every object version on each reachable member of the PG's set and of its
-//! history, picks the newest version of each object (with replicated pools every listed
-//! version was written stable, so the newest one is the committed state or a write that was
-//! in flight), and copies it to the reachable members that lack it before the PG goes
-//! `active`. Each activation starts a new version epoch (`/pg/history` `epoch`), so versions
-//! written from now on are newer than anything an absent OSD may still hold.
+//! Peering of a claimed PG:
+//! 1. Decide whom to ask ([`history::peering_targets`]): the PG's set, every set recorded
+//!    in `/pg/history` and `all_peers`. Fence: the listing carries epoch
+//!    `history.epoch + 1`, and an OSD that sees it refuses sub-ops of older epochs from
+//!    then on, so a deposed primary can no longer change what this peering decides.
+//! 2. List every object version (tombstones included) on every reachable target.
+//! 3. Check the activation rule ([`history::decide_activation`]); if it fails the PG is
+//!    `incomplete` (I/O gets -EPIPE) until a missing OSD connects.
+//! 4. Copy the newest version of each object (data, or a tombstone) to every live member
+//!    that lacks it (`recovery.rs`).
+//! 5. Record the live set and the new epoch in `/pg/history` (an etcd transaction
+//!    conditioned on the history we read and on our lease holding `/pg/state`); only when
+//!    etcd confirmed it the PG goes `active`. Then, if every OSD that may hold a copy is a
+//!    live member, the tombstones found are purged everywhere.
+//!
+//! Failures (a listing or copy fails, the history transaction loses a race) retry after
+//! [`RETRY_MS`] or as soon as the view changes.
 
+use super::history::{self, Blocker};
 use super::pg::{Pg, PgBase};
 use super::{Action, EtcdAction, Osd, Waiter};
-use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
+use crate::blockstore::{Disk, Op};
 use crate::cluster::PgKey;
 use std::collections::{BTreeMap, BTreeSet};
 use vitastor_proto::errno;
 use vitastor_proto::etcd::{PgHistory, PgStats, PoolScheme};
-use vitastor_proto::wire::request::{SecList, SecRw};
-use vitastor_proto::wire::{decode_obj_versions, Reply, RequestBody};
+use vitastor_proto::wire::request::{SecDelete, SecList, LIST_TOMBSTONES};
+use vitastor_proto::wire::{decode_obj_versions, Reply, ReplyBody, RequestBody};
 use vitastor_proto::ObjectId;
 
-/// What a recovery request was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RecoveryStep {
-    Read,
-    LocalWrite,
-    LocalSync,
-    PeerWrite,
-}
+pub(super) use super::recovery::{RecoveryItem, RecoveryStep};
 
-/// One object to copy: its newest version lives on `source` and is missing on `targets`.
-#[derive(Debug)]
-pub(super) struct RecoveryItem {
-    oid: ObjectId,
-    version: u64,
-    source: u64,
-    targets: Vec<u64>,
-    data: Option<Vec<u8>>,
-    pending: usize,
+/// Delay before a failed peering step is tried again (ms).
+pub(super) const RETRY_MS: u64 = 500;
+
+/// One object's state on one OSD, as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Listed {
+    pub version: u64,
+    pub deleted: bool,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Peering {
     /// OSDs whose listing has not arrived yet.
-    pending: BTreeSet<u64>,
+    pub pending: BTreeSet<u64>,
+    /// OSDs whose listing arrived (the primary included).
+    pub listed: BTreeSet<u64>,
     /// Object -> OSD -> newest version there.
-    versions: BTreeMap<ObjectId, BTreeMap<u64, u64>>,
-    items: Vec<RecoveryItem>,
-    next_item: usize,
-    inflight: usize,
-    finished: usize,
+    pub versions: BTreeMap<ObjectId, BTreeMap<u64, Listed>>,
+    /// The history this peering decided on (compared by etcd when the new one is written).
+    pub based_on: Option<PgHistory>,
+    /// The epoch announced to the members (`based_on.epoch + 1`).
+    pub fence: u64,
+    pub items: Vec<RecoveryItem>,
+    pub next_item: usize,
+    pub inflight: usize,
+    pub finished: usize,
+    /// Set once the history transaction is on its way.
+    pub writing_history: Option<PgHistory>,
 }
 
 impl<D: Disk> Osd<D> {
@@ -98,6 +110,7 @@ impl<D: Disk> Osd<D> {
             self.stop_pg(key);
         }
         for (key, (osd_set, pg_minsize, pg_count, pg_stripe_size)) in wanted {
+            let history = self.view.pg_history.get(&key).cloned();
             let pg = self.pgs.entry(key).or_insert_with(Pg::new);
             if pg.stop {
                 continue; // being released; taken again once that is done
@@ -106,13 +119,23 @@ impl<D: Disk> Osd<D> {
                 || pg.pg_minsize != pg_minsize
                 || pg.pg_count != pg_count
                 || pg.pg_stripe_size != pg_stripe_size;
+            // A history written by someone else (the monitor recording a moved set) while
+            // we wait or peer changes what peering must look at.
+            // Our own history write showing up in the watch is not a change.
+            let writing = pg
+                .peering
+                .as_ref()
+                .and_then(|p| p.writing_history.as_ref());
+            let history_changed = pg.base != PgBase::Active
+                && pg.seen_history != history
+                && (writing.is_none() || writing != history.as_ref());
             pg.osd_set = osd_set;
             pg.pg_minsize = pg_minsize;
             pg.pg_count = pg_count;
             pg.pg_stripe_size = pg_stripe_size;
             if !pg.claimed {
                 self.try_claim(key);
-            } else if changed {
+            } else if changed || history_changed {
                 self.start_peering(key);
             }
         }
@@ -128,7 +151,7 @@ impl<D: Disk> Osd<D> {
         if pg.claiming || pg.claimed {
             return;
         }
-        if let Some(holder) = held_by {
+        if let Some(holder) = held_by.filter(|&holder| holder != me) {
             tracing::info!(
                 pool = key.0,
                 pg = key.1,
@@ -180,13 +203,17 @@ impl<D: Disk> Osd<D> {
         }
     }
 
-    /// Repeers every claimed PG that has `osd` as a member or a peer.
+    /// Repeers every claimed PG that has `osd` as a member, a peer or a wanted OSD.
     pub(super) fn repeer_pgs_with(&mut self, osd: u64) {
         let keys: Vec<PgKey> = self
             .pgs
             .iter()
             .filter(|(_, pg)| {
-                pg.claimed && !pg.stop && (pg.osd_set.contains(&osd) || pg.peers.contains(&osd))
+                pg.claimed
+                    && !pg.stop
+                    && (pg.osd_set.contains(&osd)
+                        || pg.peers.contains(&osd)
+                        || pg.wanted.contains(&osd))
             })
             .map(|(key, _)| *key)
             .collect();
@@ -210,58 +237,105 @@ impl<D: Disk> Osd<D> {
         }
     }
 
+    /// Runs the peering of PGs whose retry time has come.
+    pub(super) fn run_due_retries(&mut self) {
+        let now = self.now_ms;
+        let due: Vec<PgKey> = self
+            .pgs
+            .iter()
+            .filter(|(_, pg)| pg.retry_at_ms.is_some_and(|at| at <= now))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            self.start_peering(key);
+        }
+    }
+
+    /// Peering failed for a reason that may go away: try again a little later.
+    pub(super) fn retry_peering_later(&mut self, key: PgKey, problem: &str) {
+        let at = self.now_ms + RETRY_MS;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        tracing::warn!(
+            pool = key.0,
+            pg = key.1,
+            "{problem}; peering again in {RETRY_MS} ms"
+        );
+        pg.generation += 1;
+        pg.peering = None;
+        pg.base = PgBase::Peering;
+        pg.retry_at_ms = Some(at);
+    }
+
     /// (Re)starts peering; waits for ops in flight first.
     pub(super) fn start_peering(&mut self, key: PgKey) {
         self.fail_queued_ops(key);
         let me = self.settings.osd_num;
-        let history = self.view.pg_history.get(&key).cloned().unwrap_or_default();
+        if self.lease_lost {
+            return;
+        }
+        let history = self.view.pg_history.get(&key).cloned();
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
+        if !pg.claimed || pg.stop {
+            return;
+        }
         pg.generation += 1;
         pg.peering = None;
+        pg.retry_at_ms = None;
+        pg.seen_history = history.clone();
         if pg.inflight > 0 {
             pg.base = PgBase::Repeering;
             self.publish_state(key);
             return;
         }
-        let mut targets: BTreeSet<u64> = pg.osd_set.iter().copied().filter(|&o| o != 0).collect();
-        for set in &history.osd_sets {
-            targets.extend(set.iter().copied().filter(|&o| o != 0));
-        }
-        targets.extend(history.all_peers.iter().copied().filter(|&o| o != 0));
+        let base_history = history.clone().unwrap_or_default();
+        let targets = history::peering_targets(&pg.osd_set, &base_history);
+        pg.wanted = targets.clone();
         let reachable: Vec<u64> = targets
-            .into_iter()
-            .filter(|&osd| osd == me || self.peers.contains_key(&osd))
-            .collect();
-        pg.live = pg
-            .osd_set
             .iter()
             .copied()
-            .filter(|osd| reachable.contains(osd))
+            .filter(|&osd| osd == me || self.peers.contains_key(&osd))
             .collect();
-        pg.peers = reachable.clone();
-        pg.degraded = pg.live.len() < pg.osd_set.iter().filter(|&&o| o != 0).count();
-        pg.has_degraded = false;
-        pg.has_misplaced = false;
-        if (pg.live.len() as u32) < pg.pg_minsize || !pg.live.contains(&me) {
-            tracing::warn!(pool = key.0, pg = key.1, live = ?pg.live, "fewer than pg_minsize members reachable: PG is incomplete");
-            pg.base = PgBase::Incomplete;
-            self.publish_state(key);
+        // A quick check before listing: without the OSDs it needs, peering cannot decide.
+        let reachable_set: BTreeSet<u64> = reachable.iter().copied().collect();
+        if let Err(blocker) = history::decide_activation(
+            &pg.osd_set,
+            &base_history,
+            &reachable_set,
+            me,
+            pg.pg_minsize,
+        ) {
+            self.mark_incomplete(key, &blocker);
             return;
         }
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.peers = reachable.clone();
+        pg.has_degraded = false;
+        pg.has_misplaced = false;
         pg.base = PgBase::Peering;
         let gen = pg.generation;
+        let fence = base_history.epoch + 1;
         let (pg_count, stripe) = (pg.pg_count, self.pg_stripe_size(key));
-        let mut peering = Peering::default();
+        let mut peering = Peering {
+            based_on: history,
+            fence,
+            ..Peering::default()
+        };
         let min_inode = u64::from(key.0) << 48;
         let max_inode = min_inode | ((1 << 48) - 1);
         for version in self
             .store
             .list(key.1, pg_count, stripe, min_inode, max_inode)
         {
-            peering.record(version.oid, me, version.version);
+            peering.record(version.oid, me, version.version, version.deleted);
         }
+        peering.listed.insert(me);
+        self.raise_fence(key, fence);
         let list = SecList {
             list_pg: key.1,
             pg_count,
@@ -271,6 +345,8 @@ impl<D: Disk> Osd<D> {
             min_stripe: 0,
             max_stripe: u64::MAX,
             stable_limit: 0,
+            flags: LIST_TOMBSTONES,
+            epoch: fence,
         };
         for &osd in reachable.iter().filter(|&&osd| osd != me) {
             let waiter = Waiter::List { pg: key, gen, osd };
@@ -288,12 +364,30 @@ impl<D: Disk> Osd<D> {
         }
     }
 
-    fn pg_stripe_size(&self, key: PgKey) -> u64 {
+    fn mark_incomplete(&mut self, key: PgKey, blocker: &Blocker) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        if pg.base != PgBase::Incomplete {
+            tracing::warn!(
+                pool = key.0,
+                pg = key.1,
+                "PG is incomplete: {blocker}; waiting for those OSDs"
+            );
+        }
+        pg.peering = None;
+        pg.base = PgBase::Incomplete;
+        pg.degraded = false;
+        pg.has_degraded = false;
+        self.publish_state(key);
+    }
+
+    pub(super) fn pg_stripe_size(&self, key: PgKey) -> u64 {
         let stripe = self.pgs.get(&key).map_or(0, |pg| pg.pg_stripe_size);
         stripe.max(u64::from(self.store.block_size()))
     }
 
-    fn peering_mut(&mut self, key: PgKey, gen: u64) -> Option<&mut Peering> {
+    pub(super) fn peering_mut(&mut self, key: PgKey, gen: u64) -> Option<&mut Peering> {
         let pg = self.pgs.get_mut(&key)?;
         if pg.generation != gen {
             return None;
@@ -309,47 +403,83 @@ impl<D: Disk> Osd<D> {
         result: Result<(Reply, Vec<u8>), i32>,
     ) {
         let listed = match result {
-            Ok((_, payload)) => decode_obj_versions(&payload).map_err(|e| e.to_string()),
+            Ok((reply, payload)) => {
+                let deleted_count = match reply.body {
+                    ReplyBody::SecList { deleted_count, .. } => deleted_count,
+                    _ => 0,
+                };
+                decode_obj_versions(&payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|items| {
+                        let first_deleted = items.len().checked_sub(deleted_count as usize);
+                        match first_deleted {
+                            Some(first) => Ok((items, first)),
+                            None => Err(format!(
+                                "{deleted_count} tombstones in a listing of {}",
+                                items.len()
+                            )),
+                        }
+                    })
+            }
             Err(code) => Err(format!("error {code}")),
         };
         let Some(peering) = self.peering_mut(key, gen) else {
             return;
         };
         match listed {
-            Ok(items) => {
-                for item in items {
-                    peering.record(item.oid, osd, item.version);
+            Ok((items, first_deleted)) => {
+                if items.iter().any(|item| item.version == 0) {
+                    tracing::error!(osd, "a listing holds version 0; closing the peer");
+                    self.close_peer(osd);
+                    return;
+                }
+                for (i, item) in items.iter().enumerate() {
+                    peering.record(item.oid, osd, item.version, i >= first_deleted);
                 }
                 peering.pending.remove(&osd);
+                peering.listed.insert(osd);
                 if peering.pending.is_empty() {
                     self.plan_recovery(key);
                 }
             }
             Err(problem) => {
-                tracing::warn!(
-                    pool = key.0,
-                    pg = key.1,
-                    osd,
-                    "listing failed ({problem}); peering again"
-                );
-                self.start_peering(key);
+                self.retry_peering_later(key, &format!("listing of OSD {osd} failed ({problem})"))
             }
         }
     }
 
-    /// All listings are in: decide what to copy where.
+    /// All listings are in: check the activation rule, then decide what to copy where.
     fn plan_recovery(&mut self, key: PgKey) {
         let me = self.settings.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let Some(peering) = pg.peering.as_mut() else {
+        let Some(peering) = pg.peering.as_ref() else {
             return;
         };
+        let base_history = peering.based_on.clone().unwrap_or_default();
+        let live = match history::decide_activation(
+            &pg.osd_set,
+            &base_history,
+            &peering.listed,
+            me,
+            pg.pg_minsize,
+        ) {
+            Ok(live) => live,
+            Err(blocker) => return self.mark_incomplete(key, &blocker),
+        };
+        pg.live = live.iter().copied().filter(|&osd| osd != 0).collect();
+        pg.live_slots = live;
+        pg.degraded = pg.live.len() < pg.osd_set.iter().filter(|&&o| o != 0).count();
+        let peering = pg.peering.as_mut().expect("invariant: checked above");
         let mut items = Vec::new();
         let mut misplaced = false;
         for (oid, holders) in &peering.versions {
-            let newest = holders.values().copied().max().unwrap_or(0);
+            let newest = holders
+                .values()
+                .copied()
+                .max_by_key(|listed| listed.version)
+                .expect("invariant: an object is recorded with a holder");
             if holders.keys().any(|osd| !pg.osd_set.contains(osd)) {
                 misplaced = true;
             }
@@ -357,28 +487,21 @@ impl<D: Disk> Osd<D> {
                 .live
                 .iter()
                 .copied()
-                .filter(|osd| holders.get(osd).copied().unwrap_or(0) < newest)
+                .filter(|osd| holders.get(osd).map_or(0, |l| l.version) < newest.version)
                 .collect();
             if targets.is_empty() {
                 continue;
             }
-            let source = if holders.get(&me) == Some(&newest) {
+            let source = if holders.get(&me).map(|l| l.version) == Some(newest.version) {
                 me
             } else {
                 *holders
                     .iter()
-                    .find(|(_, &v)| v == newest)
+                    .find(|(_, l)| l.version == newest.version)
                     .map(|(osd, _)| osd)
                     .expect("invariant: some holder has the newest version")
             };
-            items.push(RecoveryItem {
-                oid: *oid,
-                version: newest,
-                source,
-                targets,
-                data: None,
-                pending: 0,
-            });
+            items.push(RecoveryItem::new(*oid, newest, source, targets));
         }
         pg.has_degraded = !items.is_empty();
         pg.has_misplaced = misplaced;
@@ -394,210 +517,83 @@ impl<D: Disk> Osd<D> {
         self.run_recovery(key);
     }
 
-    fn run_recovery(&mut self, key: PgKey) {
-        let me = self.settings.osd_num;
-        let parallelism = self.settings.recovery_parallelism.max(1);
-        let block_size = self.store.block_size();
-        loop {
-            let Some(pg) = self.pgs.get_mut(&key) else {
-                return;
-            };
-            let gen = pg.generation;
-            let Some(peering) = pg.peering.as_mut() else {
-                return;
-            };
-            if peering.finished == peering.items.len() {
-                self.activate(key);
-                return;
-            }
-            if peering.inflight >= parallelism || peering.next_item >= peering.items.len() {
-                return;
-            }
-            let item_index = peering.next_item;
-            peering.next_item += 1;
-            peering.inflight += 1;
-            let item = &peering.items[item_index];
-            let (oid, version, source) = (item.oid, item.version, item.source);
-            let step = RecoveryStep::Read;
-            let waiter = Waiter::Recovery {
-                pg: key,
-                gen,
-                item: item_index,
-                step,
-            };
-            if source == me {
-                let op = Op::Read {
-                    oid,
-                    offset: 0,
-                    len: block_size,
-                };
-                self.submit_store(op, waiter);
-            } else {
-                let rw = SecRw {
-                    oid,
-                    version,
-                    offset: 0,
-                    len: block_size,
-                    attr_len: 0,
-                };
-                if !self.send_to_peer(source, RequestBody::SecRead(rw), &[], waiter) {
-                    self.start_peering(key);
-                    return;
-                }
-            }
-        }
-    }
-
-    pub(super) fn recovery_local_done(
-        &mut self,
-        key: PgKey,
-        gen: u64,
-        item: usize,
-        step: RecoveryStep,
-        result: Result<OpOutput, OpError>,
-    ) {
-        match (step, result) {
-            (RecoveryStep::Read, Ok(OpOutput::Read { data, .. })) => {
-                self.recovery_read_done(key, gen, item, data.to_vec())
-            }
-            (RecoveryStep::LocalWrite, Ok(_)) if self.sync_every_write() => {
-                let waiter = Waiter::Recovery {
-                    pg: key,
-                    gen,
-                    item,
-                    step: RecoveryStep::LocalSync,
-                };
-                self.submit_store(Op::Sync, waiter);
-            }
-            (_, Ok(_)) => self.recovery_write_done(key, gen, item),
-            (_, Err(error)) => self.recovery_failed(key, gen, &error.message),
-        }
-    }
-
-    pub(super) fn recovery_peer_done(
-        &mut self,
-        key: PgKey,
-        gen: u64,
-        item: usize,
-        step: RecoveryStep,
-        result: Result<(Reply, Vec<u8>), i32>,
-    ) {
-        match (step, result) {
-            (RecoveryStep::Read, Ok((reply, payload))) => {
-                let attr_len = match reply.body {
-                    vitastor_proto::wire::ReplyBody::SecRw { attr_len, .. } => attr_len as usize,
-                    _ => 0,
-                };
-                let data = payload.get(attr_len..).unwrap_or_default().to_vec();
-                self.recovery_read_done(key, gen, item, data);
-            }
-            (_, Ok(_)) => self.recovery_write_done(key, gen, item),
-            (_, Err(code)) => self.recovery_failed(key, gen, &format!("error {code}")),
-        }
-    }
-
-    fn recovery_failed(&mut self, key: PgKey, gen: u64, problem: &str) {
-        if self.peering_mut(key, gen).is_none() {
-            return;
-        }
-        tracing::error!(
-            pool = key.0,
-            pg = key.1,
-            "recovery failed: {problem}; PG is incomplete until the next change"
-        );
-        if let Some(pg) = self.pgs.get_mut(&key) {
-            pg.peering = None;
-            pg.base = PgBase::Incomplete;
-        }
-        self.publish_state(key);
-    }
-
-    fn recovery_read_done(&mut self, key: PgKey, gen: u64, item_index: usize, data: Vec<u8>) {
-        let me = self.settings.osd_num;
-        let Some(peering) = self.peering_mut(key, gen) else {
-            return;
-        };
-        let item = &mut peering.items[item_index];
-        item.pending = item.targets.len();
-        let (oid, version, targets) = (item.oid, item.version, item.targets.clone());
-        for target in targets {
-            if target == me {
-                let op = Op::Write {
-                    oid,
-                    version,
-                    offset: 0,
-                    data: AlignedBuf::from_slice(&data),
-                    stable: true,
-                };
-                let step = RecoveryStep::LocalWrite;
-                self.submit_store(
-                    op,
-                    Waiter::Recovery {
-                        pg: key,
-                        gen,
-                        item: item_index,
-                        step,
-                    },
-                );
-            } else {
-                let rw = SecRw {
-                    oid,
-                    version,
-                    offset: 0,
-                    len: data.len() as u32,
-                    attr_len: 0,
-                };
-                let step = RecoveryStep::PeerWrite;
-                let waiter = Waiter::Recovery {
-                    pg: key,
-                    gen,
-                    item: item_index,
-                    step,
-                };
-                if !self.send_to_peer(target, RequestBody::SecWriteStable(rw), &data, waiter) {
-                    self.start_peering(key);
-                    return;
-                }
-            }
-        }
-        if let Some(peering) = self.peering_mut(key, gen) {
-            peering.items[item_index].data = None;
-        }
-    }
-
-    fn recovery_write_done(&mut self, key: PgKey, gen: u64, item_index: usize) {
-        let Some(peering) = self.peering_mut(key, gen) else {
-            return;
-        };
-        let item = &mut peering.items[item_index];
-        item.pending -= 1;
-        if item.pending > 0 {
-            return;
-        }
-        peering.inflight -= 1;
-        peering.finished += 1;
-        self.counters.recovered_objects += 1;
-        self.run_recovery(key);
-    }
-
-    /// Every reachable member has the newest version of every object: serve.
-    fn activate(&mut self, key: PgKey) {
-        let history = self.view.pg_history.get(&key).cloned().unwrap_or_default();
+    /// Every live member has the newest version of every object: record the live set in
+    /// `/pg/history`, and serve once etcd confirmed it.
+    pub(super) fn write_history(&mut self, key: PgKey) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let Some(peering) = pg.peering.take() else {
+        let gen = pg.generation;
+        let Some(peering) = pg.peering.as_mut() else {
             return;
         };
+        if peering.writing_history.is_some() {
+            return;
+        }
+        let old = peering.based_on.clone().unwrap_or_default();
         let newest = peering
             .versions
             .values()
             .flat_map(|holders| holders.values())
-            .copied()
+            .map(|listed| listed.version)
             .max()
             .unwrap_or(0);
-        pg.epoch = history.epoch.max(newest >> 16) + 1;
+        let epoch = peering.fence.max((newest >> 16) + 1);
+        let holders: BTreeSet<u64> = peering
+            .versions
+            .values()
+            .flat_map(|holders| holders.keys())
+            .copied()
+            .collect();
+        let new = history::activated_history(&old, &pg.osd_set, &pg.live_slots, &holders, epoch);
+        peering.writing_history = Some(new.clone());
+        let expected = peering
+            .based_on
+            .as_ref()
+            .map(|h| serde_json::to_string(h).expect("invariant: serializes"));
+        let value = serde_json::to_string(&new).expect("invariant: serializes");
+        pg.history_gen = Some(gen);
+        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
+            pg: key,
+            expected,
+            value,
+        }));
+    }
+
+    /// The answer to [`EtcdAction::PutPgHistory`]: `ok` when etcd took the new history.
+    pub fn on_history_written(&mut self, key: PgKey, ok: bool) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let Some(gen) = pg.history_gen.take() else {
+            return;
+        };
+        if gen != pg.generation || self.lease_lost {
+            return; // peering restarted meanwhile; it reads the history again
+        }
+        if !ok {
+            // Someone else changed the history (the monitor moved the set) or we lost
+            // the PG: peer again on what etcd says now.
+            return self.retry_peering_later(key, "the PG history changed under us");
+        }
+        self.activate(key);
+    }
+
+    fn activate(&mut self, key: PgKey) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let Some(mut peering) = pg.peering.take() else {
+            return;
+        };
+        let history = peering
+            .writing_history
+            .take()
+            .expect("invariant: activation follows the history write");
+        pg.epoch = history.epoch;
         pg.base = PgBase::Active;
+        pg.has_degraded = false; // every live member got the newest version of everything
+        pg.seen_history = Some(history.clone());
         let objects = peering.versions.len() as u64;
         let stats = PgStats {
             object_count: objects,
@@ -607,23 +603,16 @@ impl<D: Disk> Osd<D> {
             incomplete_count: 0,
             write_osd_set: None,
         };
-        let mut all_peers: BTreeSet<u64> = history.all_peers.iter().copied().collect();
-        all_peers.extend(pg.peers.iter().copied());
-        // History keeps the sets that may hold data the current members lack: while the
-        // PG is degraded, the absent members' set stays listed.
-        let mut osd_sets = vec![pg.osd_set.clone()];
-        if pg.degraded {
-            for set in history.osd_sets {
-                if !osd_sets.contains(&set) {
-                    osd_sets.push(set);
-                }
-            }
-        }
-        let history = PgHistory {
-            osd_sets,
-            all_peers: all_peers.into_iter().collect(),
-            epoch: pg.epoch,
-        };
+        let tombstones: Vec<(ObjectId, u64)> = peering
+            .versions
+            .iter()
+            .filter_map(|(oid, holders)| {
+                let newest = holders.values().max_by_key(|l| l.version)?;
+                newest.deleted.then_some((*oid, newest.version))
+            })
+            .collect();
+        let purge = !tombstones.is_empty() && history::may_purge(&history, &pg.live);
+        let live = pg.live.clone();
         tracing::info!(
             pool = key.0,
             pg = key.1,
@@ -632,18 +621,37 @@ impl<D: Disk> Osd<D> {
             degraded = pg.degraded,
             "PG active"
         );
-        let history_json = serde_json::to_string(&history).expect("invariant: serializes");
         let stats_json = serde_json::to_string(&stats).expect("invariant: serializes");
         self.view.pg_history.insert(key, history);
-        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
-            pg: key,
-            value: history_json,
-        }));
+        self.raise_fence(key, self.pgs[&key].epoch);
         self.actions.push(Action::Etcd(EtcdAction::PutPgStats {
             pg: key,
             value: stats_json,
         }));
         self.publish_state(key);
+        if purge {
+            self.purge_tombstones(key, &live, &tombstones);
+        }
+    }
+
+    /// Drops tombstones every OSD that may hold the objects has (see `history.rs`).
+    fn purge_tombstones(&mut self, key: PgKey, live: &[u64], tombstones: &[(ObjectId, u64)]) {
+        let me = self.settings.osd_num;
+        let epoch = self.pgs.get(&key).map_or(0, |pg| pg.epoch);
+        for &(oid, version) in tombstones {
+            debug_assert!(version >> 16 < epoch, "only earlier epochs' tombstones");
+            self.submit_store(Op::Purge { oid, version }, Waiter::Purge);
+            for &osd in live.iter().filter(|&&osd| osd != me) {
+                let body = RequestBody::SecDelete(SecDelete {
+                    oid,
+                    version,
+                    purge: true,
+                    pg: key.1,
+                    epoch,
+                });
+                self.send_to_peer(osd, body, &[], Waiter::Purge);
+            }
+        }
     }
 
     /// Stops serving `key`: waits for ops in flight, then releases `/pg/state`.
@@ -655,6 +663,7 @@ impl<D: Disk> Osd<D> {
         pg.stop = true;
         pg.generation += 1;
         pg.peering = None;
+        pg.retry_at_ms = None;
         if pg.inflight > 0 {
             pg.base = PgBase::Stopping;
             self.publish_state(key);
@@ -696,13 +705,18 @@ impl<D: Disk> Osd<D> {
 }
 
 impl Peering {
-    fn record(&mut self, oid: ObjectId, osd: u64, version: u64) {
-        let newest = self
+    pub(super) fn record(&mut self, oid: ObjectId, osd: u64, version: u64, deleted: bool) {
+        let entry = self
             .versions
             .entry(oid)
             .or_default()
             .entry(osd)
-            .or_insert(0);
-        *newest = (*newest).max(version);
+            .or_insert(Listed {
+                version: 0,
+                deleted: false,
+            });
+        if version >= entry.version {
+            *entry = Listed { version, deleted };
+        }
     }
 }

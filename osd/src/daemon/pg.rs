@@ -2,11 +2,14 @@
 //! per-object write queues that keep writes to one object in order.
 //!
 //! Lifecycle: `starting` (claiming `/pg/state` in etcd) -> `peering` (listing versions on
-//! every reachable member and history peer, then copying the newest version of each object
-//! to members that lack it) -> `active`, or `incomplete` when fewer than `pg_minsize`
-//! members are reachable. A change of members, of their reachability or of the PG map sends
-//! an active PG to `repeering` (new ops get -EPIPE, ops in flight finish) and then back to
-//! `peering`. `stopping` does the same and then releases the PG.
+//! every reachable member and history peer, copying the newest version of each object to
+//! members that lack it, recording the live set in `/pg/history`) -> `active`, or
+//! `incomplete` when the activation rule (`history.rs`) fails: a set that may hold the
+//! newest writes has no reachable member, or fewer than `pg_minsize` members are
+//! reachable. An incomplete PG peers again whenever an OSD it waits for connects. A change
+//! of members, of their reachability or of the PG map sends an active PG to `repeering`
+//! (new ops get -EPIPE, ops in flight finish) and then back to `peering`. `stopping` does
+//! the same and then releases the PG.
 
 use super::peering::Peering;
 use std::collections::{HashMap, VecDeque};
@@ -74,8 +77,19 @@ pub(super) struct Pg {
     pub pg_stripe_size: u64,
     /// Members that take writes: the reachable members of `osd_set` when it activated.
     pub live: Vec<u64>,
+    /// `live` in the slots of `osd_set`, 0 for absent members (what `/pg/history` records).
+    pub live_slots: Vec<u64>,
     /// Every OSD peering looked at.
     pub peers: Vec<u64>,
+    /// Every OSD peering would like to hear from (members, recorded sets, all_peers): an
+    /// incomplete PG peers again when one of them connects.
+    pub wanted: std::collections::BTreeSet<u64>,
+    /// The `/pg/history` value the last peering started from.
+    pub seen_history: Option<vitastor_proto::etcd::PgHistory>,
+    /// When a failed peering is tried again (monotonic ms).
+    pub retry_at_ms: Option<u64>,
+    /// The peering generation whose history write is on its way to etcd.
+    pub history_gen: Option<u64>,
     /// Version epoch of this activation (versions are `epoch << 16 | counter`).
     pub epoch: u64,
     pub degraded: bool,
@@ -104,7 +118,12 @@ impl Pg {
             pg_count: 1,
             pg_stripe_size: 0,
             live: Vec::new(),
+            live_slots: Vec::new(),
             peers: Vec::new(),
+            wanted: Default::default(),
+            seen_history: None,
+            retry_at_ms: None,
+            history_gen: None,
             epoch: 0,
             degraded: false,
             has_degraded: false,

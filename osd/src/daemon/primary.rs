@@ -13,7 +13,7 @@ use crate::cluster::PgKey;
 use vitastor_proto::errno;
 use vitastor_proto::etcd::PoolScheme;
 use vitastor_proto::placement::pg_of_stripe;
-use vitastor_proto::wire::request::{Rw, SecRw};
+use vitastor_proto::wire::request::{Rw, SecDelete, SecRw};
 use vitastor_proto::wire::{Opcode, Reply, ReplyBody, RequestBody};
 use vitastor_proto::{ObjectId, PoolId};
 
@@ -189,6 +189,9 @@ impl<D: Disk> Osd<D> {
         }
         let current = self.store.object_version(&oid);
         let expected = op.expected;
+        let is_delete = matches!(op.kind, ClientKind::Delete);
+        let pg_epoch = pg.epoch;
+        let peers: Vec<u64> = pg.write_peers(me).collect();
         self.client_ops
             .get_mut(&key)
             .expect("invariant: checked above")
@@ -196,8 +199,14 @@ impl<D: Disk> Osd<D> {
         if expected != 0 && expected != current + 1 {
             return self.fail_client_op(key, errno::EINTR);
         }
-        let version = (current + 1).max(pg.epoch << 16 | 1);
-        let peers: Vec<u64> = pg.write_peers(me).collect();
+        if is_delete && !self.store.object_exists(&oid) {
+            // Never written, deleted already or purged: it reads as zeros, and another
+            // tombstone would only cost space.
+            return self.finish_client_op(key);
+        }
+        let version = (current + 1).max(pg_epoch << 16 | 1);
+        debug_assert!(version >> 16 >= pg_epoch, "versions carry the PG's epoch");
+        let (pg_num, epoch) = (pg_key.1, pg_epoch);
         let op = self
             .client_ops
             .get_mut(&key)
@@ -220,13 +229,21 @@ impl<D: Disk> Osd<D> {
                     offset,
                     len,
                     attr_len: 0,
+                    pg: pg_num,
+                    epoch,
                 };
                 // Not needed after this: the copies are on their way.
                 (local, RequestBody::SecWriteStable(rw), std::mem::take(data))
             }
             _ => (
                 Op::Delete { oid, version },
-                RequestBody::SecDelete { oid, version },
+                RequestBody::SecDelete(SecDelete {
+                    oid,
+                    version,
+                    purge: false,
+                    pg: pg_num,
+                    epoch,
+                }),
                 Vec::new(),
             ),
         };
@@ -306,7 +323,41 @@ impl<D: Disk> Osd<D> {
         self.client_part_done(key, Ok(()), false)
     }
 
-    pub(super) fn client_peer_done(&mut self, key: u64, result: Result<(), i32>) {
+    /// A member answered a sub-op of client op `key`. A write or delete reply must carry
+    /// the version we sent; anything else means the peer cannot be trusted: its
+    /// connection is dropped and the PG peers again.
+    pub(super) fn client_peer_done(
+        &mut self,
+        key: u64,
+        result: Result<Reply, i32>,
+        from: Option<u64>,
+    ) {
+        let expected = self.client_ops.get(&key).map(|op| op.version);
+        let result = match result {
+            Ok(reply) => {
+                let version = match reply.body {
+                    ReplyBody::SecRw { version, .. } | ReplyBody::SecDelete { version } => {
+                        Some(version)
+                    }
+                    _ => None,
+                };
+                match (version, expected, from) {
+                    (Some(got), Some(sent), Some(osd)) if got != sent && sent != 0 => {
+                        tracing::error!(
+                            osd,
+                            got,
+                            sent,
+                            "a member acknowledged another version than it was sent; dropping it"
+                        );
+                        self.client_part_done(key, Err(errno::EPIPE), true);
+                        self.close_peer(osd);
+                        return;
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(code) => Err(code),
+        };
         self.client_part_done(key, result, true)
     }
 

@@ -1,16 +1,76 @@
 //! Sub-ops a primary sends to the other OSDs of a PG: write or read one object version,
-//! delete, fsync, list a PG's versions for peering. They run straight on the blockstore;
-//! when every write must be durable (`immediate_commit = all`), a write is followed by an
-//! fsync before its reply.
+//! delete (a tombstone) or purge a tombstone, fsync, list a PG's versions for peering.
+//! They run straight on the blockstore; when every write must be durable
+//! (`immediate_commit = all`), a write is followed by an fsync before its reply.
+//!
+//! Fencing: every sub-op of a PG carries the primary's epoch of it. The newest epoch seen
+//! per PG is remembered, and sub-ops of older epochs are refused with -EPIPE: they come
+//! from a primary that was deposed (its lease expired, another OSD peered the PG since).
+//! If we think we are the primary of that PG ourselves and a newer epoch shows up, we
+//! were deposed: the PG stops here.
 
 use super::{ConnId, Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
+use crate::cluster::PgKey;
+use vitastor_proto::errno;
+use vitastor_proto::wire::request::LIST_TOMBSTONES;
 use vitastor_proto::wire::{encode_obj_versions, Opcode, Reply, ReplyBody, Request, RequestBody};
-use vitastor_proto::ObjectVersion;
+use vitastor_proto::{ObjectId, ObjectVersion};
 
 impl<D: Disk> Osd<D> {
+    /// Checks a sub-op's epoch against the fence of its PG (and raises the fence). Epoch 0
+    /// is not fenced (Vitastor's own tools listing objects).
+    fn fence_allows(&mut self, key: PgKey, epoch: u64, opcode: Opcode) -> bool {
+        if epoch == 0 {
+            return true;
+        }
+        let fence = self.fences.get(&key).copied().unwrap_or(0);
+        if epoch < fence {
+            tracing::warn!(
+                pool = key.0,
+                pg = key.1,
+                epoch,
+                fence,
+                ?opcode,
+                "refusing a sub-op of a deposed primary"
+            );
+            return false;
+        }
+        self.raise_fence(key, epoch);
+        let deposed = self.pgs.get(&key).is_some_and(|pg| {
+            pg.claimed && !pg.stop && epoch > pg.epoch.max(pg.peering.as_ref().map_or(0, |p| p.fence))
+        });
+        if deposed {
+            tracing::error!(
+                pool = key.0,
+                pg = key.1,
+                epoch,
+                "another primary serves this PG in a newer epoch; stopping it here"
+            );
+            self.stop_pg(key);
+        }
+        true
+    }
+
     pub(super) fn secondary_op(&mut self, conn: ConnId, request: Request, payload: Vec<u8>) {
         let (id, opcode) = (request.id, request.body.opcode());
+        let pool_of = |oid: &ObjectId| (oid.inode >> 48) as u32;
+        let fenced = match &request.body {
+            RequestBody::SecWrite(rw) | RequestBody::SecWriteStable(rw) | RequestBody::SecRead(rw) => {
+                !self.fence_allows((pool_of(&rw.oid), rw.pg), rw.epoch, opcode)
+            }
+            RequestBody::SecDelete(del) => {
+                !self.fence_allows((pool_of(&del.oid), del.pg), del.epoch, opcode)
+            }
+            RequestBody::SecList(list) => {
+                let pool = (list.min_inode >> 48) as u32;
+                !self.fence_allows((pool, list.list_pg), list.epoch, opcode)
+            }
+            _ => false,
+        };
+        if fenced {
+            return self.reply(conn, Reply::error(id, opcode, errno::EPIPE), &[]);
+        }
         let sync = self.sync_every_write();
         let waiter = |sync: bool, version: u64, len: u32| Waiter::Secondary {
             conn,
@@ -42,9 +102,15 @@ impl<D: Disk> Osd<D> {
                 };
                 self.submit_store(op, waiter(false, 0, rw.len));
             }
-            RequestBody::SecDelete { oid, version } => {
+            RequestBody::SecDelete(del) => {
                 Self::count(&mut self.counters.subops, "delete", 0);
-                self.submit_store(Op::Delete { oid, version }, waiter(sync, version, 0));
+                let (oid, version) = (del.oid, del.version);
+                let op = if del.purge {
+                    Op::Purge { oid, version }
+                } else {
+                    Op::Delete { oid, version }
+                };
+                self.submit_store(op, waiter(sync && !del.purge, version, 0));
             }
             RequestBody::SecSync => {
                 Self::count(&mut self.counters.subops, "sync", 0);
@@ -59,9 +125,13 @@ impl<D: Disk> Osd<D> {
                     list.min_inode,
                     list.max_inode,
                 );
-                // Stable versions first, as the reply's stable_count says.
-                listed.sort_by_key(|v| !v.stable);
-                let stable_count = listed.iter().filter(|v| v.stable).count() as u64;
+                // Live stable versions first, as the reply's stable_count says, then
+                // unstable ones, then (when asked for) tombstones: the last deleted_count.
+                let with_tombstones = list.flags & LIST_TOMBSTONES != 0;
+                listed.retain(|v| with_tombstones || !v.deleted);
+                listed.sort_by_key(|v| (v.deleted, !v.stable));
+                let stable_count = listed.iter().filter(|v| v.stable && !v.deleted).count() as u64;
+                let deleted_count = listed.iter().filter(|v| v.deleted).count() as u64;
                 let items: Vec<ObjectVersion> = listed
                     .iter()
                     .map(|v| ObjectVersion {
@@ -73,7 +143,10 @@ impl<D: Disk> Osd<D> {
                     id,
                     opcode,
                     retval: items.len() as i64,
-                    body: ReplyBody::SecList { stable_count },
+                    body: ReplyBody::SecList {
+                        stable_count,
+                        deleted_count,
+                    },
                 };
                 self.reply(conn, reply, &encode_obj_versions(&items));
             }

@@ -88,6 +88,53 @@ impl Etcd {
             .map_err(|e| format!("cannot watch etcd: {e}"))
     }
 
+    /// Writes `/pg/history` only if it still holds `expected` (compared as parsed JSON,
+    /// `None` = absent) and our lease holds `/pg/state`: the primary that decided on the
+    /// old history must not overwrite what the monitor or another primary wrote since.
+    async fn put_history_if(
+        &mut self,
+        key: &str,
+        state_key: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> Result<bool, String> {
+        use vitastor_proto::etcd::PgHistory;
+        let current = self
+            .client
+            .get(key, None)
+            .await
+            .map_err(|e| format!("etcd get {key}: {e}"))?;
+        let kv = current.kvs().first();
+        let parse = |bytes: &[u8]| serde_json::from_slice::<PgHistory>(bytes).ok();
+        let same = match (kv, expected) {
+            (None, None) => true,
+            (Some(kv), Some(expected)) => {
+                let stored = parse(kv.value());
+                stored.is_some() && stored == parse(expected.as_bytes())
+            }
+            _ => false,
+        };
+        if !same {
+            return Ok(false);
+        }
+        let revision_matches = match kv {
+            Some(kv) => Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision()),
+            None => Compare::create_revision(key, CompareOp::Equal, 0),
+        };
+        let txn = Txn::new()
+            .when([
+                revision_matches,
+                Compare::lease(state_key, CompareOp::Equal, self.lease),
+            ])
+            .and_then([TxnOp::put(key, value, None)]);
+        let response = self
+            .client
+            .txn(txn)
+            .await
+            .map_err(|e| format!("etcd txn on {key}: {e}"))?;
+        Ok(response.succeeded())
+    }
+
     /// Carries out one action; a claim returns whether it succeeded.
     pub async fn execute(&mut self, action: &EtcdAction) -> Result<bool, String> {
         let pg_key = |base: &str, pg: &PgKey| format!("{}{base}{}/{}", self.prefix, pg.0, pg.1);
@@ -112,9 +159,16 @@ impl Etcd {
                 let key = pg_key("/pgstats/", pg);
                 self.client.put(key, value.as_str(), None).await.map(|_| ())
             }
-            EtcdAction::PutPgHistory { pg, value } => {
+            EtcdAction::PutPgHistory {
+                pg,
+                expected,
+                value,
+            } => {
                 let key = pg_key("/pg/history/", pg);
-                self.client.put(key, value.as_str(), None).await.map(|_| ())
+                let state_key = pg_key("/pg/state/", pg);
+                return self
+                    .put_history_if(&key, &state_key, expected.as_deref(), value)
+                    .await;
             }
         };
         result

@@ -63,6 +63,7 @@ impl Node {
         loop {
             {
                 let mut osd = self.osd.borrow_mut();
+                osd.set_clock(monotonic_ms());
                 osd.poll_store();
                 osd.take_actions(&mut actions);
             }
@@ -83,6 +84,13 @@ impl Node {
                     }
                     Action::Close { conn } => {
                         self.inbound.borrow_mut().remove(&conn);
+                    }
+                    Action::ClosePeer { osd } => {
+                        // Dropping the sender ends the write loop; peer_read_loop sees the
+                        // link is no longer up and the peer loop reconnects.
+                        if let Some(link) = self.peers.borrow_mut().get_mut(&osd) {
+                            *link = PeerLink::Connecting;
+                        }
                     }
                     Action::Etcd(action) => {
                         let _ = self.etcd_actions.send(action);
@@ -249,6 +257,12 @@ async fn stop_cleanly(node: &Rc<Node>, etcd: &mut Etcd) -> Result<(), String> {
         tracing::warn!("cannot revoke the lease (it expires by itself): {error}");
     }
     Ok(())
+}
+
+/// Milliseconds since the first call (a monotonic clock for the daemon's timers).
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 fn hostname() -> String {
@@ -508,9 +522,16 @@ async fn etcd_action_loop(node: Rc<Node>, mut etcd: Etcd, mut rx: UnboundedRecei
                 }
             }
         };
-        if let EtcdAction::ClaimPg { pg, .. } = action {
-            let ok = result.unwrap_or(false);
-            node.with_osd(|osd| osd.on_pg_claimed(pg, ok));
+        match action {
+            EtcdAction::ClaimPg { pg, .. } => {
+                let ok = result.unwrap_or(false);
+                node.with_osd(|osd| osd.on_pg_claimed(pg, ok));
+            }
+            EtcdAction::PutPgHistory { pg, .. } => {
+                let ok = result.unwrap_or(false);
+                node.with_osd(|osd| osd.on_history_written(pg, ok));
+            }
+            _ => {}
         }
     }
 }

@@ -5,7 +5,7 @@
 //! | READ, WRITE, DELETE, SCRUB | bitmap_len u32 @32, pad @36, version u64 @40 | READ: bitmap_len + retval |
 //! | SEC_READ, SEC_WRITE, SEC_WRITE_STABLE | version u64 @32, attr_len u32 @40 | SEC_READ: attr_len + retval |
 //! | SEC_DELETE | version u64 @32 | - |
-//! | SEC_LIST | stable_count u64 @32 | retval x 24 bytes `{inode, stripe, version}` |
+//! | SEC_LIST | stable_count u64 @32, deleted_count u64 @40 (ours: the last entries are tombstones) | retval x 24 bytes `{inode, stripe, version}` |
 //! | SHOW_CONFIG, SEC_READ_BMP | - | retval bytes |
 //! | DESCRIBE | result_bytes u64 @32 | result_bytes |
 //! | others | - | - |
@@ -30,6 +30,7 @@ pub enum ReplyBody {
     },
     SecList {
         stable_count: u64,
+        deleted_count: u64,
     },
     Describe {
         result_bytes: u64,
@@ -69,7 +70,10 @@ impl Reply {
                 attr_len: 0,
             },
             Opcode::SecDelete => ReplyBody::SecDelete { version: 0 },
-            Opcode::SecList => ReplyBody::SecList { stable_count: 0 },
+            Opcode::SecList => ReplyBody::SecList {
+                stable_count: 0,
+                deleted_count: 0,
+            },
             Opcode::Describe => ReplyBody::Describe { result_bytes: 0 },
             _ => ReplyBody::Empty,
         }
@@ -115,7 +119,13 @@ impl Reply {
                 f.put_u32(40, attr_len);
             }
             ReplyBody::SecDelete { version } => f.put_u64(32, version),
-            ReplyBody::SecList { stable_count } => f.put_u64(32, stable_count),
+            ReplyBody::SecList {
+                stable_count,
+                deleted_count,
+            } => {
+                f.put_u64(32, stable_count);
+                f.put_u64(40, deleted_count);
+            }
             ReplyBody::Describe { result_bytes } => f.put_u64(32, result_bytes),
             ReplyBody::Empty => {}
         }
@@ -167,6 +177,7 @@ impl Reply {
             Opcode::SecDelete => ReplyBody::SecDelete { version: f.u64(32) },
             Opcode::SecList => ReplyBody::SecList {
                 stable_count: f.u64(32),
+                deleted_count: f.u64(40),
             },
             Opcode::Describe => ReplyBody::Describe {
                 result_bytes: f.u64(32),

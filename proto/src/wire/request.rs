@@ -2,15 +2,20 @@
 //!
 //! | ops | layout from offset 24 | payload |
 //! |---|---|---|
-//! | SEC_READ, SEC_WRITE, SEC_WRITE_STABLE | inode u64 @24, stripe u64 @32, version u64 @40, offset u32 @48, len u32 @52, attr_len u32 @56 | writes: attr_len + len |
-//! | SEC_DELETE | inode @24, stripe @32, version @40 | - |
+//! | SEC_READ, SEC_WRITE, SEC_WRITE_STABLE | inode u64 @24, stripe u64 @32, version u64 @40, offset u32 @48, len u32 @52, attr_len u32 @56; pg u32 @104, pg_epoch u64 @112 (ours) | writes: attr_len + len |
+//! | SEC_DELETE | inode @24, stripe @32, version @40; flags u32 @108 (ours: 1 = purge the tombstone), pg u32 @104, pg_epoch @112 (ours) | - |
 //! | SEC_STABILIZE, SEC_ROLLBACK, SEC_READ_BMP | len u64 @24 | len bytes of `{inode, stripe, version}` |
-//! | SEC_LIST | list_pg u32 @24, pg_count u32 @28, pg_stripe_size @32, min_inode @40, max_inode @48, min_stripe @56, max_stripe @64, stable_limit u32 @72 | - |
+//! | SEC_LIST | list_pg u32 @24, pg_count u32 @28, pg_stripe_size @32, min_inode @40, max_inode @48, min_stripe @56, max_stripe @64, stable_limit u32 @72; flags u32 @76 (ours: 1 = list tombstones too), pg_epoch @112 (ours) | - |
 //! | SHOW_CONFIG | json_len u64 @24 | json_len bytes of JSON |
 //! | READ, WRITE, DELETE, SCRUB | inode @24, offset @32, len u32 @40, flags u32 @44, meta_revision @48, version @56 | WRITE: len |
 //! | DESCRIBE | object_state @24, min_inode @32, min_offset @40, max_inode @48, max_offset @56, limit @64 | - |
 //! | SEC_LOCK (ours) | flags @24, pool_id @32, pg_num @40, pg_state @48 | - |
 //! | SEC_SYNC, TEST_SYNC_STAB_ALL, SYNC, PING | - | - |
+//!
+//! `pg` and `pg_epoch` fence deposed primaries: a secondary remembers the newest epoch it
+//! has seen per PG (from listings and sub-ops) and refuses sub-ops of older epochs. They
+//! live in padding Vitastor leaves zeroed; epoch 0 means "not fenced" (Vitastor's own
+//! tools listing objects).
 
 use super::{as_header, check_payload, check_seal, seal, Fields, FieldsMut, Opcode, WireError};
 use super::{MAX_PAYLOAD_BYTES, OBJ_VER_SIZE, PACKET_SIZE, REQUEST_MAGIC};
@@ -24,7 +29,24 @@ pub struct SecRw {
     pub offset: u32,
     pub len: u32,
     pub attr_len: u32,
+    /// The PG the object belongs to and the primary's epoch of it (fencing; 0 = none).
+    pub pg: u32,
+    pub epoch: u64,
 }
+
+/// SEC_DELETE: write a tombstone at `version`, or (`purge`) drop a tombstone that is the
+/// object's newest version and not newer than `version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SecDelete {
+    pub oid: ObjectId,
+    pub version: u64,
+    pub purge: bool,
+    pub pg: u32,
+    pub epoch: u64,
+}
+
+/// SEC_LIST `flags` bit: include tombstones (the reply's last `deleted_count` entries).
+pub const LIST_TOMBSTONES: u32 = 1;
 
 /// Client read/write/delete of an image range inside one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +70,9 @@ pub struct SecList {
     pub min_stripe: u64,
     pub max_stripe: u64,
     pub stable_limit: u32,
+    pub flags: u32,
+    /// The listing primary's epoch for `list_pg` (fencing; 0 = none).
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,7 +101,7 @@ pub enum RequestBody {
     SecSync,
     SecStabilize { len: u64 },
     SecRollback { len: u64 },
-    SecDelete { oid: ObjectId, version: u64 },
+    SecDelete(SecDelete),
     TestSyncStabAll,
     SecList(SecList),
     ShowConfig { json_len: u64 },
@@ -107,7 +132,7 @@ impl RequestBody {
             RequestBody::SecSync => Opcode::SecSync,
             RequestBody::SecStabilize { .. } => Opcode::SecStabilize,
             RequestBody::SecRollback { .. } => Opcode::SecRollback,
-            RequestBody::SecDelete { .. } => Opcode::SecDelete,
+            RequestBody::SecDelete(_) => Opcode::SecDelete,
             RequestBody::TestSyncStabAll => Opcode::TestSyncStabAll,
             RequestBody::SecList(_) => Opcode::SecList,
             RequestBody::ShowConfig { .. } => Opcode::ShowConfig,
@@ -157,11 +182,16 @@ impl Request {
                 f.put_u32(48, rw.offset);
                 f.put_u32(52, rw.len);
                 f.put_u32(56, rw.attr_len);
+                f.put_u32(104, rw.pg);
+                f.put_u64(112, rw.epoch);
             }
-            RequestBody::SecDelete { oid, version } => {
-                f.put_u64(24, oid.inode);
-                f.put_u64(32, oid.stripe);
-                f.put_u64(40, version);
+            RequestBody::SecDelete(del) => {
+                f.put_u64(24, del.oid.inode);
+                f.put_u64(32, del.oid.stripe);
+                f.put_u64(40, del.version);
+                f.put_u32(104, del.pg);
+                f.put_u32(108, u32::from(del.purge));
+                f.put_u64(112, del.epoch);
             }
             RequestBody::SecStabilize { len }
             | RequestBody::SecRollback { len }
@@ -176,6 +206,8 @@ impl Request {
                 f.put_u64(56, list.min_stripe);
                 f.put_u64(64, list.max_stripe);
                 f.put_u32(72, list.stable_limit);
+                f.put_u32(76, list.flags);
+                f.put_u64(112, list.epoch);
             }
             RequestBody::Read(rw)
             | RequestBody::Write(rw)
@@ -238,6 +270,8 @@ impl Request {
             offset: f.u32(48),
             len: f.u32(52),
             attr_len: f.u32(56),
+            pg: f.u32(104),
+            epoch: f.u64(112),
         };
         let rw = || Rw {
             inode: f.u64(24),
@@ -271,13 +305,16 @@ impl Request {
             Opcode::SecReadBmp => RequestBody::SecReadBmp {
                 len: obj_ver_len()?,
             },
-            Opcode::SecDelete => RequestBody::SecDelete {
+            Opcode::SecDelete => RequestBody::SecDelete(SecDelete {
                 oid: ObjectId {
                     inode: f.u64(24),
                     stripe: f.u64(32),
                 },
                 version: f.u64(40),
-            },
+                pg: f.u32(104),
+                purge: f.u32(108) & 1 != 0,
+                epoch: f.u64(112),
+            }),
             Opcode::TestSyncStabAll => RequestBody::TestSyncStabAll,
             Opcode::SecList => RequestBody::SecList(SecList {
                 list_pg: f.u32(24),
@@ -288,6 +325,8 @@ impl Request {
                 min_stripe: f.u64(56),
                 max_stripe: f.u64(64),
                 stable_limit: f.u32(72),
+                flags: f.u32(76),
+                epoch: f.u64(112),
             }),
             Opcode::ShowConfig => RequestBody::ShowConfig {
                 json_len: check_payload(f.u64(24))?,

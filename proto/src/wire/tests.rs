@@ -13,14 +13,19 @@ fn arb_sec_rw() -> impl Strategy<Value = SecRw> {
         any::<u32>(),
         0u32..(32 << 20),
         0u32..4096,
+        (any::<u32>(), any::<u64>()),
     )
-        .prop_map(|(inode, stripe, version, offset, len, attr_len)| SecRw {
-            oid: ObjectId { inode, stripe },
-            version,
-            offset,
-            len,
-            attr_len,
-        })
+        .prop_map(
+            |(inode, stripe, version, offset, len, attr_len, (pg, epoch))| SecRw {
+                oid: ObjectId { inode, stripe },
+                version,
+                offset,
+                len,
+                attr_len,
+                pg,
+                epoch,
+            },
+        )
 }
 
 fn arb_rw(max_len: u32) -> impl Strategy<Value = Rw> {
@@ -56,17 +61,25 @@ fn arb_body() -> impl Strategy<Value = RequestBody> {
             .clone()
             .prop_map(|len| RequestBody::SecRollback { len }),
         obj_len.prop_map(|len| RequestBody::SecReadBmp { len }),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(inode, stripe, version)| {
-            RequestBody::SecDelete {
-                oid: ObjectId { inode, stripe },
-                version,
-            }
+        (any::<[u64; 4]>(), any::<u32>(), any::<bool>()).prop_map(|(n, pg, purge)| {
+            RequestBody::SecDelete(request::SecDelete {
+                oid: ObjectId {
+                    inode: n[0],
+                    stripe: n[1],
+                },
+                version: n[2],
+                epoch: n[3],
+                pg,
+                purge,
+            })
         }),
         Just(RequestBody::TestSyncStabAll),
-        (any::<[u32; 3]>(), any::<[u64; 5]>()).prop_map(|(a, b)| RequestBody::SecList(SecList {
+        (any::<[u32; 4]>(), any::<[u64; 6]>()).prop_map(|(a, b)| RequestBody::SecList(SecList {
             list_pg: a[0],
             pg_count: a[1],
             stable_limit: a[2],
+            flags: a[3],
+            epoch: b[5],
             pg_stripe_size: b[0],
             min_inode: b[1],
             max_inode: b[2],
@@ -112,7 +125,7 @@ proptest! {
             ReplyBody::Rw { .. } => ReplyBody::Rw { bitmap_len: len, version },
             ReplyBody::SecRw { .. } => ReplyBody::SecRw { version, attr_len: len },
             ReplyBody::SecDelete { .. } => ReplyBody::SecDelete { version },
-            ReplyBody::SecList { .. } => ReplyBody::SecList { stable_count: version },
+            ReplyBody::SecList { .. } => ReplyBody::SecList { stable_count: version, deleted_count: u64::from(len) },
             ReplyBody::Describe { .. } => ReplyBody::Describe { result_bytes: u64::from(len) },
             ReplyBody::Empty => ReplyBody::Empty,
         };
