@@ -121,11 +121,12 @@ fn three_osds_serve_a_replicated_pool_and_survive_kill_9() {
         cluster.get_prefix("/vitastor/osd/stats/").len() == 3
     });
 
-    // A second OSD 1 refuses to start.
+    // A second OSD 1 refuses to start: its device is locked by the first (the device lock
+    // test covers the message and other OSD numbers).
     let output = cluster.osd_command(1).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("already running"), "{stderr}");
+    assert!(stderr.contains("is in use by another process"), "{stderr}");
 
     let mut writer = Writer {
         clients: BTreeMap::new(),

@@ -1,10 +1,14 @@
 //! `vitastor-disk`: format a file or device for an OSD and inspect what is on it.
 //!
 //! ```text
-//! vitastor-disk prepare --data_device /var/lib/vitastor/osd1.bin [--block_size 128k] [--journal_size 32M] [--meta_size 0]
+//! vitastor-disk prepare --data_device /var/lib/vitastor/osd1.bin [--osd_num N] [--block_size 128k] [--journal_size 32M] [--meta_size 0] [--disable_flock]
 //! vitastor-disk dump-journal --data_device PATH
 //! vitastor-disk dump-meta --data_device PATH
 //! ```
+//!
+//! `prepare` takes the device's exclusive lock first, so it refuses a device an OSD (or
+//! another `prepare`) is using; the dumps open the device read-only and take no lock, so
+//! they work on a live OSD's device.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -45,6 +49,13 @@ enum Command {
         /// Metadata area size; limits the number of blocks. 0 = as many as fit.
         #[arg(long = "meta_size", value_parser = parse_size, default_value = "0")]
         meta_size: u64,
+        /// The OSD the device is for (recorded in the superblock; an OSD with another
+        /// number refuses it). 0 = the first OSD started on it claims it.
+        #[arg(long = "osd_num", default_value_t = 0)]
+        osd_num: u64,
+        /// Do not take the device's exclusive lock (format it even if a process uses it).
+        #[arg(long = "disable_flock", default_value_t = false)]
+        disable_flock: bool,
     },
     /// Prints the journal header and every entry replay would apply, as JSON.
     DumpJournal {
@@ -64,7 +75,7 @@ fn parse_u32_size(text: &str) -> Result<u32, String> {
 }
 
 fn run(cli: Cli) -> Result<serde_json::Value, String> {
-    let open = |path: &PathBuf| UringDisk::open(path).map_err(|error| error.to_string());
+    let open = |path: &PathBuf| UringDisk::open_read_only(path).map_err(|error| error.to_string());
     match cli.command {
         Command::Prepare {
             data_device,
@@ -72,14 +83,21 @@ fn run(cli: Cli) -> Result<serde_json::Value, String> {
             bitmap_granularity,
             journal_size,
             meta_size,
+            osd_num,
+            disable_flock,
         } => {
-            let mut disk = open(&data_device)?;
+            let mut disk = UringDisk::open(&data_device).map_err(|error| error.to_string())?;
+            if !disable_flock {
+                disk.lock_exclusive(&data_device)
+                    .map_err(|error| error.to_string())?;
+            }
             let options = FormatOptions {
                 block_size,
                 bitmap_granularity,
                 journal_size,
                 meta_size,
                 format_id: 0,
+                osd_num,
             };
             let superblock = prepare(&mut disk, &options).map_err(|error| error.to_string())?;
             Ok(superblock_json(&superblock))

@@ -34,6 +34,9 @@ struct Args {
     /// Seconds between stats reports and lease renewals (lease TTL = 3x this).
     #[arg(long = "etcd_report_interval", default_value_t = 5)]
     etcd_report_interval: u64,
+    /// Do not take the data device's exclusive lock (another process may then use it too).
+    #[arg(long = "disable_flock", default_value_t = false)]
+    disable_flock: bool,
 }
 
 fn parse_commit(text: &str) -> Result<ImmediateCommit, String> {
@@ -68,6 +71,7 @@ fn main() {
         immediate_commit: args.immediate_commit,
         disable_data_fsync: args.disable_data_fsync,
         etcd_report_interval: args.etcd_report_interval,
+        disable_flock: args.disable_flock,
     };
     if let Err(error) = run(options) {
         eprintln!("vitastor-osd: {error}");

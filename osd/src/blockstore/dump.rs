@@ -21,6 +21,7 @@ pub fn superblock_json(sb: &Superblock) -> Value {
         "journal_size": sb.journal_size,
         "data_offset": sb.data_offset,
         "block_count": sb.block_count,
+        "osd_num": sb.osd_num,
     })
 }
 

@@ -16,9 +16,17 @@
 //! | 16 | format id (u64, random per `prepare`; every record carries it, so data of an earlier format is never mistaken for ours) |
 //! | 24 | block size (u32), 28 bitmap granularity (u32) |
 //! | 32 | meta offset, 40 meta size, 48 journal offset, 56 journal size, 64 data offset, 72 block count (u64 each) |
+//! | 80..4080 | zero |
+//! | 4080 | OSD number (u64): the OSD this device belongs to; 0 = not yet claimed (superblocks written before the field existed read as 0). `vitastor-disk prepare --osd_num N` writes it, or the first `vitastor-osd` started on the device writes its `--osd_num`; an OSD with another number is refused |
+//! | 4088 | zero (u32) |
 //! | 4092 | crc32c of bytes 0..4092 |
 //!
 //! All offsets and sizes are multiples of 4 KiB so every I/O can use O_DIRECT.
+//!
+//! The OSD number sits in the superblock's last 512 bytes, beside the crc, and claiming a
+//! device changes nothing else ([`Superblock::stamp_osd_num`]): a rewrite torn at 512 bytes
+//! (the smallest unit a device may write atomically) leaves the old or the new superblock,
+//! never one that fails its checksum.
 
 use super::codec::{seal_sector, sector_is_sealed, Reader, Writer};
 use super::error::BlockstoreError;
@@ -29,6 +37,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const DEFAULT_JOURNAL_SIZE: u64 = 32 << 20;
 /// Smallest journal: two header copies plus room for a few entries.
 pub const MIN_JOURNAL_SIZE: u64 = 16 * SECTOR;
+/// Where the OSD number is in the superblock sector: in the last 512 bytes, with the crc.
+const OSD_NUM_OFFSET: usize = SECTOR as usize - 16;
+const _: () = assert!(OSD_NUM_OFFSET >= SECTOR as usize - 512 && OSD_NUM_OFFSET >= 80);
 
 /// Where everything is, as recorded in the superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +53,8 @@ pub struct Superblock {
     pub journal_size: u64,
     pub data_offset: u64,
     pub block_count: u64,
+    /// The OSD this device belongs to; 0 = not claimed yet.
+    pub osd_num: u64,
 }
 
 /// What `prepare` is asked for.
@@ -53,6 +66,8 @@ pub struct FormatOptions {
     /// 0 = as many blocks as fit.
     pub meta_size: u64,
     pub format_id: u64,
+    /// The OSD the device is for; 0 = the first OSD started on it claims it.
+    pub osd_num: u64,
 }
 
 impl Default for FormatOptions {
@@ -63,6 +78,7 @@ impl Default for FormatOptions {
             journal_size: DEFAULT_JOURNAL_SIZE,
             meta_size: 0,
             format_id: 0,
+            osd_num: 0,
         }
     }
 }
@@ -129,6 +145,7 @@ impl Superblock {
             journal_size,
             data_offset,
             block_count,
+            osd_num: options.osd_num,
         })
     }
 
@@ -147,8 +164,21 @@ impl Superblock {
         w.u64(self.journal_size);
         w.u64(self.data_offset);
         w.u64(self.block_count);
+        sector[OSD_NUM_OFFSET..OSD_NUM_OFFSET + 8].copy_from_slice(&self.osd_num.to_le_bytes());
         seal_sector(&mut sector);
         sector
+    }
+
+    /// Writes `osd_num` into an encoded superblock `sector` and seals it again. Only the
+    /// sector's last 512 bytes change, so the rewrite is atomic on any device.
+    pub fn stamp_osd_num(sector: &mut [u8], osd_num: u64) {
+        assert_eq!(
+            sector.len(),
+            SECTOR as usize,
+            "invariant: a superblock is one sector"
+        );
+        sector[OSD_NUM_OFFSET..OSD_NUM_OFFSET + 8].copy_from_slice(&osd_num.to_le_bytes());
+        seal_sector(sector);
     }
 
     /// Decodes and checks a superblock sector, with one clear message per failure.
@@ -189,6 +219,9 @@ impl Superblock {
             journal_size: read(&mut r),
             data_offset: read(&mut r),
             block_count: read(&mut r),
+            osd_num: Reader::new(sector.get(OSD_NUM_OFFSET..).unwrap_or_default())
+                .u64()
+                .unwrap_or(0),
         };
         let end = superblock
             .data_offset
@@ -256,6 +289,87 @@ mod tests {
         assert_eq!(superblock.data_offset % u64::from(superblock.block_size), 0);
         let bytes = superblock.encode();
         assert_eq!(Superblock::decode(&bytes, 1 << 30).unwrap(), superblock);
+    }
+
+    #[test]
+    fn osd_num_round_trips() {
+        let options = FormatOptions {
+            osd_num: 7,
+            ..FormatOptions::default()
+        };
+        let superblock = Superblock::plan(1 << 30, &options).unwrap();
+        assert_eq!(superblock.osd_num, 7);
+        let bytes = superblock.encode();
+        assert_eq!(
+            &bytes[OSD_NUM_OFFSET..OSD_NUM_OFFSET + 8],
+            &7u64.to_le_bytes()
+        );
+        assert_eq!(Superblock::decode(&bytes, 1 << 30).unwrap(), superblock);
+        let unclaimed = Superblock {
+            osd_num: 0,
+            ..superblock
+        };
+        assert_eq!(
+            Superblock::decode(&unclaimed.encode(), 1 << 30)
+                .unwrap()
+                .osd_num,
+            0
+        );
+    }
+
+    /// A superblock exactly as written before the OSD number existed (fields up to byte
+    /// 80, zeros, crc) still opens, as unclaimed.
+    #[test]
+    fn superblock_without_osd_num_opens_as_unclaimed() {
+        let planned = Superblock::plan(1 << 30, &FormatOptions::default()).unwrap();
+        let mut old = vec![0u8; SECTOR as usize];
+        let mut w = Writer::new(&mut old);
+        w.u64(SUPERBLOCK_MAGIC);
+        w.u32(FORMAT_VERSION);
+        w.u32(0);
+        w.u64(planned.format_id);
+        w.u32(planned.block_size);
+        w.u32(planned.bitmap_granularity);
+        for field in [
+            planned.meta_offset,
+            planned.meta_size,
+            planned.journal_offset,
+            planned.journal_size,
+            planned.data_offset,
+            planned.block_count,
+        ] {
+            w.u64(field);
+        }
+        seal_sector(&mut old);
+        let decoded = Superblock::decode(&old, 1 << 30).unwrap();
+        assert_eq!(decoded.osd_num, 0);
+        assert_eq!(decoded, planned);
+        assert_eq!(
+            decoded.encode(),
+            old,
+            "encoding an unclaimed superblock is unchanged"
+        );
+    }
+
+    #[test]
+    fn stamping_the_osd_num_changes_only_the_last_512_bytes() {
+        let superblock = Superblock::plan(1 << 30, &FormatOptions::default()).unwrap();
+        let old = superblock.encode();
+        let mut new = old.clone();
+        Superblock::stamp_osd_num(&mut new, 3);
+        assert_eq!(new[..3584], old[..3584]);
+        let decoded = Superblock::decode(&new, 1 << 30).unwrap();
+        assert_eq!(decoded.osd_num, 3);
+        assert_eq!(decoded.encode(), new);
+        // A write torn at any 512-byte boundary leaves the old or the new superblock.
+        for cut in (512..4096).step_by(512) {
+            let mut torn = new[..cut].to_vec();
+            torn.extend_from_slice(&old[cut..]);
+            assert_eq!(Superblock::decode(&torn, 1 << 30).unwrap().osd_num, 0);
+            let mut torn = old[..cut].to_vec();
+            torn.extend_from_slice(&new[cut..]);
+            assert_eq!(Superblock::decode(&torn, 1 << 30).unwrap().osd_num, 3);
+        }
     }
 
     #[test]

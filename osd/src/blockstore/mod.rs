@@ -21,6 +21,7 @@ pub mod alloc;
 pub mod bitmap;
 pub mod clean_index;
 mod codec;
+pub mod device_lock;
 pub mod dirty;
 pub mod disk;
 pub mod dump;

@@ -1,6 +1,10 @@
 //! The real disk driver: a file or block device opened with O_DIRECT and driven through
 //! io_uring. Thin on purpose: all decisions live in the blockstore.
+//!
+//! Opening does not lock; a writer that must be the device's only user calls
+//! [`UringDisk::lock_exclusive`] ([`super::device_lock`]) before its first write.
 
+use super::device_lock::{self, DeviceLockError};
 use super::disk::{Disk, IoCompletion, IoKind, IoRequest};
 use io_uring::{opcode, types, IoUring};
 use std::fs::{File, OpenOptions};
@@ -24,14 +28,26 @@ impl UringDisk {
     /// Opens `path` read-write with O_DIRECT. Fails clearly when the kernel has no io_uring
     /// or the filesystem does not support O_DIRECT.
     pub fn open(path: &Path) -> std::io::Result<UringDisk> {
-        Self::open_with(path, Self::new_ring)
+        Self::open_with(path, true, Self::new_ring)
+    }
+
+    /// Opens `path` read-only with O_DIRECT, to inspect a device (possibly one an OSD is
+    /// using) without any chance of writing it: writes fail with EBADF.
+    pub fn open_read_only(path: &Path) -> std::io::Result<UringDisk> {
+        Self::open_with(path, false, Self::new_ring)
+    }
+
+    /// Takes the exclusive lock that makes this process the only user of the device at
+    /// `path` (this disk's file), until the disk is dropped or the process exits.
+    pub fn lock_exclusive(&self, path: &Path) -> Result<(), DeviceLockError> {
+        device_lock::lock_exclusive(&self.file, path)
     }
 
     /// Like [`UringDisk::open`], for a thread that also waits for other events (sockets):
     /// completions are posted as they happen and signalled on the returned eventfd, which
     /// the thread's reactor watches, calling [`Disk::poll`] when it becomes readable.
     pub fn open_with_eventfd(path: &Path) -> std::io::Result<(UringDisk, OwnedFd)> {
-        let disk = Self::open_with(path, || IoUring::new(RING_ENTRIES))?;
+        let disk = Self::open_with(path, true, || IoUring::new(RING_ENTRIES))?;
         // SAFETY: eventfd takes no pointers; the returned descriptor is checked below and
         // then owned by the OwnedFd.
         let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -46,11 +62,12 @@ impl UringDisk {
 
     fn open_with(
         path: &Path,
+        writable: bool,
         new_ring: impl FnOnce() -> std::io::Result<IoUring>,
     ) -> std::io::Result<UringDisk> {
         let mut file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .custom_flags(libc::O_DIRECT)
             .open(path)
             .map_err(|error| {
@@ -97,6 +114,18 @@ impl UringDisk {
                 tag: cqe.user_data(),
                 result: cqe.result(),
             });
+        }
+    }
+}
+
+impl Drop for UringDisk {
+    /// Hands the file back to the kernel now rather than when the ring is torn down
+    /// (asynchronously, after the process may have exited), so the device lock is free
+    /// as soon as its owner is gone. With requests in flight the ring keeps the file until
+    /// they end.
+    fn drop(&mut self) {
+        if self.in_flight == 0 {
+            let _ = self.ring.submitter().unregister_files();
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 
+use crate::blockstore::prepare::{claim_osd_num, ClaimError};
 use crate::blockstore::uring::UringDisk;
 use crate::blockstore::{Blockstore, BlockstoreConfig};
 use crate::cluster::ClusterView;
@@ -38,6 +39,8 @@ pub struct DaemonOptions {
     pub disable_data_fsync: bool,
     /// Seconds between stats reports and lease keep-alives; the lease lives 3 times longer.
     pub etcd_report_interval: u64,
+    /// Skip the exclusive lock on the data device.
+    pub disable_flock: bool,
 }
 
 /// Outbound connection to a peer OSD.
@@ -117,8 +120,19 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
 }
 
 async fn run_async(options: DaemonOptions) -> Result<(), String> {
-    let (disk, event_fd) = UringDisk::open_with_eventfd(&options.data_device)
-        .map_err(|e| format!("{}: {e}", options.data_device.display()))?;
+    let device = options.data_device.display();
+    let (mut disk, event_fd) =
+        UringDisk::open_with_eventfd(&options.data_device).map_err(|e| format!("{device}: {e}"))?;
+    // The lock lives with the disk, i.e. as long as this process; the device is claimed
+    // (its superblock durably names this OSD) before we register in etcd.
+    if !options.disable_flock {
+        disk.lock_exclusive(&options.data_device)
+            .map_err(|e| e.to_string())?;
+    }
+    claim_osd_num(&mut disk, options.osd_num).map_err(|e| match e {
+        ClaimError::OtherOsd { .. } => format!("{device} {e}"),
+        ClaimError::Store(e) => format!("{device}: {e}"),
+    })?;
     let config = BlockstoreConfig {
         disable_fsync: options.disable_data_fsync,
         ..BlockstoreConfig::default()
