@@ -85,6 +85,7 @@ struct SectorModel {
 
 /// The in-memory etcd's lease of one OSD.
 struct Lease {
+    id: u64,
     /// When etcd expires it (ms), unless renewed.
     expires_at: u64,
     /// The OSD cannot reach etcd (no renewals, no views, its writes fail).
@@ -105,6 +106,11 @@ struct Sim {
     osds: BTreeMap<u64, Osd<SimDisk>>,
     dead: BTreeMap<u64, SimDisk>,
     leases: BTreeMap<u64, Lease>,
+    /// Leases of dead OSD instances that etcd has not expired yet: (lease id, expiry).
+    zombie_leases: Vec<(u64, u64)>,
+    /// The lease each `/pg/state` key lives under.
+    key_lease: BTreeMap<PgKey, u64>,
+    next_lease: u64,
     view: ClusterView,
     links: BTreeMap<Link, VecDeque<Vec<u8>>>,
     /// Links whose bytes are held (one direction of a partition, before it breaks).
@@ -122,6 +128,9 @@ struct Sim {
     faults: u64,
     /// (PG, epoch) -> the OSD that was active with it.
     epoch_owner: BTreeMap<(PgKey, u64), u64>,
+    /// etcd writes of OSDs cut off from etcd: the driver retries them in order until etcd
+    /// answers again.
+    etcd_backlog: BTreeMap<u64, Vec<EtcdAction>>,
 }
 
 fn pattern(value: u32) -> Vec<u8> {
@@ -165,6 +174,9 @@ impl Sim {
             osds: BTreeMap::new(),
             dead: BTreeMap::new(),
             leases: BTreeMap::new(),
+            zombie_leases: Vec::new(),
+            key_lease: BTreeMap::new(),
+            next_lease: 1,
             view,
             links: BTreeMap::new(),
             stalled: BTreeSet::new(),
@@ -179,6 +191,7 @@ impl Sim {
             acked_writes: 0,
             faults: 0,
             epoch_owner: BTreeMap::new(),
+            etcd_backlog: BTreeMap::new(),
             cfg,
         };
         // Initial PG map: consecutive OSDs, primary = first member.
@@ -309,13 +322,18 @@ impl Sim {
         let mut osd = Osd::new(OsdSettings::new(num), store);
         osd.set_clock(self.now);
         osd.set_lease_deadline(Some(self.now + TTL_MS - LEASE_MARGIN_MS));
-        self.leases.insert(
+        let id = self.new_lease_id();
+        if let Some(old) = self.leases.insert(
             num,
             Lease {
+                id,
                 expires_at: self.now + TTL_MS,
                 cut_off: false,
             },
-        );
+        ) {
+            // The previous instance's lease lives on until etcd expires it.
+            self.zombie_leases.push((old.id, old.expires_at));
+        }
         osd.on_connect(CLIENT);
         let state = br#"{"state":"up","addresses":["127.0.0.1"],"port":1}"#;
         self.view.apply(&format!("/osd/state/{num}"), Some(state));
@@ -375,6 +393,7 @@ impl Sim {
         self.faults += 1;
         tracing::info!(num, now = self.now, "SIM: kill");
         let osd = self.osds.remove(&num).unwrap();
+        self.etcd_backlog.remove(&num);
         let disk = osd.into_store().into_disk();
         let crash_seed = self.rng.gen();
         self.dead.insert(num, disk.crash(crash_seed));
@@ -407,23 +426,33 @@ impl Sim {
         }
     }
 
+    fn new_lease_id(&mut self) -> u64 {
+        self.next_lease += 1;
+        self.next_lease
+    }
+
     /// etcd drops the lease of `num`: its `/osd/state` and `/pg/state` keys go.
     fn expire_lease(&mut self, num: u64) {
-        self.leases.remove(&num);
+        if let Some(lease) = self.leases.remove(&num) {
+            self.drop_keys_of(lease.id);
+        }
         self.view.apply(&format!("/osd/state/{num}"), None);
+        self.broadcast_view();
+        self.monitor();
+    }
+
+    fn drop_keys_of(&mut self, lease: u64) {
         let held: Vec<PgKey> = self
-            .view
-            .pg_states
+            .key_lease
             .iter()
-            .filter(|(_, state)| state.primary == num)
+            .filter(|(_, &id)| id == lease)
             .map(|(key, _)| *key)
             .collect();
         for key in held {
+            self.key_lease.remove(&key);
             self.view
                 .apply(&format!("/pg/state/{}/{}", key.0, key.1), None);
         }
-        self.broadcast_view();
-        self.monitor();
     }
 
     fn client_outcome_unknown(&mut self, id: u64) {
@@ -655,19 +684,39 @@ impl Sim {
             self.expire_lease(num);
             // The OSD re-registers with a new lease once etcd is reachable again.
             if self.osds.contains_key(&num) {
+                let id = self.new_lease_id();
                 self.leases.insert(
                     num,
                     Lease {
+                        id,
                         expires_at: u64::MAX,
                         cut_off: true,
                     },
                 );
             }
         }
+        let now = self.now;
+        let zombies: Vec<u64> = self
+            .zombie_leases
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        if !zombies.is_empty() {
+            self.zombie_leases.retain(|(_, at)| *at > now);
+            for id in zombies {
+                self.drop_keys_of(id);
+            }
+            self.broadcast_view();
+            self.monitor();
+        }
     }
 
     /// Reconnects OSD `num` to etcd (a new lease if the old one expired).
     fn etcd_heal(&mut self, num: u64) {
+        if !self.osds.contains_key(&num) {
+            return;
+        }
         let Some(lease) = self.leases.get_mut(&num) else {
             return;
         };
@@ -676,8 +725,13 @@ impl Sim {
         }
         lease.cut_off = false;
         lease.expires_at = self.now + TTL_MS;
+        // A lease that expired while cut off was replaced by a new one (expiry u64::MAX
+        // marked it); the OSD registers again under it.
         let state = br#"{"state":"up","addresses":["127.0.0.1"],"port":1}"#;
         self.view.apply(&format!("/osd/state/{num}"), Some(state));
+        for action in self.etcd_backlog.remove(&num).unwrap_or_default() {
+            self.etcd(num, action);
+        }
         let osd = self.osds.get_mut(&num).unwrap();
         osd.on_view(&self.view);
         osd.set_lease_deadline(Some(self.now + TTL_MS - LEASE_MARGIN_MS));
@@ -736,7 +790,10 @@ impl Sim {
     }
 
     fn route_actions(&mut self) {
-        loop {
+        for round in 0.. {
+            if round > 10_000 {
+                self.fail("the OSDs keep producing actions (a livelock)".into());
+            }
             let mut actions = Vec::new();
             let mut any = false;
             let nums: Vec<u64> = self.osds.keys().copied().collect();
@@ -748,6 +805,9 @@ impl Sim {
                 osd.take_actions(&mut actions);
                 for action in actions.drain(..) {
                     any = true;
+                    if round > 9_990 {
+                        eprintln!("livelock: OSD {num}: {action:?}");
+                    }
                     self.route(num, action);
                 }
             }
@@ -787,29 +847,42 @@ impl Sim {
     fn etcd(&mut self, num: u64, action: EtcdAction) {
         let key_of = |prefix: &str, pg: PgKey| format!("{prefix}{}/{}", pg.0, pg.1);
         let reachable = self.leases.get(&num).is_some_and(|l| !l.cut_off);
-        let holds = |view: &ClusterView, pg: PgKey| {
+        if !reachable {
+            self.etcd_backlog.entry(num).or_default().push(action);
+            return;
+        }
+        let lease = self.leases[&num].id;
+        let holds = |view: &ClusterView, keys: &BTreeMap<PgKey, u64>, pg: PgKey| {
             view.pg_states.get(&pg).map(|s: &PgState| s.primary) == Some(num)
+                && keys.get(&pg) == Some(&lease)
         };
-        match action {
+        let changed = match action {
             EtcdAction::ClaimPg { pg, value } => {
-                let ok = reachable
-                    && (!self.view.pg_states.contains_key(&pg) || holds(&self.view, pg));
+                let ok = !self.view.pg_states.contains_key(&pg)
+                    || holds(&self.view, &self.key_lease, pg);
                 if ok {
+                    self.key_lease.insert(pg, lease);
                     self.view
                         .apply(&key_of("/pg/state/", pg), Some(value.as_bytes()));
                 }
                 self.osds.get_mut(&num).unwrap().on_pg_claimed(pg, ok);
+                ok
             }
             EtcdAction::PutPgState { pg, value } => {
-                if reachable && holds(&self.view, pg) {
+                let ok = holds(&self.view, &self.key_lease, pg);
+                if ok {
                     self.view
                         .apply(&key_of("/pg/state/", pg), Some(value.as_bytes()));
                 }
+                ok
             }
             EtcdAction::ReleasePg { pg } => {
-                if reachable && holds(&self.view, pg) {
+                let ok = holds(&self.view, &self.key_lease, pg);
+                if ok {
+                    self.key_lease.remove(&pg);
                     self.view.apply(&key_of("/pg/state/", pg), None);
                 }
+                ok
             }
             EtcdAction::PutPgHistory {
                 pg,
@@ -818,16 +891,19 @@ impl Sim {
             } => {
                 let expected: Option<PgHistory> =
                     expected.map(|e| serde_json::from_str(&e).unwrap());
-                let ok = reachable
-                    && holds(&self.view, pg)
+                let ok = holds(&self.view, &self.key_lease, pg)
                     && self.view.pg_history.get(&pg) == expected.as_ref();
                 if ok {
                     self.view
                         .apply(&key_of("/pg/history/", pg), Some(value.as_bytes()));
                 }
                 self.osds.get_mut(&num).unwrap().on_history_written(pg, ok);
+                ok
             }
-            EtcdAction::PutPgStats { .. } => return,
+            EtcdAction::PutPgStats { .. } => false,
+        };
+        if !changed {
+            return;
         }
         self.broadcast_view();
     }

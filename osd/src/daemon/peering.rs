@@ -162,6 +162,7 @@ impl<D: Disk> Osd<D> {
         }
         pg.claiming = true;
         let value = pg.state_json(me);
+        pg.published = Some(value.clone());
         self.actions
             .push(Action::Etcd(EtcdAction::ClaimPg { pg: key, value }));
     }
@@ -194,9 +195,14 @@ impl<D: Disk> Osd<D> {
 
     pub(super) fn publish_state(&mut self, key: PgKey) {
         let me = self.settings.osd_num;
-        if let Some(pg) = self.pgs.get(&key) {
+        if let Some(pg) = self.pgs.get_mut(&key) {
             if pg.claimed {
                 let value = pg.state_json(me);
+                // Only changes: every write comes back through the watch as a new view.
+                if pg.published.as_ref() == Some(&value) {
+                    return;
+                }
+                pg.published = Some(value.clone());
                 self.actions
                     .push(Action::Etcd(EtcdAction::PutPgState { pg: key, value }));
             }

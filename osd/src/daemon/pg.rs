@@ -90,6 +90,8 @@ pub(super) struct Pg {
     pub retry_at_ms: Option<u64>,
     /// The peering generation whose history write is on its way to etcd.
     pub history_gen: Option<u64>,
+    /// The `/pg/state` value last written (unchanged states are not written again).
+    pub published: Option<String>,
     /// Version epoch of this activation (versions are `epoch << 16 | counter`).
     pub epoch: u64,
     pub degraded: bool,
@@ -124,6 +126,7 @@ impl Pg {
             seen_history: None,
             retry_at_ms: None,
             history_gen: None,
+            published: None,
             epoch: 0,
             degraded: false,
             has_degraded: false,
