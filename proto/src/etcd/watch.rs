@@ -62,6 +62,8 @@ pub struct WatchCursor {
     revision: i64,
     keys: BTreeSet<String>,
     loaded: bool,
+    /// Watch streams in a row that ended without delivering a message.
+    silent_ends: u32,
 }
 
 impl WatchCursor {
@@ -111,12 +113,14 @@ impl WatchCursor {
         self.keys = fresh;
         self.revision = revision;
         self.loaded = true;
+        self.silent_ends = 0;
         changes
     }
 
     /// Decides on one watch message. Events at or before the applied revision (a stream
     /// that replays what a reload already covered) are dropped.
     pub fn on_watch(&mut self, batch: WatchBatch) -> WatchStep {
+        self.silent_ends = 0;
         if batch.compact_revision > 0 {
             return WatchStep::Reload;
         }
@@ -137,6 +141,24 @@ impl WatchCursor {
             changes.push(event);
         }
         WatchStep::Apply(changes)
+    }
+
+    /// The stream ended or failed (etcd restarted, the connection broke). Normally:
+    /// watch again from where we are. A second stream in a row that ended without a
+    /// single message may mean etcd refuses our start revision in a way the stream does
+    /// not report (a cancel folded into the creation reply): read everything instead of
+    /// retrying the same revision for ever.
+    pub fn on_stream_end(&mut self, delivered_any: bool) -> WatchStep {
+        if delivered_any {
+            self.silent_ends = 0;
+            return WatchStep::Rewatch;
+        }
+        self.silent_ends += 1;
+        if self.silent_ends >= 2 {
+            WatchStep::Reload
+        } else {
+            WatchStep::Rewatch
+        }
     }
 }
 
@@ -296,6 +318,20 @@ mod tests {
             vec![item("/a", "2", 55), item("/c", "1", 5), item("/e", "1", 58)],
         );
         assert!(again.iter().all(|c| c.value.is_some()));
+    }
+
+    #[test]
+    fn streams_that_end_silently_twice_lead_to_a_reload() {
+        let mut cursor = WatchCursor::new();
+        cursor.reload(7, vec![]);
+        assert_eq!(cursor.on_stream_end(false), WatchStep::Rewatch);
+        assert_eq!(cursor.on_stream_end(false), WatchStep::Reload);
+        cursor.reload(8, vec![]);
+        assert_eq!(cursor.on_stream_end(false), WatchStep::Rewatch);
+        cursor.on_watch(WatchBatch::default());
+        assert_eq!(cursor.on_stream_end(false), WatchStep::Rewatch);
+        assert_eq!(cursor.on_stream_end(true), WatchStep::Rewatch);
+        assert_eq!(cursor.on_stream_end(false), WatchStep::Rewatch);
     }
 
     #[test]
