@@ -240,7 +240,11 @@ impl Etcd {
 /// daemon asked for is lost or reordered across an outage; every action is idempotent
 /// (conditional or a plain put). A request etcd refuses for good is given up after a few
 /// attempts.
-pub(super) async fn action_loop(node: Rc<Node>, mut etcd: Etcd, mut rx: UnboundedReceiver<EtcdAction>) {
+pub(super) async fn action_loop(
+    node: Rc<Node>,
+    mut etcd: Etcd,
+    mut rx: UnboundedReceiver<EtcdAction>,
+) {
     const PERMANENT_ATTEMPTS: u32 = 5;
     while let Some(action) = rx.recv().await {
         let mut backoff = Backoff::standard();
