@@ -15,13 +15,13 @@
 use crate::conn::{ConnectionLost, OsdConnection};
 use crate::error::{ClientError, Result};
 use crate::state::ClientState;
-use etcd_client::{GetOptions, WatchOptions};
 use futures_util::future::try_join_all;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock};
 use vitastor_proto::errno;
+use vitastor_proto::etcd::watch::WatchCursor;
 use vitastor_proto::etcd::{endpoints, ImmediateCommit, InodeConfig};
 use vitastor_proto::placement::split_at_objects;
 use vitastor_proto::wire::request::Rw;
@@ -61,7 +61,7 @@ struct Inner {
     options: ClientOptions,
     prefix: String,
     etcd: etcd_client::Client,
-    state: Mutex<ClientState>,
+    state: Arc<Mutex<ClientState>>,
     /// Bumped on every batch of etcd changes.
     changes: watch::Receiver<u64>,
     connections: Mutex<HashMap<u64, Arc<OsdConnection>>>,
@@ -102,75 +102,42 @@ impl Client {
         };
         let connect = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10));
+            .with_timeout(Duration::from_secs(10))
+            // A connection that stops answering pings is reopened, so a silently dead
+            // one cannot hold the watch (Vitastor's etcd_keepalive_timeout default).
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(30))
+            .with_keep_alive_while_idle(true);
         let mut etcd =
             etcd_client::Client::connect(endpoints(&options.etcd_address), Some(connect))
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
         let prefix = options.etcd_prefix.trim_end_matches('/').to_string();
-        let loaded = etcd
-            .get(prefix.clone() + "/", Some(GetOptions::new().with_prefix()))
+        let (items, revision) = crate::watch::load(&mut etcd, &prefix)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(unreachable)?;
+        let mut cursor = WatchCursor::new();
         let mut state = ClientState::default();
-        for kv in loaded.kvs() {
-            if let Some(key) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) {
-                state.apply(key, Some(kv.value()));
-            }
-        }
-        let revision = loaded.header().map_or(0, |h| h.revision());
-        let (_watcher, mut stream) = etcd
-            .watch(
-                prefix.clone() + "/",
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            )
-            .await
-            .map_err(|e| ClientError::Etcd(format!("cannot watch: {e}")))?;
+        crate::watch::apply(&mut state, &cursor.reload(revision, items));
+        let state = Arc::new(Mutex::new(state));
         let (notify, changes) = watch::channel(0u64);
-        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
-            let weak = weak.clone();
-            let watch_prefix = prefix.clone();
-            let watch_task = tokio::spawn(async move {
-                let _watcher = _watcher;
-                while let Ok(Some(response)) = stream.message().await {
-                    let Some(inner) = weak.upgrade() else { return };
-                    {
-                        let mut state = inner.state.lock().expect("not poisoned");
-                        for event in response.events() {
-                            let Some(kv) = event.kv() else { continue };
-                            let Some(key) = kv
-                                .key_str()
-                                .ok()
-                                .and_then(|k| k.strip_prefix(&watch_prefix))
-                            else {
-                                continue;
-                            };
-                            let value = match event.event_type() {
-                                etcd_client::EventType::Put => Some(kv.value()),
-                                etcd_client::EventType::Delete => None,
-                            };
-                            state.apply(key, value);
-                        }
-                    }
-                    notify.send_modify(|n| *n += 1);
-                }
-                tracing::warn!("the etcd watch ended; the client's view of the cluster is frozen");
-            });
-            Inner {
-                options,
-                prefix,
-                etcd: etcd.clone(),
-                state: Mutex::new(state),
-                changes,
-                connections: Mutex::default(),
-                sync_order: RwLock::new(()),
-                unsynced: Mutex::default(),
-                watch_task,
-            }
+        // The watch follows etcd across outages for as long as the client lives.
+        let follower = crate::watch::Follower {
+            etcd: etcd.clone(),
+            prefix: prefix.clone(),
+            cursor,
+            notify,
+        };
+        let watch_task = tokio::spawn(follower.run(Arc::downgrade(&state)));
+        let inner = Arc::new(Inner {
+            options,
+            prefix,
+            etcd,
+            state,
+            changes,
+            connections: Mutex::default(),
+            sync_order: RwLock::new(()),
+            unsynced: Mutex::default(),
+            watch_task,
         });
         Ok(Client { inner })
     }

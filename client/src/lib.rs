@@ -10,6 +10,7 @@ mod client;
 mod conn;
 mod error;
 pub mod state;
+mod watch;
 
 pub use client::{Client, ClientOptions, Image, ALIGNMENT};
 pub use error::{ClientError, Result};

@@ -11,13 +11,14 @@ use crate::plan::decide;
 use crate::state::{Change, MonState};
 use crate::stats::{aggregate, op_rates, prometheus_text};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use vitastor_proto::etcd::watch::WatchCursor;
 use vitastor_proto::etcd::{endpoints, keys, MonMaster};
 
 #[derive(Debug, Clone)]
@@ -52,15 +53,24 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// Limit of one lease keep-alive or election call: well under the TTL, so a dead etcd
+/// is noticed while the lease may still be alive.
+const ETCD_QUICK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// This monitor's lease and whether it holds `/mon/master`.
+///
+/// etcd may go away at any time: a keep-alive that fails leaves the lease as it is (it
+/// survives a short etcd restart, and so does mastership); a lease etcd says is gone
+/// makes this monitor step down, get a new lease as soon as etcd grants one, and
+/// campaign again.
 struct Election {
     client: Client,
     key: String,
     value: String,
     ttl: Duration,
+    /// 0 = none (a grant failed; retried on every renewal).
     lease: i64,
-    keeper: LeaseKeeper,
-    stream: LeaseKeepAliveStream,
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
     last_renewal: Instant,
     is_master: bool,
     /// etcd revision at which our master key was created (a delete event at or before it
@@ -75,44 +85,106 @@ impl Election {
             id: Some(format!("pid {}", std::process::id())),
         })
         .expect("serializes");
-        let (lease, keeper, stream) = grant(&client, ttl).await?;
-        Ok(Election {
+        let mut election = Election {
             client,
             key,
             value,
             ttl,
-            lease,
-            keeper,
-            stream,
+            lease: 0,
+            stream: None,
             last_renewal: Instant::now(),
             is_master: false,
             key_revision: 0,
-        })
+        };
+        election.grant().await?;
+        Ok(election)
     }
 
-    /// Renews the lease; after a whole TTL without renewal it is gone: step down and get a
-    /// new one.
-    async fn renew(&mut self) -> Result<(), String> {
-        let renewed = match self.keeper.keep_alive().await {
-            Ok(()) => matches!(self.stream.message().await, Ok(Some(r)) if r.ttl() > 0),
-            Err(_) => false,
+    async fn grant(&mut self) -> Result<(), String> {
+        let grant = self
+            .client
+            .lease_grant(self.ttl.as_secs().max(1) as i64, None);
+        self.lease = match tokio::time::timeout(ETCD_QUICK_TIMEOUT, grant).await {
+            Ok(Ok(response)) => response.id(),
+            Ok(Err(error)) => return Err(format!("cannot get an etcd lease: {error}")),
+            Err(_) => return Err("cannot get an etcd lease: no answer".into()),
         };
-        if renewed {
-            self.last_renewal = Instant::now();
-        } else if self.last_renewal.elapsed() >= self.ttl {
-            if self.is_master {
-                tracing::error!("lost the master lease; stepping down");
-            }
-            self.is_master = false;
-            let (lease, keeper, stream) = grant(&self.client, self.ttl).await?;
-            (self.lease, self.keeper, self.stream) = (lease, keeper, stream);
-            self.last_renewal = Instant::now();
-        }
+        self.stream = None;
+        self.last_renewal = Instant::now();
         Ok(())
+    }
+
+    fn step_down(&mut self, why: &str) {
+        if self.is_master {
+            tracing::error!("{why}; stepping down");
+        }
+        self.is_master = false;
+    }
+
+    /// Renews the lease. Never fails: trouble with etcd is logged and retried on the next
+    /// renewal.
+    async fn renew(&mut self) {
+        if self.lease == 0 {
+            if let Err(error) = self.grant().await {
+                tracing::warn!("{error}; retrying");
+            }
+            return;
+        }
+        match tokio::time::timeout(ETCD_QUICK_TIMEOUT, self.keep_alive()).await {
+            Ok(Ok(true)) => self.last_renewal = Instant::now(),
+            Ok(Ok(false)) => {
+                self.step_down("etcd no longer has the master lease");
+                self.lease = 0;
+                if let Err(error) = self.grant().await {
+                    tracing::warn!("{error}; retrying");
+                }
+            }
+            failed => {
+                self.stream = None;
+                let reason = match failed {
+                    Ok(Err(error)) => error,
+                    _ => "no answer".to_string(),
+                };
+                tracing::warn!("cannot renew the monitor's etcd lease ({reason}); retrying");
+                if self.last_renewal.elapsed() >= self.ttl {
+                    self.step_down("the master lease was not renewed for a whole TTL");
+                }
+            }
+        }
+    }
+
+    /// One keep-alive: Ok(true) alive, Ok(false) gone.
+    async fn keep_alive(&mut self) -> Result<bool, String> {
+        if let Some((keeper, responses)) = &mut self.stream {
+            let answer = match keeper.keep_alive().await {
+                Ok(()) => responses.message().await,
+                Err(error) => Err(error),
+            };
+            match answer {
+                Ok(Some(response)) => return Ok(response.ttl() > 0),
+                // The stream broke (etcd restarted): open a new one.
+                Ok(None) | Err(_) => self.stream = None,
+            }
+        }
+        match self.client.lease_keep_alive(self.lease).await {
+            Ok(pair) => {
+                self.stream = Some(pair);
+                Ok(true)
+            }
+            Err(etcd_client::Error::LeaseKeepAliveError(message))
+                if message.contains("not found") =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// Tries to become master: creates the key under our lease if nobody holds it.
     async fn campaign(&mut self) -> Result<(), String> {
+        if self.lease == 0 {
+            return Ok(());
+        }
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.key.as_str(),
@@ -124,23 +196,23 @@ impl Election {
                 self.value.as_str(),
                 Some(PutOptions::new().with_lease(self.lease)),
             )]);
-        let response = self
-            .client
-            .txn(txn)
-            .await
-            .map_err(|e| format!("etcd: {e}"))?;
+        let response = match tokio::time::timeout(ETCD_QUICK_TIMEOUT, self.client.txn(txn)).await {
+            Ok(result) => result.map_err(|e| format!("etcd: {e}"))?,
+            Err(_) => return Err("etcd: no answer".into()),
+        };
         if response.succeeded() {
             tracing::info!(lease = self.lease, "this monitor is now the master");
             self.is_master = true;
             self.key_revision = response.header().map_or(0, |h| h.revision());
             return Ok(());
         }
-        // The key may be ours already (we stepped down on a stale event): then we are it.
-        let existing = self
-            .client
-            .get(self.key.as_str(), None)
-            .await
-            .map_err(|e| format!("etcd: {e}"))?;
+        // The key may be ours already (we stepped down on a stale event, or etcd came
+        // back after an outage our lease survived): then we are it.
+        let get = self.client.get(self.key.as_str(), None);
+        let existing = match tokio::time::timeout(ETCD_QUICK_TIMEOUT, get).await {
+            Ok(result) => result.map_err(|e| format!("etcd: {e}"))?,
+            Err(_) => return Err("etcd: no answer".into()),
+        };
         if let Some(kv) = existing.kvs().first() {
             if kv.lease() == self.lease {
                 tracing::info!(lease = self.lease, "this monitor holds the master key");
@@ -157,28 +229,15 @@ impl Election {
     }
 }
 
-async fn grant(
-    client: &Client,
-    ttl: Duration,
-) -> Result<(i64, LeaseKeeper, LeaseKeepAliveStream), String> {
-    let mut client = client.clone();
-    let lease = client
-        .lease_grant(ttl.as_secs().max(1) as i64, None)
-        .await
-        .map_err(|e| format!("cannot get an etcd lease: {e}"))?
-        .id();
-    let (keeper, stream) = client
-        .lease_keep_alive(lease)
-        .await
-        .map_err(|e| format!("cannot keep the etcd lease alive: {e}"))?;
-    Ok((lease, keeper, stream))
-}
-
 async fn run_async(options: MonOptions) -> Result<(), String> {
     let prefix = options.etcd_prefix.trim_end_matches('/').to_string();
     let connect = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(10));
+        .with_timeout(Duration::from_secs(5))
+        // A connection that stops answering pings is reopened, so a silently dead one
+        // cannot hold the watch or the election.
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(30))
+        .with_keep_alive_while_idle(true);
     let mut client = Client::connect(endpoints(&options.etcd_address), Some(connect))
         .await
         .map_err(|e| format!("cannot connect to etcd at {}: {e}", options.etcd_address))?;
@@ -194,8 +253,8 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
     }
 
     let mut state = MonState::default();
-    let loaded = client
-        .get(prefix.clone() + "/", Some(GetOptions::new().with_prefix()))
+    let mut cursor = WatchCursor::new();
+    let loaded = crate::watch::load(&mut client, &prefix, &mut cursor)
         .await
         .map_err(|e| {
             format!(
@@ -204,23 +263,23 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
             )
         })?;
     let now = unix_now();
-    for kv in loaded.kvs() {
-        if let Some(key) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) {
-            state.apply(key, Some(kv.value()), kv.mod_revision(), now);
-        }
+    for change in &loaded {
+        state.apply(
+            &change.key,
+            change.value.as_deref(),
+            change.mod_revision,
+            now,
+        );
     }
-    let revision = loaded.header().map_or(0, |h| h.revision());
-    let (_watcher, mut watch) = client
-        .watch(
-            prefix.clone() + "/",
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
-            ),
-        )
-        .await
-        .map_err(|e| format!("cannot watch etcd: {e}"))?;
+    // The watch runs on its own and survives etcd outages; the loop below takes its
+    // batches.
+    let (watch_tx, mut watch) = tokio::sync::mpsc::unbounded_channel();
+    tokio::task::spawn_local(crate::watch::follow(
+        client.clone(),
+        prefix.clone(),
+        cursor,
+        watch_tx,
+    ));
 
     let master_key = format!("{prefix}{}", keys::MON_MASTER);
     let mut election = Election::start(client.clone(), master_key, options.etcd_mon_ttl).await?;
@@ -233,29 +292,23 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            message = watch.message() => {
-                let response = match message {
-                    Ok(Some(response)) => response,
-                    Ok(None) => return Err("the etcd watch ended".into()),
-                    Err(error) => return Err(format!("the etcd watch failed: {error}")),
+            changes = watch.recv() => {
+                let Some(changes) = changes else {
+                    return Err("the etcd watch task ended".into());
                 };
                 let now = unix_now();
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let Some(key) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) else { continue };
-                    let value = match event.event_type() {
-                        etcd_client::EventType::Put => Some(kv.value()),
-                        etcd_client::EventType::Delete => None,
-                    };
+                for change in &changes {
+                    let key = change.key.as_str();
+                    let value = change.value.as_deref();
                     if key == keys::MON_MASTER
                         && value.is_none()
                         && election.is_master
-                        && kv.mod_revision() > election.key_revision
+                        && change.mod_revision > election.key_revision
                     {
                         tracing::warn!("{}{} was deleted; campaigning again", prefix, keys::MON_MASTER);
                         election.is_master = false;
                     }
-                    if state.apply(key, value, kv.mod_revision(), now) == Change::Placement {
+                    if state.apply(key, value, change.mod_revision, now) == Change::Placement {
                         dirty_since.get_or_insert_with(Instant::now);
                     }
                 }
@@ -264,7 +317,7 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
         }
         if last_renewal_try.elapsed() >= election.ttl / 3 {
             last_renewal_try = Instant::now();
-            election.renew().await?;
+            election.renew().await;
         }
         if !election.is_master {
             if let Err(error) = election.campaign().await {
@@ -293,7 +346,7 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
                     result = &mut solving => {
                         break result.map_err(|e| format!("the placement task failed: {e}"))?;
                     }
-                    _ = tokio::time::sleep(election.ttl / 3) => election.renew().await?,
+                    _ = tokio::time::sleep(election.ttl / 3) => election.renew().await,
                 }
             };
             for note in &decision.notes {

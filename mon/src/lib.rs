@@ -11,3 +11,4 @@ pub mod plan;
 pub mod state;
 pub mod stats;
 pub mod tree;
+mod watch;

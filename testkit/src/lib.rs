@@ -59,7 +59,10 @@ pub fn built_library(package: &str, file: &str) -> PathBuf {
 pub struct Etcd {
     pub address: String,
     pub dir: PathBuf,
-    child: Child,
+    client_port: u16,
+    peer_port: u16,
+    /// None while killed (between [`Etcd::kill`] and [`Etcd::restart`]).
+    child: Option<Child>,
 }
 
 impl Etcd {
@@ -67,22 +70,49 @@ impl Etcd {
     pub fn start(dir: &Path) -> Etcd {
         std::fs::create_dir_all(dir).expect("create the scratch directory");
         let (client_port, peer_port) = (free_port(), free_port());
-        let child = vitastor_local::etcd_command(dir, client_port, peer_port)
+        let mut etcd = Etcd {
+            address: format!("127.0.0.1:{client_port}"),
+            dir: dir.to_path_buf(),
+            client_port,
+            peer_port,
+            child: None,
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .expect("etcd.log");
+        let child = vitastor_local::etcd_command(&self.dir, self.client_port, self.peer_port)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("etcd.log")).expect("etcd.log"))
+            .stderr(log)
             .spawn()
             .expect(
                 "etcd is not installed (apt install etcd-server); scripts/setup.sh installs it",
             );
-        let etcd = Etcd {
-            address: format!("127.0.0.1:{client_port}"),
-            dir: dir.to_path_buf(),
-            child,
-        };
+        self.child = Some(child);
         wait_for("etcd", Duration::from_secs(30), || {
-            etcd.etcdctl(&["endpoint", "health"]).is_ok()
+            self.etcdctl(&["endpoint", "health"]).is_ok()
         });
-        etcd
+    }
+
+    /// Kills etcd with SIGKILL (a crash: nothing is flushed or closed cleanly).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same data directory and ports, and waits until it
+    /// answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
@@ -129,8 +159,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -250,6 +279,17 @@ impl LocalCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The processes that are no longer running, with how they ended.
+    pub fn exited(&mut self) -> Vec<String> {
+        self.children
+            .iter_mut()
+            .filter_map(|(name, child)| match child.try_wait() {
+                Ok(Some(status)) => Some(format!("{name} ({status})")),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Waits until the PG map has `pg_count` PGs for `pool` and all are active on their

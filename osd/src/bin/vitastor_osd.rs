@@ -3,6 +3,8 @@
 
 use clap::Parser;
 use std::path::PathBuf;
+use std::time::Duration;
+use vitastor_osd::net::etcd::EtcdTiming;
 use vitastor_osd::net::{run, DaemonOptions};
 use vitastor_proto::etcd::ImmediateCommit;
 
@@ -31,12 +33,26 @@ struct Args {
     /// Do not fsync (only for drives with power-loss protection).
     #[arg(long = "disable_data_fsync", default_value_t = false)]
     disable_data_fsync: bool,
-    /// Seconds between stats reports and lease renewals (lease TTL = 3x this).
+    /// Seconds between lease keep-alives and stats reports. The lease TTL is this plus
+    /// max_etcd_attempts x etcd_quick_timeout (10 s by default), as in Vitastor.
     #[arg(long = "etcd_report_interval", default_value_t = 5)]
     etcd_report_interval: u64,
     /// Do not take the data device's exclusive lock (another process may then use it too).
     #[arg(long = "disable_flock", default_value_t = false)]
     disable_flock: bool,
+    /// Keep-alive attempts that fit in the lease after a missed one.
+    #[arg(long = "max_etcd_attempts", default_value_t = 5)]
+    max_etcd_attempts: u32,
+    /// Milliseconds one keep-alive may take.
+    #[arg(long = "etcd_quick_timeout", default_value_t = 1000)]
+    etcd_quick_timeout: u64,
+    /// Milliseconds every other etcd request may take.
+    #[arg(long = "etcd_slow_timeout", default_value_t = 5000)]
+    etcd_slow_timeout: u64,
+    /// Seconds an etcd connection may leave its HTTP/2 pings unanswered before it is
+    /// reopened (default: max(30, 2 x etcd_report_interval)).
+    #[arg(long = "etcd_keepalive_timeout")]
+    etcd_keepalive_timeout: Option<u64>,
 }
 
 fn parse_commit(text: &str) -> Result<ImmediateCommit, String> {
@@ -70,8 +86,18 @@ fn main() {
         port: args.port,
         immediate_commit: args.immediate_commit,
         disable_data_fsync: args.disable_data_fsync,
-        etcd_report_interval: args.etcd_report_interval,
         disable_flock: args.disable_flock,
+        etcd: EtcdTiming {
+            report_interval: Duration::from_secs(args.etcd_report_interval.max(1)),
+            max_attempts: args.max_etcd_attempts.max(1),
+            quick_timeout: Duration::from_millis(args.etcd_quick_timeout.max(1)),
+            slow_timeout: Duration::from_millis(args.etcd_slow_timeout.max(1)),
+            keepalive_timeout: Duration::from_secs(
+                args.etcd_keepalive_timeout
+                    .unwrap_or_else(|| (2 * args.etcd_report_interval).max(30))
+                    .max(1),
+            ),
+        },
     };
     if let Err(error) = run(options) {
         eprintln!("vitastor-osd: {error}");

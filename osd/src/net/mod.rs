@@ -4,19 +4,20 @@
 //! thread. Thin on purpose: the decisions live in [`crate::daemon`].
 
 pub mod etcd;
+mod lease;
 
 use crate::blockstore::prepare::{claim_osd_num, ClaimError};
 use crate::blockstore::uring::UringDisk;
 use crate::blockstore::{Blockstore, BlockstoreConfig};
 use crate::cluster::ClusterView;
 use crate::daemon::{Action, ConnId, EtcdAction, Osd, OsdSettings};
-use etcd::Etcd;
+use etcd::{Etcd, EtcdTiming};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -37,8 +38,9 @@ pub struct DaemonOptions {
     pub port: u16,
     pub immediate_commit: ImmediateCommit,
     pub disable_data_fsync: bool,
-    /// Seconds between stats reports and lease keep-alives; the lease lives 3 times longer.
-    pub etcd_report_interval: u64,
+    /// Lease keep-alives, stats reports and etcd call timeouts (lease TTL =
+    /// report interval + max attempts x quick timeout, as in Vitastor).
+    pub etcd: EtcdTiming,
     /// Skip the exclusive lock on the data device.
     pub disable_flock: bool,
 }
@@ -57,6 +59,8 @@ struct Node {
     etcd_actions: UnboundedSender<EtcdAction>,
     next_conn: Cell<ConnId>,
     osd_num: u64,
+    /// Zero of the monotonic clock handed to the Osd ([`Osd::set_clock`]).
+    started: Instant,
 }
 
 impl Node {
@@ -66,7 +70,7 @@ impl Node {
         loop {
             {
                 let mut osd = self.osd.borrow_mut();
-                osd.set_clock(monotonic_ms());
+                osd.set_clock(self.clock_ms());
                 osd.poll_store();
                 osd.take_actions(&mut actions);
             }
@@ -103,9 +107,29 @@ impl Node {
         }
     }
 
+    /// Hands one batch of events to the Osd. The clock goes first, so an OSD that was
+    /// frozen past its lease deadline (SIGSTOP, a long stall) stops its PGs before it
+    /// looks at anything that arrived meanwhile.
     fn with_osd(&self, f: impl FnOnce(&mut Osd<UringDisk>)) {
-        f(&mut self.osd.borrow_mut());
+        {
+            let mut osd = self.osd.borrow_mut();
+            osd.set_clock(self.clock_ms());
+            f(&mut osd);
+        }
         self.dispatch();
+    }
+
+    /// Milliseconds on the Osd's monotonic clock now.
+    fn clock_ms(&self) -> u64 {
+        self.clock_ms_at(Instant::now())
+    }
+
+    fn clock_ms_at(&self, instant: Instant) -> u64 {
+        instant.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    fn instant_at_ms(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
     }
 }
 
@@ -149,9 +173,11 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         })?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
 
-    let interval = options.etcd_report_interval.max(1);
-    let ttl = (interval * 3) as i64;
-    let mut etcd = Etcd::connect(&options.etcd_address, &options.etcd_prefix, ttl).await?;
+    let timing = options.etcd.clone();
+    let ttl = timing.lease_ttl_s();
+    let mut etcd =
+        Etcd::connect(&options.etcd_address, &options.etcd_prefix, timing.clone()).await?;
+    etcd.grant_lease().await?;
     let host = hostname();
     let state = serde_json::json!({
         "state": "up",
@@ -168,11 +194,17 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
             options.osd_num
         ));
     }
-    tracing::info!(osd = options.osd_num, port, "registered in etcd");
+    tracing::info!(
+        osd = options.osd_num,
+        port,
+        lease_ttl_s = ttl,
+        lease_margin_ms = timing.lease_margin_ms(),
+        "registered in etcd"
+    );
 
     let mut settings = OsdSettings::new(options.osd_num);
     settings.immediate_commit = options.immediate_commit;
-    settings.lease_timeout = ttl as u64;
+    settings.lease_timeout = ttl;
     let (etcd_tx, etcd_rx) = unbounded_channel();
     let node = Rc::new(Node {
         osd: RefCell::new(Osd::new(settings, store)),
@@ -182,84 +214,55 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         etcd_actions: etcd_tx,
         next_conn: Cell::new(1),
         osd_num: options.osd_num,
+        started: Instant::now(),
     });
+    // The lease is fresh: serve until it could expire, even before the first keep-alive.
+    let granted_ms = node.clock_ms();
+    node.with_osd(|osd| osd.set_lease_deadline(Some(timing.lease_deadline_ms(granted_ms))));
 
-    let (items, revision) = etcd.load().await?;
-    {
-        let mut view = node.view.borrow_mut();
-        for (key, value) in &items {
-            view.apply(key, Some(value));
-        }
-    }
-    let (_watcher, mut watch) = etcd.watch(revision).await?;
+    let mut cursor = vitastor_proto::etcd::watch::WatchCursor::new();
+    etcd::reload(&node, &mut etcd, &mut cursor).await?;
 
     tokio::task::spawn_local(accept_loop(node.clone(), listener));
     tokio::task::spawn_local(disk_loop(node.clone(), event_fd));
-    let mut actions_etcd = Etcd::connect(&options.etcd_address, &options.etcd_prefix, ttl).await?;
-    actions_etcd.lease = etcd.lease;
-    tokio::task::spawn_local(etcd_action_loop(node.clone(), actions_etcd, etcd_rx));
+    tokio::task::spawn_local(etcd::action_loop(node.clone(), etcd.handle(), etcd_rx));
+    tokio::task::spawn_local(etcd::watch_loop(node.clone(), etcd.handle(), cursor));
+    let stats_key = etcd.key(&format!("/osd/stats/{}", options.osd_num));
+    let stats_options = options.clone();
+    let stats_host = host.clone();
+    tokio::task::spawn_local(etcd::stats_loop(
+        node.clone(),
+        etcd.handle(),
+        stats_key,
+        move |node: &Node| stats_json(node, &stats_host, &stats_options),
+    ));
     view_changed(&node);
 
-    let (mut keeper, mut keep_stream) = etcd
-        .client
-        .lease_keep_alive(etcd.lease)
-        .await
-        .map_err(|e| format!("cannot keep the etcd lease alive: {e}"))?;
-    let mut ticker = tokio::time::interval(Duration::from_secs(interval));
-    let mut last_renewal = std::time::Instant::now();
-    let stats_key = etcd.key(&format!("/osd/stats/{}", options.osd_num));
+    // Keep-alives on a connection of their own: a large read or a backlog of writes on
+    // the shared one must not delay them.
+    let mut lease_etcd = Etcd::connect(&options.etcd_address, &options.etcd_prefix, timing).await?;
+    lease_etcd.lease = etcd.lease.clone();
+    let registration = lease::Registration {
+        osd_num: options.osd_num,
+        key: state_key,
+        value: state.to_string(),
+    };
+    let lease_loop = lease::lease_loop(node.clone(), lease_etcd, registration);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
-    loop {
-        tokio::select! {
-            // A clean stop: revoking the lease removes /osd/state and our /pg/state keys
-            // at once, so peers and the monitor react now instead of after the TTL.
-            // Acknowledged writes are already durable as immediate_commit promises.
-            _ = terminate.recv() => return stop_cleanly(&node, &mut etcd).await,
-            _ = interrupt.recv() => return stop_cleanly(&node, &mut etcd).await,
-            _ = ticker.tick() => {
-                let renewed = match keeper.keep_alive().await {
-                    Ok(()) => matches!(keep_stream.message().await, Ok(Some(r)) if r.ttl() > 0),
-                    Err(_) => false,
-                };
-                if renewed {
-                    last_renewal = std::time::Instant::now();
-                } else if last_renewal.elapsed() >= Duration::from_secs(ttl as u64) {
-                    node.with_osd(|osd| osd.on_lease_lost());
-                    return Err(format!("lost the etcd lease of OSD {}; stopped serving its PGs", options.osd_num));
-                } else {
-                    tracing::warn!("etcd lease renewal failed; retrying");
-                }
-                let stats = stats_json(&node, &host, &options);
-                if let Err(error) = etcd.client.put(stats_key.as_str(), stats, None).await {
-                    tracing::warn!("cannot report stats: {error}");
-                }
-            }
-            message = watch.message() => {
-                let response = match message {
-                    Ok(Some(response)) => response,
-                    Ok(None) => return Err("the etcd watch ended".to_string()),
-                    Err(error) => return Err(format!("the etcd watch failed: {error}")),
-                };
-                let mut changed = false;
-                {
-                    let mut view = node.view.borrow_mut();
-                    for event in response.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let Some(key) = kv.key_str().ok().and_then(|k| k.strip_prefix(&etcd.prefix)) else { continue };
-                        let value = match event.event_type() {
-                            etcd_client::EventType::Put => Some(kv.value()),
-                            etcd_client::EventType::Delete => None,
-                        };
-                        changed |= view.apply(key, value);
-                    }
-                }
-                if changed {
-                    view_changed(&node);
-                }
-            }
+    tokio::select! {
+        // A clean stop: revoking the lease removes /osd/state and our /pg/state keys
+        // at once, so peers and the monitor react now instead of after the TTL.
+        // Acknowledged writes are already durable as immediate_commit promises.
+        _ = terminate.recv() => stop_cleanly(&node, &mut etcd).await,
+        _ = interrupt.recv() => stop_cleanly(&node, &mut etcd).await,
+        // Only a fatal condition ends it (our OSD number taken over while the lease was
+        // gone); etcd outages do not.
+        result = lease_loop => {
+            node.with_osd(|osd| osd.on_lease_lost());
+            result
         }
     }
 }
@@ -267,16 +270,14 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
 async fn stop_cleanly(node: &Rc<Node>, etcd: &mut Etcd) -> Result<(), String> {
     tracing::info!("stopping on a signal: releasing the etcd lease");
     node.with_osd(|osd| osd.on_lease_lost());
-    if let Err(error) = etcd.client.lease_revoke(etcd.lease).await {
-        tracing::warn!("cannot revoke the lease (it expires by itself): {error}");
+    let lease = etcd.lease.get();
+    let revoke = etcd.client.lease_revoke(lease);
+    if let Err(error) =
+        etcd::limited(etcd.timing.quick_timeout, "cannot revoke the lease", revoke).await
+    {
+        tracing::warn!("{error} (it expires by itself)");
     }
     Ok(())
-}
-
-/// Milliseconds since the first call (a monotonic clock for the daemon's timers).
-fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 fn hostname() -> String {
@@ -517,35 +518,4 @@ async fn connect_peer(
     let leftover = decoder.take_buffered();
     let (read, write) = stream.into_split();
     Ok((read, write, leftover))
-}
-
-async fn etcd_action_loop(node: Rc<Node>, mut etcd: Etcd, mut rx: UnboundedReceiver<EtcdAction>) {
-    while let Some(action) = rx.recv().await {
-        let mut attempts = 0;
-        let result = loop {
-            match etcd.execute(&action).await {
-                Ok(done) => break Some(done),
-                Err(error) if attempts < 5 => {
-                    attempts += 1;
-                    tracing::warn!("{error}; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(error) => {
-                    tracing::error!("{error}; giving up on {action:?}");
-                    break None;
-                }
-            }
-        };
-        match action {
-            EtcdAction::ClaimPg { pg, .. } => {
-                let ok = result.unwrap_or(false);
-                node.with_osd(|osd| osd.on_pg_claimed(pg, ok));
-            }
-            EtcdAction::PutPgHistory { pg, .. } => {
-                let ok = result.unwrap_or(false);
-                node.with_osd(|osd| osd.on_history_written(pg, ok));
-            }
-            _ => {}
-        }
-    }
 }

@@ -81,17 +81,18 @@ impl Cluster {
     }
 
     pub fn start_osd(&mut self, num: u64) {
+        let command = self.osd_command(num);
+        self.start_osd_with(num, command);
+    }
+
+    /// Starts OSD `num` with a command line of the test's own (see [`Cluster::osd_command`]).
+    pub fn start_osd_with(&mut self, num: u64, mut command: Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("osd{num}.log")))
             .unwrap();
-        let child = self
-            .osd_command(num)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.osds[num as usize - 1] = Some(child);
     }
 

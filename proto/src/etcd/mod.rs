@@ -11,6 +11,7 @@ pub mod osd;
 pub mod pg;
 pub mod pool;
 pub mod stats;
+pub mod watch;
 
 pub use global::{GlobalConfig, ImmediateCommit};
 pub use inode::{ImageIndex, InodeConfig};

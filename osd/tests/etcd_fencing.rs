@@ -1,0 +1,226 @@
+//! Lease fencing with a real etcd: an OSD whose etcd connection is cut (a TCP proxy in
+//! front of etcd for that OSD only, stopped) stops serving its PGs before etcd can expire
+//! its lease, answers clients with a retryable -EPIPE, does not exit, and once etcd is
+//! reachable again (its lease expired meanwhile) registers under a new lease, claims its
+//! PG again and serves the data it had.
+
+mod common;
+
+use common::{wait_for, Cluster, WireClient};
+use std::io::ErrorKind;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vitastor_proto::errno;
+
+/// Lease TTL of the OSDs here: etcd_report_interval 1 + max_etcd_attempts 2 x 1 s.
+const TTL: Duration = Duration::from_secs(3);
+const INODE: u64 = 1 << 48 | 1;
+
+/// A TCP proxy on a fixed 127.0.0.1 port to `target`; `stop` closes the listener and
+/// every connection through it (the OSD's etcd connection breaks and new ones are
+/// refused), `start` listens again on the same port.
+struct Proxy {
+    port: u16,
+    target: String,
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn new(target: &str) -> Proxy {
+        let mut proxy = Proxy {
+            port: vitastor_testkit::free_port(),
+            target: target.to_string(),
+            stop: Arc::new(AtomicBool::new(false)),
+            connections: Arc::default(),
+            acceptor: None,
+        };
+        proxy.start();
+        proxy
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        assert!(self.acceptor.is_none(), "the proxy already runs");
+        let mut bound = None;
+        wait_for("the proxy port", Duration::from_secs(10), || {
+            bound = TcpListener::bind(("127.0.0.1", self.port)).ok();
+            bound.is_some()
+        });
+        let listener = bound.expect("bound above");
+        listener.set_nonblocking(true).unwrap();
+        self.stop.store(false, Ordering::SeqCst);
+        let (stop, connections, target) = (
+            self.stop.clone(),
+            self.connections.clone(),
+            self.target.clone(),
+        );
+        self.acceptor = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        // Polls the stop flag; the listener closes when this thread ends.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut list = connections.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(upstream.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        }));
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        for connection in self.connections.lock().unwrap().drain(..) {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn osd_state_exists(cluster: &Cluster, num: u64) -> bool {
+    !cluster
+        .get_prefix(&format!("/vitastor/osd/state/{num}"))
+        .is_empty()
+}
+
+#[test]
+fn osd_cut_off_from_etcd_stops_before_its_lease_expires_and_comes_back() {
+    let mut cluster = Cluster::start("etcd-fence", 2);
+    cluster.put(
+        "/vitastor/config/pools",
+        r#"{"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":1,"failure_domain":"osd"}}"#,
+    );
+    cluster.put(
+        "/vitastor/pg/config",
+        r#"{"items":{"1":{"1":{"osd_set":[1,2],"primary":1}}}}"#,
+    );
+    let mut proxy = Proxy::new(&cluster.etcd_address);
+    let short_lease = ["--etcd_report_interval", "1", "--max_etcd_attempts", "2"];
+    let mut osd1 = std::process::Command::new(env!("CARGO_BIN_EXE_vitastor-osd"));
+    osd1.args(["--osd_num", "1"])
+        .args(["--data_device", cluster.osd_file(1).to_str().unwrap()])
+        .args(["--etcd_address", &proxy.address()])
+        .args(short_lease);
+    cluster.start_osd_with(1, osd1);
+    let mut osd2 = cluster.osd_command(2);
+    osd2.args(["--max_etcd_attempts", "2"]);
+    cluster.start_osd_with(2, osd2);
+    cluster.wait_active(&[(1, 1)], Duration::from_secs(60));
+
+    let address = cluster.osd_address(1).expect("OSD 1 is up");
+    let mut client = WireClient::connect(&address).unwrap();
+    let data = vec![0x5a; 4096];
+    assert!(client.write(INODE, 0, &data).unwrap() >= 0);
+
+    // Cut OSD 1 off from etcd. It must stop serving strictly before etcd can expire its
+    // lease: the key it lives under is still there when it has stopped.
+    let cut = Instant::now();
+    proxy.stop();
+    wait_for("OSD 1 stops its PGs", Duration::from_secs(10), || {
+        cluster.osd_log(1).contains("stopping every PG")
+    });
+    let fenced_after = cut.elapsed();
+    assert!(
+        osd_state_exists(&cluster, 1),
+        "OSD 1's lease expired before it stopped serving ({fenced_after:?} after the cut)"
+    );
+    assert!(
+        fenced_after < TTL,
+        "stopped {fenced_after:?} after the cut, the lease TTL is {TTL:?}"
+    );
+    eprintln!("OSD 1 stopped serving {fenced_after:?} after losing etcd (lease TTL {TTL:?})");
+    // Clients get a retryable answer, not data from a fenced primary.
+    assert_eq!(
+        client.write(INODE, 0, &data).unwrap(),
+        -i64::from(errno::EPIPE)
+    );
+    assert_eq!(
+        client.read(INODE, 0, 4096).unwrap(),
+        Err(-i64::from(errno::EPIPE))
+    );
+
+    // etcd expires the lease; OSD 1 keeps running.
+    wait_for("OSD 1's lease expires", Duration::from_secs(15), || {
+        !osd_state_exists(&cluster, 1)
+    });
+    let expired_after = cut.elapsed();
+    eprintln!("etcd expired OSD 1's lease {expired_after:?} after the cut");
+    assert!(fenced_after < expired_after);
+    assert!(
+        cluster.osds[0]
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "OSD 1 exited"
+    );
+
+    // etcd is reachable again: a new lease, /osd/state again, the PG claimed again.
+    proxy.start();
+    let back = Instant::now();
+    wait_for("OSD 1 registered again", Duration::from_secs(20), || {
+        cluster
+            .osd_log(1)
+            .contains("registered again under a new lease")
+    });
+    cluster.wait_active(&[(1, 1)], Duration::from_secs(30));
+    eprintln!(
+        "OSD 1 served again {:?} after etcd came back",
+        back.elapsed()
+    );
+    let mut client = WireClient::connect(&cluster.osd_address(1).unwrap()).unwrap();
+    assert_eq!(client.read(INODE, 0, 4096).unwrap(), Ok(data.clone()));
+    assert!(client.write(INODE, 4096, &data).unwrap() >= 0);
+    assert!(
+        cluster.osds[0]
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "OSD 1 exited"
+    );
+    assert!(
+        cluster.osds[1]
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "OSD 2 exited"
+    );
+}
