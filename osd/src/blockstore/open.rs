@@ -14,7 +14,10 @@
 //! 6. Entries are applied in order. A flush record is applied only when one of its
 //!    metadata slots is torn (the crash hit the metadata phase, so the data is durable);
 //!    otherwise its versions simply stay journaled and are flushed again.
-//! 7. A damaged metadata slot that no flush record covers is corruption.
+//!    A purge entry forgets its object again (if its newest version is still a tombstone
+//!    no newer than the purge) and has the object's metadata slot emptied; it also covers
+//!    that slot, which the flusher may have been emptying when the crash came.
+//! 7. A damaged metadata slot that no flush record or purge entry covers is corruption.
 //! 8. A new session starts: the header is rewritten before anything else happens.
 
 use super::aligned::AlignedBuf;
@@ -23,7 +26,7 @@ use super::dirty::{DirtyEntry, DirtyKind};
 use super::disk::{Disk, IoKind};
 use super::error::BlockstoreError;
 use super::journal_format::{
-    EntryHeader, EntryKind, HeaderCopy, JournalHeader, FLAG_DELETED, NO_BLOCK,
+    EntryHeader, EntryKind, HeaderCopy, JournalHeader, FLAG_DELETED, FLAG_PURGED, NO_BLOCK,
 };
 use super::layout::SECTOR;
 use super::meta_format::{self, MetaEntry, MetaSlot};
@@ -331,7 +334,11 @@ impl<D: Disk> Blockstore<D> {
                 let deleted = e.flags & FLAG_DELETED != 0;
                 e.data_sectors == 0
                     && (e.old_block == NO_BLOCK || u64::from(e.old_block) < blocks)
-                    && (deleted || (u64::from(e.block) < blocks && e.csums.len() == sectors))
+                    && ((deleted && e.block == NO_BLOCK)
+                        || (u64::from(e.block) < blocks && e.csums.len() == sectors))
+            }
+            EntryKind::Purge => {
+                e.data_sectors == 0 && (e.block == NO_BLOCK || u64::from(e.block) < blocks)
             }
             EntryKind::Stabilize | EntryKind::Rollback | EntryKind::Delete => e.data_sectors == 0,
         }
@@ -519,6 +526,22 @@ impl<D: Disk> Blockstore<D> {
             EntryKind::Rollback => {
                 self.drop_unstable_after(&oid, entry.version, seq);
             }
+            EntryKind::Purge => {
+                if entry.block != NO_BLOCK {
+                    // The flusher may have been emptying this slot; and the block must not
+                    // be handed out while this entry is in the journal.
+                    repairs.covered.insert(entry.block);
+                    repairs.flushed_blocks.push((entry.block, seq));
+                }
+                if self
+                    .newest_tombstone(&oid)
+                    .is_some_and(|version| version <= entry.version)
+                {
+                    if let Some(block) = self.forget_object(&oid, seq) {
+                        repairs.redo.insert(block, None);
+                    }
+                }
+            }
             EntryKind::Flush => {
                 tracing::warn!(seq, "flush record inside the ring; ignored");
             }
@@ -563,9 +586,18 @@ impl<D: Disk> Blockstore<D> {
     /// had started; `free_tag` is the journal position blocks it frees must wait for.
     fn apply_flush_record(&mut self, entry: &EntryHeader, free_tag: u64, repairs: &mut Repairs) {
         let oid = entry.oid;
+        if entry.flags & FLAG_PURGED != 0 {
+            // It only emptied the slot of a purged object: a torn slot there is expected
+            // (the purge entry, still in the journal, has the object forgotten again).
+            if entry.old_block != NO_BLOCK && self.clean.owner(entry.old_block).is_none() {
+                repairs.covered.insert(entry.old_block);
+            }
+            return;
+        }
         let clean = self.clean.get(&oid).map(|c| (c.block, c.version));
         let clean_version = clean.map_or(0, |(_, version)| version);
-        let target = (entry.flags & FLAG_DELETED == 0).then_some(entry.block);
+        let target = (entry.block != NO_BLOCK).then_some(entry.block);
+        let tombstone = entry.flags & FLAG_DELETED != 0;
         let cover = |repairs: &mut Repairs| {
             repairs.covered.extend(target);
             if entry.old_block != NO_BLOCK {
@@ -628,6 +660,7 @@ impl<D: Disk> Blockstore<D> {
                     block,
                     bitmap: entry.bitmap.clone(),
                     csums: entry.csums.clone(),
+                    tombstone,
                 };
                 self.alloc.mark_used(block);
                 let old = self.clean.insert(&meta);

@@ -59,6 +59,9 @@ impl<D: Disk> Osd<D> {
                     list.min_inode,
                     list.max_inode,
                 );
+                // TODO(peering): tombstones. Deleted versions are not sent yet (the primary
+                // takes every listed version for live data); peering should carry them.
+                listed.retain(|v| !v.deleted);
                 // Stable versions first, as the reply's stable_count says.
                 listed.sort_by_key(|v| !v.stable);
                 let stable_count = listed.iter().filter(|v| v.stable).count() as u64;
