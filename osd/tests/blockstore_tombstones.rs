@@ -336,6 +336,6 @@ fn explicit_delete_of_an_absent_object_records_a_tombstone() {
     assert!(listed_all.iter().all(|v| v.deleted && v.stable));
     assert_eq!(purge(&mut store, a, 7), 7);
     store.flush_all().unwrap();
-    let mut store = clean_reopen(store, &config);
+    let store = clean_reopen(store, &config);
     assert!(store.list(0, 0, 0, 0, u64::MAX).is_empty());
 }

@@ -126,6 +126,7 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
             "start_seq": header.start_seq,
             "clean_end_seq": header.clean_end_seq,
             "session": header.session,
+            "session_start_seq": header.session_start_seq,
         },
         "entries": entries,
         "end_pos": stop_pos,

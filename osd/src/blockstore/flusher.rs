@@ -671,6 +671,7 @@ impl<D: Disk> Blockstore<D> {
             start_seq,
             clean_end_seq,
             session: self.journal.session,
+            session_start_seq: self.journal.session_start_seq,
         }
     }
 

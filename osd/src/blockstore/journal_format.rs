@@ -12,6 +12,7 @@
 //! | 32 | start sequence number (u64) |
 //! | 40 | clean-shutdown end sequence (u64; 0 = not a clean shutdown) |
 //! | 48 | session (u64), incremented and made durable at every open |
+//! | 56 | session start sequence (u64): the next sequence number when this session began; entries from it on must carry at least this session (0 = no such rule, headers written before it existed) |
 //! | 4092 | crc32c |
 //!
 //! Entry header sector:
@@ -67,6 +68,10 @@ pub struct JournalHeader {
     pub start_seq: u64,
     pub clean_end_seq: u64,
     pub session: u64,
+    /// Entries with a sequence number >= this were appended in `session` or later: an
+    /// entry of an older session there is a leftover of a crash (torn when replay passed
+    /// it, then completed by a later torn write of the same sector) and ends the journal.
+    pub session_start_seq: u64,
 }
 
 impl JournalHeader {
@@ -81,6 +86,7 @@ impl JournalHeader {
         w.u64(self.start_seq);
         w.u64(self.clean_end_seq);
         w.u64(self.session);
+        w.u64(self.session_start_seq);
         seal_sector(&mut out[..SECTOR as usize]);
     }
 
@@ -106,6 +112,7 @@ impl JournalHeader {
                 start_seq: r.u64()?,
                 clean_end_seq: r.u64()?,
                 session: r.u64()?,
+                session_start_seq: r.u64()?,
             }))
         })();
         match fields {
@@ -310,6 +317,7 @@ mod tests {
             start_seq: 17,
             clean_end_seq: 0,
             session: 2,
+            session_start_seq: 15,
         };
         header.encode(9, &mut sector);
         assert_eq!(JournalHeader::decode(&sector, 9), HeaderCopy::Valid(header));

@@ -5,7 +5,8 @@
 //!    emptied; damaged slots are remembered.
 //! 2. Journal header: the valid copy with the higher generation.
 //! 3. Entries from the start: each must be sealed, have the next sequence number, a
-//!    session no older than the previous entry, and (small writes) intact data. The first
+//!    session no older than the previous entry nor (from the header's session start
+//!    sequence on) than the header's session, and (small writes) intact data. The first
 //!    entry that is not is the end of the journal; a valid entry with a *newer* sequence
 //!    number there means the header is stale, which is corruption.
 //! 4. Redirected writes are checked against their data checksums (unless a later flush
@@ -118,6 +119,7 @@ impl<D: Disk> Blockstore<D> {
         self.erase_stale_entries()?;
         self.journal.header_generation = header.generation;
         self.journal.session = header.session + 1;
+        self.journal.session_start_seq = self.journal.next_seq;
         self.write_journal_header_sync(false)?;
         // That header write ended with an fsync: everything replayed is durable now.
         self.durable_below = self.journal.next_seq;
@@ -354,14 +356,25 @@ impl<D: Disk> Blockstore<D> {
         let mut pos = header.start_pos;
         let mut expected = header.start_seq;
         let mut session = 0;
+        // From where the newest session began, its entries must carry it: an older
+        // session's entry there was not replayed when that session began (torn), and a
+        // later torn write over the same sector may have completed it since.
+        let session_at = |seq: u64, previous: u64| {
+            if header.session_start_seq != 0 && seq >= header.session_start_seq {
+                previous.max(header.session)
+            } else {
+                previous
+            }
+        };
         let mut consumed = 0;
         while consumed < self.journal.size {
-            let found = match self.parse_entry_at(pos, expected, session) {
+            let min_session = session_at(expected, session);
+            let found = match self.parse_entry_at(pos, expected, min_session) {
                 Ok(entry) => Ok((entry, pos)),
                 Err(first_stop) => {
                     // An entry that did not fit in the tail of the ring starts at 0.
                     let wrapped = if pos != 0 {
-                        self.parse_entry_at(0, expected, session).ok()
+                        self.parse_entry_at(0, expected, min_session).ok()
                     } else {
                         None
                     };
