@@ -339,3 +339,47 @@ fn explicit_delete_of_an_absent_object_records_a_tombstone() {
     let store = clean_reopen(store, &config);
     assert!(store.list(0, 0, 0, 0, u64::MAX).is_empty());
 }
+
+#[test]
+fn new_life_after_purge_survives_replay_of_the_old_one() {
+    for config in configs() {
+        let mut store = Blockstore::open(formatted(7), config.clone()).expect("open");
+        let a = oid(12);
+        let pin = oid(13);
+        // An unstable version pins the journal start: the old life's delete and the purge
+        // stay in the journal while the new life is flushed.
+        store
+            .run(Op::Write {
+                oid: pin,
+                version: 0,
+                offset: 0,
+                data: pattern(4096, 1),
+                stable: false,
+            })
+            .unwrap();
+        write(&mut store, a, 0, pattern(BLOCK as usize, 2));
+        write(&mut store, a, 4096, pattern(4096, 3));
+        write(&mut store, a, 8192, pattern(4096, 4));
+        let tombstone = delete(&mut store, a, 0);
+        assert_eq!(tombstone, 4);
+        store.flush_all().unwrap();
+        assert_eq!(purge(&mut store, a, tombstone), tombstone);
+        assert_eq!(write(&mut store, a, 16384, pattern(8192, 5)), 1);
+        store.flush_all().unwrap();
+        assert_eq!(write(&mut store, a, 0, pattern(4096, 6)), 2);
+        let check = |store: &mut Blockstore<SimDisk>, when: &str| {
+            let (version, _, data) = read(store, a);
+            assert_eq!(version, 2, "{when}");
+            assert_eq!(&data[..4096], &pattern(4096, 6)[..], "{when}");
+            assert!(data[4096..16384].iter().all(|b| *b == 0), "{when}");
+            assert_eq!(&data[16384..24576], &pattern(8192, 5)[..], "{when}");
+            assert_eq!(listed(store, a), vec![(1, true, false), (2, true, false)]);
+        };
+        check(&mut store, "before reopen");
+        let mut store = clean_reopen(store, &config);
+        check(&mut store, "after reopen");
+        store.run(Op::Sync).unwrap();
+        let mut store = crash_reopen(store, &config, 8);
+        check(&mut store, "after a crash");
+    }
+}

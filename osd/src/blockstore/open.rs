@@ -18,6 +18,8 @@
 //!    A purge entry forgets its object again (if its newest version is still a tombstone
 //!    no newer than the purge) and has the object's metadata slot emptied; it also covers
 //!    that slot, which the flusher may have been emptying when the crash came.
+//!    Versions start again at 1 after a purge: entries of an object up to a purge that
+//!    its flushed state is newer than (an earlier life) are skipped.
 //! 7. A damaged metadata slot that no flush record or purge entry covers is corruption.
 //! 8. A new session starts: the header is rewritten before anything else happens.
 
@@ -32,7 +34,8 @@ use super::journal_format::{
 use super::layout::SECTOR;
 use super::meta_format::{self, MetaEntry, MetaSlot};
 use super::store::{io_sync, read_superblock, Blockstore, BlockstoreConfig};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use vitastor_proto::ObjectId;
 
 const META_READ_CHUNK: u64 = 1 << 20;
 const JOURNAL_READ_CHUNK: u64 = 4 << 20;
@@ -80,7 +83,8 @@ impl<D: Disk> Blockstore<D> {
         let records = self.load_flush_records()?;
         self.read_ring()?;
         let (mut entries, stop_pos) = self.parse_journal(&header)?;
-        self.verify_big_writes(&mut entries)?;
+        let earlier_lives = self.earlier_lives(&entries);
+        self.verify_big_writes(&mut entries, &earlier_lives)?;
         let end_seq = entries.last().map_or(header.start_seq, |(e, _)| e.seq + 1);
         if header.clean_end_seq != 0 && end_seq < header.clean_end_seq {
             return Err(BlockstoreError::Corrupted {
@@ -92,6 +96,13 @@ impl<D: Disk> Blockstore<D> {
             });
         }
         for (entry, pos) in &entries {
+            if earlier_lives
+                .get(&entry.oid)
+                .is_some_and(|purge_seq| entry.seq <= *purge_seq)
+            {
+                Self::skip_earlier_life(entry, &mut repairs);
+                continue;
+            }
             self.apply_entry(entry, *pos, &mut repairs);
         }
         for record in &records {
@@ -412,6 +423,44 @@ impl<D: Disk> Blockstore<D> {
         Ok((entries, pos))
     }
 
+    /// Objects whose flushed state is newer than a purge in the journal (versions start
+    /// again at 1 after a purge, and a new life may have been flushed already): entries
+    /// up to that purge (its sequence number here) belong to an earlier life and are not
+    /// applied. The clean slot predates a purge only if it is in the block the purge
+    /// names (that block is not handed out again while the purge is in the journal).
+    fn earlier_lives(&self, entries: &[(EntryHeader, u64)]) -> HashMap<ObjectId, u64> {
+        let mut purges: HashMap<ObjectId, Vec<(u64, u32)>> = HashMap::new();
+        for (entry, _) in entries.iter().filter(|(e, _)| e.kind == EntryKind::Purge) {
+            purges
+                .entry(entry.oid)
+                .or_default()
+                .push((entry.seq, entry.block));
+        }
+        let mut lives = HashMap::new();
+        for (oid, list) in purges {
+            let Some(clean_block) = self.clean.block_of(&oid) else {
+                continue;
+            };
+            if let Some((seq, _)) = list.iter().rev().find(|(_, block)| *block != clean_block) {
+                lives.insert(oid, *seq);
+            }
+        }
+        lives
+    }
+
+    /// An entry of an earlier life of its object: not applied, but the blocks it names
+    /// stay held while it is in the journal, and a purge still covers its slot.
+    fn skip_earlier_life(entry: &EntryHeader, repairs: &mut Repairs) {
+        match entry.kind {
+            EntryKind::BigWrite => repairs.flushed_blocks.push((entry.block, entry.seq)),
+            EntryKind::Purge if entry.block != NO_BLOCK => {
+                repairs.covered.insert(entry.block);
+                repairs.flushed_blocks.push((entry.block, entry.seq));
+            }
+            _ => {}
+        }
+    }
+
     /// Drops the journal from the first redirected write whose data did not land.
     ///
     /// Sectors that a later small write of the same object covers are not checked: the
@@ -420,11 +469,16 @@ impl<D: Disk> Blockstore<D> {
     fn verify_big_writes(
         &mut self,
         entries: &mut Vec<(EntryHeader, u64)>,
+        earlier_lives: &HashMap<ObjectId, u64>,
     ) -> Result<(), BlockstoreError> {
         let granularity = self.sb.bitmap_granularity;
         for i in 0..entries.len() {
             let (entry, _) = &entries[i];
-            if entry.kind != EntryKind::BigWrite {
+            if entry.kind != EntryKind::BigWrite
+                || earlier_lives
+                    .get(&entry.oid)
+                    .is_some_and(|purge_seq| entry.seq <= *purge_seq)
+            {
                 continue;
             }
             if self
