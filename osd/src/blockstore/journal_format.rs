@@ -40,7 +40,7 @@
 //! | 4 | rollback | unstable versions > `version` are dropped |
 //! | 5 | delete | a tombstone version (stable); flushed, it becomes a tombstone slot |
 //! | 6 | flush | the full new metadata of `block`, written before the flusher touches the data and metadata areas so a torn in-place write can be redone (see below) |
-//! | 7 | purge | if the object's newest version is a tombstone <= `version`, the object is forgotten; `block` is the clean block whose metadata slot the flusher empties (`u32::MAX` = none) |
+//! | 7 | purge | the object, whose newest version was the tombstone `version`, is forgotten (appended only after that check; replay forgets unconditionally, since the tombstone may be trimmed already); `block` is the clean block whose metadata slot the flusher empties (`u32::MAX` = none) |
 //!
 //! Flush records (kind 6, kept outside the ring) use the flags this way: deleted without a
 //! block = the object was removed (written only by older versions); deleted with a block =

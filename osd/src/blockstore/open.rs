@@ -15,9 +15,9 @@
 //! 6. Entries are applied in order. A flush record is applied only when one of its
 //!    metadata slots is torn (the crash hit the metadata phase, so the data is durable);
 //!    otherwise its versions simply stay journaled and are flushed again.
-//!    A purge entry forgets its object again (if its newest version is still a tombstone
-//!    no newer than the purge) and has the object's metadata slot emptied; it also covers
-//!    that slot, which the flusher may have been emptying when the crash came.
+//!    A purge entry forgets its object again (it was checked when appended; the tombstone
+//!    itself may already be trimmed) and has the object's metadata slot emptied; it also
+//!    covers that slot, which the flusher may have been emptying when the crash came.
 //!    Versions start again at 1 after a purge: entries of an object up to a purge that
 //!    its flushed state is newer than (an earlier life) are skipped.
 //! 7. A damaged metadata slot that no flush record or purge entry covers is corruption.
@@ -472,19 +472,25 @@ impl<D: Disk> Blockstore<D> {
         earlier_lives: &HashMap<ObjectId, u64>,
     ) -> Result<(), BlockstoreError> {
         let granularity = self.sb.bitmap_granularity;
+        // Objects purged earlier in the journal: their clean slot (if still there) is of
+        // the purged life and says nothing about whether later writes were flushed.
+        let mut purged = std::collections::HashSet::new();
         for i in 0..entries.len() {
             let (entry, _) = &entries[i];
-            if entry.kind != EntryKind::BigWrite
-                || earlier_lives
-                    .get(&entry.oid)
-                    .is_some_and(|purge_seq| entry.seq <= *purge_seq)
-            {
+            let earlier_life = earlier_lives
+                .get(&entry.oid)
+                .is_some_and(|purge_seq| entry.seq <= *purge_seq);
+            if entry.kind == EntryKind::Purge && !earlier_life {
+                purged.insert(entry.oid);
+            }
+            if entry.kind != EntryKind::BigWrite || earlier_life {
                 continue;
             }
-            if self
-                .clean
-                .get(&entry.oid)
-                .is_some_and(|c| c.version >= entry.version)
+            if !purged.contains(&entry.oid)
+                && self
+                    .clean
+                    .get(&entry.oid)
+                    .is_some_and(|c| c.version >= entry.version)
             {
                 continue;
             }
@@ -600,13 +606,12 @@ impl<D: Disk> Blockstore<D> {
                     repairs.covered.insert(entry.block);
                     repairs.flushed_blocks.push((entry.block, seq));
                 }
-                if self
-                    .newest_tombstone(&oid)
-                    .is_some_and(|version| version <= entry.version)
-                {
-                    if let Some(block) = self.forget_object(&oid, seq) {
-                        repairs.redo.insert(block, None);
-                    }
+                // The purge was accepted when it was appended, and what replay has of the
+                // object now is that same life (entries of earlier lives were skipped); its
+                // tombstone may be gone from the journal already (a purge drops the object's
+                // versions, so they no longer hold the journal start), so no check here.
+                if let Some(block) = self.forget_object(&oid, seq) {
+                    repairs.redo.insert(block, None);
                 }
             }
             EntryKind::Flush => {
