@@ -1,11 +1,13 @@
 //! Model-based blockstore test (TESTING.md layer 2).
 //!
-//! Random sequences of write / write unstable / stabilize / rollback / delete / sync /
-//! read / concurrent batches / flush / clean reopen run against the blockstore on a
+//! Random sequences of write / write unstable / stabilize / rollback / delete (a tombstone)
+//! / purge / sync / read / list / concurrent batches / flush / clean reopen run against the
+//! blockstore on a
 //! simulated disk and against a simple in-memory model. At random points the disk loses
 //! power (every write not covered by a completed fsync is lost, lands, or is torn) and the
 //! blockstore is reopened: every sector must then hold a value the model allows (synced
-//! data exactly; unsynced data old or new, never garbage). Some sequences end by flipping a
+//! data exactly; unsynced data old or new, never garbage; a synced tombstone is listed as
+//! deleted with its version, a synced purge leaves nothing). Some sequences end by flipping a
 //! bit in a live part of the disk after a clean shutdown: the damage must be detected (open
 //! fails, or the read fails with -EDOM) or not matter; wrong data is never returned.
 //!
@@ -19,8 +21,8 @@ use vitastor_osd::blockstore::dump::{dump_journal, dump_meta};
 use vitastor_osd::blockstore::prepare::prepare;
 use vitastor_osd::blockstore::sim::SimDisk;
 use vitastor_osd::blockstore::{
-    AlignedBuf, Blockstore, BlockstoreConfig, BlockstoreError, Completion, FormatOptions, Op, OpId,
-    OpOutput,
+    AlignedBuf, Blockstore, BlockstoreConfig, BlockstoreError, Completion, FormatOptions,
+    ListedVersion, Op, OpId, OpOutput,
 };
 use vitastor_proto::{errno, ObjectId};
 
@@ -71,10 +73,19 @@ struct ObjectModel {
     history: Vec<(u64, bool, Mutation)>,
     possible: Vec<BTreeSet<u64>>,
     latest_version: u64,
-    /// The newest mutation is a delete: once flushed, the object reads as version 0.
-    deleted: bool,
-    /// The newest mutation folded into `base` was a delete.
-    base_deleted: bool,
+    /// The newest mutation folded into `base` was a write (not a delete; not purged).
+    base_live: bool,
+    /// What the last sync made durable and nothing has changed since (checked after a
+    /// crash).
+    synced: Option<Synced>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Synced {
+    /// The newest version is this tombstone.
+    Tombstone(u64),
+    /// The object has no version at all (purged or never written).
+    Gone,
 }
 
 impl ObjectModel {
@@ -115,12 +126,7 @@ impl ObjectModel {
             // A stable version stabilizes everything before it.
             self.history.iter_mut().for_each(|entry| entry.1 = true);
         }
-        self.deleted = matches!(mutation, Mutation::Delete);
-        if !self.deleted && version != 0 && version <= self.latest_version {
-            // A write after a flushed delete starts the object's versions again.
-            self.latest_version = 0;
-            self.base_version = 0;
-        }
+        self.synced = None;
         self.history.push((version, stable, mutation));
         if version != 0 {
             self.latest_version = self.latest_version.max(version);
@@ -137,17 +143,39 @@ impl ObjectModel {
             .is_some_and(|(v, stable, _)| *stable && *v != 0)
         {
             let (version, _, mutation) = self.history.remove(0);
-            self.base_deleted = matches!(mutation, Mutation::Delete);
+            self.base_live = matches!(mutation, Mutation::Write { .. });
             Self::apply(&mut self.base, &mutation);
             self.base_version = version;
         }
     }
 
-    fn recompute_deleted(&mut self) {
-        self.deleted = match self.history.last() {
-            Some((_, _, mutation)) => matches!(mutation, Mutation::Delete),
-            None => self.base_deleted,
-        };
+    /// Whether the newest version holds data (a delete of version 0 then records a
+    /// tombstone; otherwise it does nothing).
+    fn live(&self) -> bool {
+        match self.history.last() {
+            Some((_, _, mutation)) => matches!(mutation, Mutation::Write { .. }),
+            None => self.base_live,
+        }
+    }
+
+    /// The newest version, if it is a tombstone.
+    fn tombstone(&self) -> Option<u64> {
+        match self.history.last() {
+            Some((version, _, Mutation::Delete)) => Some(*version).filter(|v| *v != 0),
+            Some(_) => None,
+            None => (!self.base_live && self.base_version != 0).then_some(self.base_version),
+        }
+    }
+
+    /// The object was purged: it has no version at all.
+    fn purged(&mut self) {
+        self.history.clear();
+        self.base.fill(0);
+        self.base_version = 0;
+        self.latest_version = 0;
+        self.base_live = false;
+        self.synced = None;
+        self.note_possible();
     }
 
     fn unstable_versions(&self) -> Vec<u64> {
@@ -163,16 +191,24 @@ impl ObjectModel {
         for (set, id) in self.possible.iter_mut().zip(current) {
             *set = BTreeSet::from([id]);
         }
+        self.synced = match self.tombstone() {
+            Some(version) => Some(Synced::Tombstone(version)),
+            None if self.latest_version == 0 && !self.live() => Some(Synced::Gone),
+            None => None,
+        };
     }
 
     fn reset_to(&mut self, observed: Vec<u64>, version: u64) {
-        // Our patterns never write zeros: an all-zero object is deleted (or never written).
-        self.deleted = observed.iter().all(|id| *id == 0);
-        self.base_deleted = self.deleted;
+        // Our patterns never write zeros: an all-zero object is a tombstone (or, with
+        // version 0, never written or purged).
+        self.base_live = version != 0 && observed.iter().any(|id| *id != 0);
         self.base = observed.clone();
         self.base_version = version;
         self.latest_version = version;
         self.history.clear();
+        // Replay ends with an fsync: what it found is durable.
+        self.synced = None;
+        self.synced();
         self.possible = observed
             .into_iter()
             .map(|id| BTreeSet::from([id]))
@@ -332,22 +368,72 @@ impl Harness {
         }
     }
 
+    /// A delete with version 0 (the next; nothing happens to an object without data) or
+    /// with an explicit newer version (always a tombstone, as peering sends it).
     fn delete(&mut self) {
         let object = self.rng.gen_range(0..OBJECTS as usize);
-        self.log.push(format!("delete obj {object}"));
-        let exists = self.model[object].current().iter().any(|id| *id != 0)
-            || !self.model[object].history.is_empty();
+        let latest = self.model[object].latest_version;
+        let requested = if self.rng.gen_bool(0.2) {
+            latest + self.rng.gen_range(1..=3)
+        } else {
+            0
+        };
+        let live = self.model[object].live();
+        self.log.push(format!(
+            "delete obj {object} v{requested} (live {live}, latest v{latest})"
+        ));
+        let expected = match requested {
+            0 if live => Some(latest + 1),
+            0 => None,
+            v => Some(v),
+        };
         match self.store().run(Op::Delete {
             oid: oid(object as u64),
-            version: 0,
+            version: requested,
         }) {
-            Ok(OpOutput::Version(version)) => {
-                if exists || version > self.model[object].latest_version {
+            Ok(OpOutput::Version(version)) => match expected {
+                Some(tombstone) if version == tombstone => {
                     self.model[object].push(version, true, Mutation::Delete);
+                }
+                None if version == latest => {}
+                _ => self.fail(format!(
+                    "delete of object {object} returned v{version}, expected {expected:?} (latest v{latest})"
+                )),
+            },
+            Err(error) if error.errno == errno::ENOSPC => self.on_enospc(),
+            other => self.fail(format!("delete failed: {other:?}")),
+        }
+    }
+
+    /// A purge of the object's tombstone (or of an older or newer version, or of a live
+    /// object, which must do nothing).
+    fn purge(&mut self) {
+        let object = self.rng.gen_range(0..OBJECTS as usize);
+        let model = &self.model[object];
+        let tombstone = model.tombstone();
+        let around = tombstone.unwrap_or(model.latest_version);
+        let requested = match self.rng.gen_range(0..4) {
+            0 | 1 => around,
+            2 => around.saturating_sub(1),
+            _ => around + 2,
+        };
+        let expected = tombstone.filter(|t| *t <= requested).unwrap_or(0);
+        self.log.push(format!(
+            "purge obj {object} v{requested} (tombstone {tombstone:?}, expect {expected})"
+        ));
+        match self.store().run(Op::Purge {
+            oid: oid(object as u64),
+            version: requested,
+        }) {
+            Ok(OpOutput::Version(version)) if version == expected => {
+                if expected != 0 {
+                    self.model[object].purged();
                 }
             }
             Err(error) if error.errno == errno::ENOSPC => self.on_enospc(),
-            other => self.fail(format!("delete failed: {other:?}")),
+            other => self.fail(format!(
+                "purge of object {object} v{requested}: {other:?}, expected v{expected}"
+            )),
         }
     }
 
@@ -403,7 +489,7 @@ impl Harness {
         model
             .history
             .retain(|(v, stable, _)| *v <= version || *stable);
-        model.recompute_deleted();
+        model.synced = None;
         model.latest_version = model
             .history
             .iter()
@@ -453,10 +539,8 @@ impl Harness {
                 self.fail(format!("object {object}: read {ids:?}, model {expected:?}"));
             }
             let model = &self.model[object];
-            // A deleted object reads as version 0 once the delete is flushed, or as the
-            // delete's version while it is journaled (also again after a replay).
-            let version_ok = version == model.latest_version || model.deleted;
-            if !version_ok {
+            // A tombstone reads as its version, journaled or flushed; a purged object as 0.
+            if version != model.latest_version {
                 let summary = self.store().debug_summary();
                 eprintln!("{summary}");
                 self.fail(format!(
@@ -464,6 +548,28 @@ impl Harness {
                     self.model[object].latest_version
                 ));
             }
+            let tombstone = self.model[object].tombstone();
+            self.check_listed(object, version, tombstone.is_some());
+        }
+    }
+
+    /// The object's newest listed version is `version` (none listed for 0), listed as
+    /// deleted exactly when it is a tombstone; versions are listed in order.
+    fn check_listed(&mut self, object: usize, version: u64, tombstone: bool) {
+        let listed: Vec<ListedVersion> = self
+            .store()
+            .list(0, 0, 0, 0, u64::MAX)
+            .into_iter()
+            .filter(|v| v.oid == oid(object as u64))
+            .collect();
+        let newest = listed.last().map(|v| (v.version, v.deleted));
+        let expected = (version != 0).then_some((version, tombstone));
+        let sorted = listed.windows(2).all(|w| w[0].version < w[1].version);
+        let deleted_stable = listed.iter().all(|v| v.stable || !v.deleted);
+        if newest != expected || !sorted || !deleted_stable {
+            self.fail(format!(
+                "object {object}: listed {listed:?}, expected newest (version, deleted) {expected:?}"
+            ));
         }
     }
 
@@ -530,7 +636,6 @@ impl Harness {
                 Err(error) if error.errno == errno::ENOSPC => {
                     let model = &mut self.model[*object];
                     model.history.retain(|(v, _, _)| *v != 0);
-                    model.recompute_deleted();
                     out_of_space = true;
                 }
                 Ok(OpOutput::Version(version)) => {
@@ -545,11 +650,7 @@ impl Harness {
                                 .for_each(|entry| entry.1 = true);
                         }
                     }
-                    // Each object gets one write per batch, so this is its newest version
-                    // (possibly lower than before, when it follows a flushed delete).
-                    if *version <= model.base_version {
-                        model.base_version = 0;
-                    }
+                    // Each object gets one write per batch, so this is its newest version.
                     model.latest_version = *version;
                     model.fold();
                 }
@@ -596,6 +697,23 @@ impl Harness {
                     "read after crash object {object}: v{version} {ids:?}; {}",
                     self.store().debug_summary()
                 );
+            }
+            match self.model[object].synced {
+                Some(Synced::Tombstone(tombstone)) => {
+                    if version != tombstone || ids.iter().any(|id| *id != 0) {
+                        self.fail(format!("after crash, object {object} with a synced tombstone v{tombstone} reads v{version} {ids:?}"));
+                    }
+                    self.check_listed(object, tombstone, true);
+                }
+                Some(Synced::Gone) => {
+                    if version != 0 {
+                        self.fail(format!(
+                            "after crash, synced purged object {object} reads v{version}"
+                        ));
+                    }
+                    self.check_listed(object, 0, false);
+                }
+                None => {}
             }
             for (sector, id) in ids.iter().enumerate() {
                 if !self.model[object].possible[sector].contains(id) {
@@ -744,12 +862,13 @@ impl Harness {
 
     fn step(&mut self) {
         match self.rng.gen_range(0..100) {
-            0..=34 => self.write(true),
-            35..=44 => self.write(false),
-            45..=51 => self.stabilize(),
-            52..=56 => self.rollback(),
-            57..=61 => self.delete(),
-            62..=71 => self.sync(),
+            0..=33 => self.write(true),
+            34..=43 => self.write(false),
+            44..=50 => self.stabilize(),
+            51..=55 => self.rollback(),
+            56..=61 => self.delete(),
+            62..=64 => self.purge(),
+            65..=71 => self.sync(),
             72..=79 => self.check_reads(),
             80..=85 => self.batch(false),
             86..=88 => self.batch(true),

@@ -10,8 +10,13 @@
 //! | bitmap | 4 |
 //! | hash table slot (u32 block number + 1 control byte, at most 2x over-allocated) | 5-10 |
 //! | allocation bitmap | 1/8 |
+//! | tombstone flag (bitset) | 1/8 |
 //! | **total** | **~33-38 bytes = 264-304 MiB per TB of data** |
 //! | optional: per-sector crc32c kept in memory | +128 = +1 GiB per TB |
+//!
+//! A block may hold a tombstone instead of data: the object's newest flushed version is a
+//! deletion. It has an empty bitmap (reads give zeros with the tombstone's version) and is
+//! listed as deleted; the per-block flag says which.
 //!
 //! The checksums are kept in memory only when they fit the configured budget
 //! (`csum_memory_limit_bytes`); otherwise a read fetches the block's 4 KiB metadata slot
@@ -30,6 +35,8 @@ pub struct CleanIndex {
     /// 0 = no clean object in this block.
     versions: Vec<u64>,
     bitmaps: Vec<u8>,
+    /// One bit per block: the clean object there is a tombstone.
+    tombstones: Vec<u64>,
     csums: Option<Vec<u32>>,
     table: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
@@ -44,6 +51,8 @@ pub struct CleanRef<'a> {
     pub bitmap: &'a [u8],
     /// `None` when checksums are not kept in memory.
     pub csums: Option<&'a [u32]>,
+    /// The version is a deletion: no data, reads give zeros.
+    pub tombstone: bool,
 }
 
 impl CleanIndex {
@@ -55,6 +64,7 @@ impl CleanIndex {
             oids: vec![ObjectId::default(); blocks as usize],
             versions: vec![0; blocks as usize],
             bitmaps: vec![0; blocks as usize * bitmap_len],
+            tombstones: vec![0; (blocks as usize).div_ceil(64)],
             csums: csums_in_memory.then(|| vec![0; blocks as usize * sectors as usize]),
             table: HashTable::with_capacity(blocks as usize),
             hasher: hashbrown::DefaultHashBuilder::default(),
@@ -66,6 +76,7 @@ impl CleanIndex {
     pub fn memory_bytes(&self) -> usize {
         self.oids.len() * (std::mem::size_of::<ObjectId>() + 8)
             + self.bitmaps.len()
+            + self.tombstones.len() * 8
             + self.csums.as_ref().map_or(0, |c| c.len() * 4)
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
     }
@@ -111,6 +122,7 @@ impl CleanIndex {
                 .csums
                 .as_ref()
                 .map(|c| &c[b * sectors..(b + 1) * sectors]),
+            tombstone: self.tombstones[b / 64] & (1 << (b % 64)) != 0,
         }
     }
 
@@ -126,6 +138,11 @@ impl CleanIndex {
         self.oids[b] = entry.oid;
         self.versions[b] = entry.version.max(1);
         self.bitmaps[b * self.bitmap_len..(b + 1) * self.bitmap_len].copy_from_slice(&entry.bitmap);
+        if entry.tombstone {
+            self.tombstones[b / 64] |= 1 << (b % 64);
+        } else {
+            self.tombstones[b / 64] &= !(1 << (b % 64));
+        }
         let sectors = self.sectors as usize;
         if let Some(csums) = self.csums.as_mut() {
             csums[b * sectors..(b + 1) * sectors].copy_from_slice(&entry.csums);
@@ -173,6 +190,7 @@ mod tests {
             block,
             bitmap: vec![0xff; 4],
             csums: vec![block; 32],
+            tombstone: false,
         }
     }
 
@@ -218,6 +236,19 @@ mod tests {
             Some(4)
         );
         assert_eq!(index.iter().count(), 1);
+        let mut tombstone = entry(1, 9, 8);
+        tombstone.tombstone = true;
+        tombstone.bitmap = vec![0; 4];
+        assert_eq!(index.insert(&tombstone), Some(7));
+        let oid = ObjectId {
+            inode: 1,
+            stripe: 0,
+        };
+        assert!(index
+            .get(&oid)
+            .is_some_and(|c| c.tombstone && c.version == 8));
+        assert_eq!(index.insert(&entry(1, 9, 9)), None);
+        assert!(index.get(&oid).is_some_and(|c| !c.tombstone));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::aligned::AlignedBuf;
 use super::disk::{Disk, IoKind};
 use super::error::BlockstoreError;
-use super::journal_format::{EntryKind, FLAG_DELETED, NO_BLOCK};
+use super::journal_format::{EntryKind, FLAG_DELETED, FLAG_PURGED, NO_BLOCK};
 use super::layout::{Superblock, SECTOR};
 use super::meta_format::{self, MetaSlot};
 use super::store::{io_sync, read_superblock, Blockstore, BlockstoreConfig};
@@ -29,7 +29,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Every used metadata slot, and the damaged ones.
+/// Every used metadata slot (tombstones with `"tombstone": true`), and the damaged ones.
 pub fn dump_meta<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
     let sb = read_superblock(&mut disk)?;
     let mut entries = Vec::new();
@@ -50,6 +50,7 @@ pub fn dump_meta<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
                 "inode": format!("{:#x}", entry.oid.inode),
                 "stripe": format!("{:#x}", entry.oid.stripe),
                 "version": entry.version,
+                "tombstone": entry.tombstone,
                 "bitmap": hex(&entry.bitmap),
                 "csums": entry.csums.iter().map(|c| format!("{c:08x}")).collect::<Vec<_>>(),
             })),
@@ -76,6 +77,8 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
                 "stripe": format!("{:#x}", r.oid.stripe),
                 "version": r.version,
                 "deleted": r.flags & FLAG_DELETED != 0,
+                "tombstone": r.flags & FLAG_DELETED != 0 && r.block != NO_BLOCK,
+                "purged": r.flags & FLAG_PURGED != 0,
                 "block": (r.block != NO_BLOCK).then_some(r.block),
                 "old_block": (r.old_block != NO_BLOCK).then_some(r.old_block),
             })
@@ -91,6 +94,7 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
                 EntryKind::Rollback => "rollback",
                 EntryKind::Delete => "delete",
                 EntryKind::Flush => "flush",
+                EntryKind::Purge => "purge",
             };
             let mut value = json!({
                 "seq": e.seq,
@@ -123,6 +127,7 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
             "start_seq": header.start_seq,
             "clean_end_seq": header.clean_end_seq,
             "session": header.session,
+            "session_start_seq": header.session_start_seq,
         },
         "entries": entries,
         "end_pos": stop_pos,

@@ -24,6 +24,13 @@
 //! full metadata (the data is already durable). Only the newest batch can be incomplete, so
 //! the record area has two halves used alternately, and records are not kept in the ring
 //! (where they would use up space while an unstable version pins the journal start).
+//!
+//! Deletes: a flushed delete becomes a tombstone slot (empty bitmap, zero checksums) in a
+//! block the object already had (its clean block, else a redirected block of the flushed
+//! versions, else a freshly allocated one), so the tombstone keeps the object's version
+//! across restarts and peering can see it. Purges: the flusher empties the metadata slot
+//! of a purged object's clean block in a batch like any other (record flagged purged,
+//! then the empty slot); only then may the journal start pass the purge entry.
 
 use super::aligned::AlignedBuf;
 use super::bitmap;
@@ -31,7 +38,7 @@ use super::dirty::{DirtyEntry, DirtyKind};
 use super::disk::{Disk, IoKind};
 use super::error::BlockstoreError;
 use super::journal_format::{
-    EntryHeader, EntryKind, JournalHeader, FLAG_DELETED, FLAG_STABLE, NO_BLOCK,
+    EntryHeader, EntryKind, JournalHeader, FLAG_DELETED, FLAG_PURGED, FLAG_STABLE, NO_BLOCK,
 };
 use super::layout::SECTOR;
 use super::meta_format::{self, MetaEntry, MetaSlot};
@@ -57,8 +64,14 @@ struct FlushItem {
     oid: ObjectId,
     version: u64,
     prefix_len: usize,
-    /// Block that will hold the object; `None` when the newest flushed version is a delete.
+    /// Block that will hold the object (`None` only for purge items).
     target: Option<u32>,
+    /// The flushed version is a tombstone (the target slot gets the tombstone flag).
+    tombstone: bool,
+    /// A tombstone with no block of its own yet: one is allocated before the batch starts.
+    needs_block: bool,
+    /// Not a journaled version: only empties `old_clean`, the slot of a purged object.
+    purge: bool,
     /// Clean block the object leaves (its metadata slot is emptied).
     old_clean: Option<u32>,
     /// Redirected blocks in the flushed prefix that end up unused.
@@ -80,14 +93,16 @@ struct FlushItem {
 /// reuse the journal entry format with `seq` = batch number, `offset` = index and `len` =
 /// count.
 fn flush_record(item: &FlushItem, batch: u64, index: usize, count: usize) -> EntryHeader {
+    let mut flags = FLAG_STABLE;
+    if item.tombstone || item.target.is_none() {
+        flags |= FLAG_DELETED;
+    }
+    if item.purge {
+        flags |= FLAG_PURGED;
+    }
     EntryHeader {
         kind: EntryKind::Flush,
-        flags: FLAG_STABLE
-            | if item.target.is_none() {
-                FLAG_DELETED
-            } else {
-                0
-            },
+        flags,
         seq: batch,
         oid: item.oid,
         version: item.version,
@@ -147,6 +162,13 @@ impl Flusher {
     pub fn is_idle(&self) -> bool {
         self.phase == Phase::Idle
     }
+
+    /// Whether the batch in flight flushes versions of `oid` (purge items do not count).
+    pub fn is_flushing(&self, oid: &ObjectId) -> bool {
+        self.items
+            .iter()
+            .any(|item| item.oid == *oid && !item.purge)
+    }
 }
 
 impl<D: Disk> Blockstore<D> {
@@ -158,11 +180,13 @@ impl<D: Disk> Blockstore<D> {
             || self.alloc.free_blocks() * 8 < u64::from(self.alloc.total_blocks())
     }
 
-    /// Where the journal could start: the oldest entry any object still needs.
+    /// Where the journal could start: the oldest entry any object still needs (purge
+    /// entries are needed until their slot is emptied).
     fn trim_target(&self) -> u64 {
         self.dirty
             .values()
             .flat_map(|chain| chain.iter().map(|e| e.seq))
+            .chain(self.pending_clears.iter().map(|p| p.seq))
             .min()
             .unwrap_or(self.journal.next_seq)
     }
@@ -189,10 +213,18 @@ impl<D: Disk> Blockstore<D> {
             }
         }
         candidates.sort_unstable_by_key(|(seq, _, _)| *seq);
-        candidates.truncate(limit);
-        let mut items = Vec::with_capacity(candidates.len());
+        let mut items = self.plan_purge_items(limit, complete_below);
+        candidates.truncate(limit - items.len());
         for (_, oid, prefix_len) in candidates {
-            if let Some(item) = self.plan_flush_item(oid, prefix_len) {
+            if let Some(mut item) = self.plan_flush_item(oid, prefix_len) {
+                if item.needs_block {
+                    let Some(block) = self.alloc.allocate() else {
+                        tracing::warn!(%oid, "no free block for a tombstone; flushing it later");
+                        continue;
+                    };
+                    item.target = Some(block);
+                    item.needs_block = false;
+                }
                 items.push(item);
             }
         }
@@ -222,6 +254,39 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
+    /// Items that empty the metadata slots of purged objects (oldest purge first), for
+    /// purges whose journal entries have reached the disk.
+    fn plan_purge_items(&self, limit: usize, complete_below: u64) -> Vec<FlushItem> {
+        let sectors = self.sb.sectors_per_block();
+        let mut clears: Vec<_> = self
+            .pending_clears
+            .iter()
+            .filter(|p| p.seq < complete_below)
+            .collect();
+        clears.sort_unstable_by_key(|p| p.seq);
+        clears
+            .into_iter()
+            .take(limit)
+            .map(|p| FlushItem {
+                oid: p.oid,
+                version: p.version,
+                prefix_len: 0,
+                target: None,
+                tombstone: false,
+                needs_block: false,
+                purge: true,
+                old_clean: Some(p.block),
+                superseded: Vec::new(),
+                bitmap: vec![0; bitmap::bitmap_bytes(sectors)],
+                csums: vec![0; sectors as usize],
+                overlays: Vec::new(),
+                meta_read: None,
+                buffers: Vec::new(),
+                max_seq: p.seq,
+            })
+            .collect()
+    }
+
     fn plan_flush_item(&self, oid: ObjectId, prefix_len: usize) -> Option<FlushItem> {
         let chain = self.dirty.get(&oid)?;
         let prefix: &[DirtyEntry] = &chain[..prefix_len];
@@ -237,6 +302,9 @@ impl<D: Disk> Blockstore<D> {
             version,
             prefix_len,
             target: None,
+            tombstone: false,
+            needs_block: false,
+            purge: false,
             old_clean: clean.map(|c| c.block),
             superseded: Vec::new(),
             bitmap: vec![0; bitmap::bitmap_bytes(sectors)],
@@ -252,7 +320,18 @@ impl<D: Disk> Blockstore<D> {
         };
         let overlay_from = match base_index.map(|i| (i, &prefix[i].kind)) {
             Some((i, DirtyKind::Delete)) => {
-                item.superseded = prefix.iter().filter_map(DirtyEntry::big_block).collect();
+                // A tombstone: kept in a block the object already has, so that it costs no
+                // new space (its old data stays there, unreachable: the bitmap is empty).
+                let mut blocks: Vec<u32> = prefix[..i]
+                    .iter()
+                    .filter_map(DirtyEntry::big_block)
+                    .collect();
+                item.tombstone = true;
+                match clean.map(|c| c.block).or_else(|| blocks.pop()) {
+                    Some(block) => item.target = Some(block),
+                    None => item.needs_block = true,
+                }
+                item.superseded = blocks;
                 i + 1
             }
             Some((
@@ -283,6 +362,8 @@ impl<D: Disk> Blockstore<D> {
                 item.old_clean = None;
                 item.bitmap.copy_from_slice(clean.bitmap);
                 match clean.csums {
+                    // A tombstone has no data: its bitmap and checksums are zeros.
+                    _ if clean.tombstone => {}
                     Some(csums) => item.csums.copy_from_slice(csums),
                     None => item.meta_read = Some(AlignedBuf::new(SECTOR as usize)),
                 }
@@ -316,6 +397,9 @@ impl<D: Disk> Blockstore<D> {
             }
         }
         item.overlays.sort_unstable();
+        // Small writes on top of a delete (not made by this version, which redirects writes
+        // to deleted objects) would make it an object with just those sectors.
+        item.tombstone &= item.overlays.is_empty();
         Some(item)
     }
 
@@ -507,6 +591,7 @@ impl<D: Disk> Blockstore<D> {
                     block: target,
                     bitmap: item.bitmap.clone(),
                     csums: item.csums.clone(),
+                    tombstone: item.tombstone,
                 };
                 let mut slot = AlignedBuf::new(SECTOR as usize);
                 meta_format::encode_entry(&entry, format_id, &mut slot);
@@ -533,6 +618,12 @@ impl<D: Disk> Blockstore<D> {
         tracing::debug!(batch = self.flusher.batch_gen, "flush batch done");
         let items = std::mem::take(&mut self.flusher.items);
         for item in items {
+            if item.purge {
+                // The purge already forgot the object and queued its block for freeing.
+                self.pending_clears
+                    .retain(|p| Some(p.block) != item.old_clean || p.oid != item.oid);
+                continue;
+            }
             if let Some(chain) = self.dirty.get_mut(&item.oid) {
                 debug_assert!(chain[..item.prefix_len]
                     .iter()
@@ -550,6 +641,7 @@ impl<D: Disk> Blockstore<D> {
                         block,
                         bitmap: item.bitmap,
                         csums: item.csums,
+                        tombstone: item.tombstone,
                     };
                     self.clean.insert(&entry);
                 }
@@ -579,6 +671,7 @@ impl<D: Disk> Blockstore<D> {
             start_seq,
             clean_end_seq,
             session: self.journal.session,
+            session_start_seq: self.journal.session_start_seq,
         }
     }
 

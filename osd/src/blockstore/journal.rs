@@ -38,6 +38,8 @@ pub struct JournalRing {
     pub reserve_bytes: u64,
     pub header_generation: u64,
     pub session: u64,
+    /// The sequence number this session's first entry gets (see `JournalHeader`).
+    pub session_start_seq: u64,
 }
 
 impl JournalRing {
@@ -56,6 +58,7 @@ impl JournalRing {
             reserve_bytes,
             header_generation: 0,
             session: 1,
+            session_start_seq: 0,
         }
     }
 

@@ -12,13 +12,14 @@
 //! | 32 | start sequence number (u64) |
 //! | 40 | clean-shutdown end sequence (u64; 0 = not a clean shutdown) |
 //! | 48 | session (u64), incremented and made durable at every open |
+//! | 56 | session start sequence (u64): the next sequence number when this session began; entries from it on must carry at least this session (0 = no such rule, headers written before it existed) |
 //! | 4092 | crc32c |
 //!
 //! Entry header sector:
 //!
 //! | offset | field |
 //! |---|---|
-//! | 0 | magic `VJEN` (u32), 4 kind (u16), 6 flags (u16: 1 = stable, 2 = deleted) |
+//! | 0 | magic `VJEN` (u32), 4 kind (u16), 6 flags (u16: 1 = stable, 2 = deleted, 4 = purged) |
 //! | 8 | format id (u64), 16 sequence number (u64; consecutive) |
 //! | 24 | inode, 32 stripe, 40 version (u64 each) |
 //! | 48 | offset, 52 length in the object (u32 bytes) |
@@ -29,9 +30,22 @@
 //! | 80 | bitmap (`ceil(n/8)` bytes, flush records only), then `c` crc32c values (u32) |
 //! | 4092 | crc32c of bytes 0..4092 |
 //!
-//! Kinds: small write (data in the journal), big write (data redirected to `block`),
-//! stabilize, rollback, delete, flush (the full new metadata of `block`, written before
-//! the flusher touches the data and metadata areas so a torn in-place write can be redone).
+//! Kinds (the u16 at offset 4):
+//!
+//! | kind | name | meaning |
+//! |---|---|---|
+//! | 1 | small write | data in the journal after the header |
+//! | 2 | big write | data redirected to `block` |
+//! | 3 | stabilize | every version <= `version` is stable |
+//! | 4 | rollback | unstable versions > `version` are dropped |
+//! | 5 | delete | a tombstone version (stable); flushed, it becomes a tombstone slot |
+//! | 6 | flush | the full new metadata of `block`, written before the flusher touches the data and metadata areas so a torn in-place write can be redone (see below) |
+//! | 7 | purge | the object, whose newest version was the tombstone `version`, is forgotten (appended only after that check; replay forgets unconditionally, since the tombstone may be trimmed already); `block` is the clean block whose metadata slot the flusher empties (`u32::MAX` = none) |
+//!
+//! Flush records (kind 6, kept outside the ring) use the flags this way: deleted without a
+//! block = the object was removed (written only by older versions); deleted with a block =
+//! `block` holds a tombstone (empty bitmap, zero checksums); purged = the record only
+//! empties `old_block`, the clean block of a purged tombstone.
 
 use super::bitmap::bitmap_bytes;
 use super::codec::{is_all_zero, seal_sector, sector_is_sealed, Reader, Writer};
@@ -44,6 +58,8 @@ const ENTRY_FIXED_BYTES: usize = 80;
 pub const NO_BLOCK: u32 = u32::MAX;
 pub const FLAG_STABLE: u16 = 1;
 pub const FLAG_DELETED: u16 = 2;
+/// Flush records only: the record empties `old_block` after a purge, nothing else.
+pub const FLAG_PURGED: u16 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JournalHeader {
@@ -52,6 +68,10 @@ pub struct JournalHeader {
     pub start_seq: u64,
     pub clean_end_seq: u64,
     pub session: u64,
+    /// Entries with a sequence number >= this were appended in `session` or later: an
+    /// entry of an older session there is a leftover of a crash (torn when replay passed
+    /// it, then completed by a later torn write of the same sector) and ends the journal.
+    pub session_start_seq: u64,
 }
 
 impl JournalHeader {
@@ -66,6 +86,7 @@ impl JournalHeader {
         w.u64(self.start_seq);
         w.u64(self.clean_end_seq);
         w.u64(self.session);
+        w.u64(self.session_start_seq);
         seal_sector(&mut out[..SECTOR as usize]);
     }
 
@@ -91,6 +112,7 @@ impl JournalHeader {
                 start_seq: r.u64()?,
                 clean_end_seq: r.u64()?,
                 session: r.u64()?,
+                session_start_seq: r.u64()?,
             }))
         })();
         match fields {
@@ -120,6 +142,7 @@ pub enum EntryKind {
     Rollback = 4,
     Delete = 5,
     Flush = 6,
+    Purge = 7,
 }
 
 impl EntryKind {
@@ -131,6 +154,7 @@ impl EntryKind {
             EntryKind::Rollback,
             EntryKind::Delete,
             EntryKind::Flush,
+            EntryKind::Purge,
         ]
         .into_iter()
         .find(|kind| *kind as u16 == value)
@@ -293,6 +317,7 @@ mod tests {
             start_seq: 17,
             clean_end_seq: 0,
             session: 2,
+            session_start_seq: 15,
         };
         header.encode(9, &mut sector);
         assert_eq!(JournalHeader::decode(&sector, 9), HeaderCopy::Valid(header));

@@ -5,7 +5,8 @@
 //!    emptied; damaged slots are remembered.
 //! 2. Journal header: the valid copy with the higher generation.
 //! 3. Entries from the start: each must be sealed, have the next sequence number, a
-//!    session no older than the previous entry, and (small writes) intact data. The first
+//!    session no older than the previous entry nor (from the header's session start
+//!    sequence on) than the header's session, and (small writes) intact data. The first
 //!    entry that is not is the end of the journal; a valid entry with a *newer* sequence
 //!    number there means the header is stale, which is corruption.
 //! 4. Redirected writes are checked against their data checksums (unless a later flush
@@ -14,7 +15,12 @@
 //! 6. Entries are applied in order. A flush record is applied only when one of its
 //!    metadata slots is torn (the crash hit the metadata phase, so the data is durable);
 //!    otherwise its versions simply stay journaled and are flushed again.
-//! 7. A damaged metadata slot that no flush record covers is corruption.
+//!    A purge entry forgets its object again (it was checked when appended; the tombstone
+//!    itself may already be trimmed) and has the object's metadata slot emptied; it also
+//!    covers that slot, which the flusher may have been emptying when the crash came.
+//!    Versions start again at 1 after a purge: entries of an object up to a purge that
+//!    its flushed state is newer than (an earlier life) are skipped.
+//! 7. A damaged metadata slot that no flush record or purge entry covers is corruption.
 //! 8. A new session starts: the header is rewritten before anything else happens.
 
 use super::aligned::AlignedBuf;
@@ -23,12 +29,13 @@ use super::dirty::{DirtyEntry, DirtyKind};
 use super::disk::{Disk, IoKind};
 use super::error::BlockstoreError;
 use super::journal_format::{
-    EntryHeader, EntryKind, HeaderCopy, JournalHeader, FLAG_DELETED, NO_BLOCK,
+    EntryHeader, EntryKind, HeaderCopy, JournalHeader, FLAG_DELETED, FLAG_PURGED, NO_BLOCK,
 };
 use super::layout::SECTOR;
 use super::meta_format::{self, MetaEntry, MetaSlot};
 use super::store::{io_sync, read_superblock, Blockstore, BlockstoreConfig};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use vitastor_proto::ObjectId;
 
 const META_READ_CHUNK: u64 = 1 << 20;
 const JOURNAL_READ_CHUNK: u64 = 4 << 20;
@@ -76,7 +83,8 @@ impl<D: Disk> Blockstore<D> {
         let records = self.load_flush_records()?;
         self.read_ring()?;
         let (mut entries, stop_pos) = self.parse_journal(&header)?;
-        self.verify_big_writes(&mut entries)?;
+        let earlier_lives = self.earlier_lives(&entries);
+        self.verify_big_writes(&mut entries, &earlier_lives)?;
         let end_seq = entries.last().map_or(header.start_seq, |(e, _)| e.seq + 1);
         if header.clean_end_seq != 0 && end_seq < header.clean_end_seq {
             return Err(BlockstoreError::Corrupted {
@@ -88,6 +96,13 @@ impl<D: Disk> Blockstore<D> {
             });
         }
         for (entry, pos) in &entries {
+            if earlier_lives
+                .get(&entry.oid)
+                .is_some_and(|purge_seq| entry.seq <= *purge_seq)
+            {
+                Self::skip_earlier_life(entry, &mut repairs);
+                continue;
+            }
             self.apply_entry(entry, *pos, &mut repairs);
         }
         for record in &records {
@@ -115,6 +130,7 @@ impl<D: Disk> Blockstore<D> {
         self.erase_stale_entries()?;
         self.journal.header_generation = header.generation;
         self.journal.session = header.session + 1;
+        self.journal.session_start_seq = self.journal.next_seq;
         self.write_journal_header_sync(false)?;
         // That header write ended with an fsync: everything replayed is durable now.
         self.durable_below = self.journal.next_seq;
@@ -331,7 +347,11 @@ impl<D: Disk> Blockstore<D> {
                 let deleted = e.flags & FLAG_DELETED != 0;
                 e.data_sectors == 0
                     && (e.old_block == NO_BLOCK || u64::from(e.old_block) < blocks)
-                    && (deleted || (u64::from(e.block) < blocks && e.csums.len() == sectors))
+                    && ((deleted && e.block == NO_BLOCK)
+                        || (u64::from(e.block) < blocks && e.csums.len() == sectors))
+            }
+            EntryKind::Purge => {
+                e.data_sectors == 0 && (e.block == NO_BLOCK || u64::from(e.block) < blocks)
             }
             EntryKind::Stabilize | EntryKind::Rollback | EntryKind::Delete => e.data_sectors == 0,
         }
@@ -347,14 +367,25 @@ impl<D: Disk> Blockstore<D> {
         let mut pos = header.start_pos;
         let mut expected = header.start_seq;
         let mut session = 0;
+        // From where the newest session began, its entries must carry it: an older
+        // session's entry there was not replayed when that session began (torn), and a
+        // later torn write over the same sector may have completed it since.
+        let session_at = |seq: u64, previous: u64| {
+            if header.session_start_seq != 0 && seq >= header.session_start_seq {
+                previous.max(header.session)
+            } else {
+                previous
+            }
+        };
         let mut consumed = 0;
         while consumed < self.journal.size {
-            let found = match self.parse_entry_at(pos, expected, session) {
+            let min_session = session_at(expected, session);
+            let found = match self.parse_entry_at(pos, expected, min_session) {
                 Ok(entry) => Ok((entry, pos)),
                 Err(first_stop) => {
                     // An entry that did not fit in the tail of the ring starts at 0.
                     let wrapped = if pos != 0 {
-                        self.parse_entry_at(0, expected, session).ok()
+                        self.parse_entry_at(0, expected, min_session).ok()
                     } else {
                         None
                     };
@@ -392,6 +423,44 @@ impl<D: Disk> Blockstore<D> {
         Ok((entries, pos))
     }
 
+    /// Objects whose flushed state is newer than a purge in the journal (versions start
+    /// again at 1 after a purge, and a new life may have been flushed already): entries
+    /// up to that purge (its sequence number here) belong to an earlier life and are not
+    /// applied. The clean slot predates a purge only if it is in the block the purge
+    /// names (that block is not handed out again while the purge is in the journal).
+    fn earlier_lives(&self, entries: &[(EntryHeader, u64)]) -> HashMap<ObjectId, u64> {
+        let mut purges: HashMap<ObjectId, Vec<(u64, u32)>> = HashMap::new();
+        for (entry, _) in entries.iter().filter(|(e, _)| e.kind == EntryKind::Purge) {
+            purges
+                .entry(entry.oid)
+                .or_default()
+                .push((entry.seq, entry.block));
+        }
+        let mut lives = HashMap::new();
+        for (oid, list) in purges {
+            let Some(clean_block) = self.clean.block_of(&oid) else {
+                continue;
+            };
+            if let Some((seq, _)) = list.iter().rev().find(|(_, block)| *block != clean_block) {
+                lives.insert(oid, *seq);
+            }
+        }
+        lives
+    }
+
+    /// An entry of an earlier life of its object: not applied, but the blocks it names
+    /// stay held while it is in the journal, and a purge still covers its slot.
+    fn skip_earlier_life(entry: &EntryHeader, repairs: &mut Repairs) {
+        match entry.kind {
+            EntryKind::BigWrite => repairs.flushed_blocks.push((entry.block, entry.seq)),
+            EntryKind::Purge if entry.block != NO_BLOCK => {
+                repairs.covered.insert(entry.block);
+                repairs.flushed_blocks.push((entry.block, entry.seq));
+            }
+            _ => {}
+        }
+    }
+
     /// Drops the journal from the first redirected write whose data did not land.
     ///
     /// Sectors that a later small write of the same object covers are not checked: the
@@ -400,17 +469,28 @@ impl<D: Disk> Blockstore<D> {
     fn verify_big_writes(
         &mut self,
         entries: &mut Vec<(EntryHeader, u64)>,
+        earlier_lives: &HashMap<ObjectId, u64>,
     ) -> Result<(), BlockstoreError> {
         let granularity = self.sb.bitmap_granularity;
+        // Objects purged earlier in the journal: their clean slot (if still there) is of
+        // the purged life and says nothing about whether later writes were flushed.
+        let mut purged = std::collections::HashSet::new();
         for i in 0..entries.len() {
             let (entry, _) = &entries[i];
-            if entry.kind != EntryKind::BigWrite {
+            let earlier_life = earlier_lives
+                .get(&entry.oid)
+                .is_some_and(|purge_seq| entry.seq <= *purge_seq);
+            if entry.kind == EntryKind::Purge && !earlier_life {
+                purged.insert(entry.oid);
+            }
+            if entry.kind != EntryKind::BigWrite || earlier_life {
                 continue;
             }
-            if self
-                .clean
-                .get(&entry.oid)
-                .is_some_and(|c| c.version >= entry.version)
+            if !purged.contains(&entry.oid)
+                && self
+                    .clean
+                    .get(&entry.oid)
+                    .is_some_and(|c| c.version >= entry.version)
             {
                 continue;
             }
@@ -519,6 +599,21 @@ impl<D: Disk> Blockstore<D> {
             EntryKind::Rollback => {
                 self.drop_unstable_after(&oid, entry.version, seq);
             }
+            EntryKind::Purge => {
+                if entry.block != NO_BLOCK {
+                    // The flusher may have been emptying this slot; and the block must not
+                    // be handed out while this entry is in the journal.
+                    repairs.covered.insert(entry.block);
+                    repairs.flushed_blocks.push((entry.block, seq));
+                }
+                // The purge was accepted when it was appended, and what replay has of the
+                // object now is that same life (entries of earlier lives were skipped); its
+                // tombstone may be gone from the journal already (a purge drops the object's
+                // versions, so they no longer hold the journal start), so no check here.
+                if let Some(block) = self.forget_object(&oid, seq) {
+                    repairs.redo.insert(block, None);
+                }
+            }
             EntryKind::Flush => {
                 tracing::warn!(seq, "flush record inside the ring; ignored");
             }
@@ -563,9 +658,18 @@ impl<D: Disk> Blockstore<D> {
     /// had started; `free_tag` is the journal position blocks it frees must wait for.
     fn apply_flush_record(&mut self, entry: &EntryHeader, free_tag: u64, repairs: &mut Repairs) {
         let oid = entry.oid;
+        if entry.flags & FLAG_PURGED != 0 {
+            // It only emptied the slot of a purged object: a torn slot there is expected
+            // (the purge entry, still in the journal, has the object forgotten again).
+            if entry.old_block != NO_BLOCK && self.clean.owner(entry.old_block).is_none() {
+                repairs.covered.insert(entry.old_block);
+            }
+            return;
+        }
         let clean = self.clean.get(&oid).map(|c| (c.block, c.version));
         let clean_version = clean.map_or(0, |(_, version)| version);
-        let target = (entry.flags & FLAG_DELETED == 0).then_some(entry.block);
+        let target = (entry.block != NO_BLOCK).then_some(entry.block);
+        let tombstone = entry.flags & FLAG_DELETED != 0;
         let cover = |repairs: &mut Repairs| {
             repairs.covered.extend(target);
             if entry.old_block != NO_BLOCK {
@@ -628,6 +732,7 @@ impl<D: Disk> Blockstore<D> {
                     block,
                     bitmap: entry.bitmap.clone(),
                     csums: entry.csums.clone(),
+                    tombstone,
                 };
                 self.alloc.mark_used(block);
                 let old = self.clean.insert(&meta);

@@ -42,6 +42,7 @@ pub fn prepare<D: Disk>(
         start_seq: 1,
         clean_end_seq: 0,
         session: 1,
+        session_start_seq: 1,
     };
     header.encode(superblock.format_id, &mut headers[SECTOR as usize..]);
     io_sync(disk, IoKind::Write, superblock.journal_offset, &mut headers)?;

@@ -45,10 +45,17 @@ pub enum Op {
     Stabilize { oid: ObjectId, version: u64 },
     /// Drops every unstable version > `version`.
     Rollback { oid: ObjectId, version: u64 },
-    /// Deletes the object (a stable tombstone version; `version` 0 = next).
+    /// Deletes the object: records a stable tombstone version (`version` 0 = next). The
+    /// tombstone reads as zeros with its version, is listed with `deleted`, survives the
+    /// flusher and restarts, and counts as the object's version until it is purged. With
+    /// `version` 0 an object that has no live version (never written, purged, or already
+    /// deleted) is left alone and the result is its current version; an explicit version
+    /// always records a tombstone (peering propagates deletes this way).
     Delete { oid: ObjectId, version: u64 },
-    /// Drops the object's tombstone if it is the newest version and not newer than
-    /// `version` (every OSD of the PG has it); otherwise does nothing.
+    /// Forgets the object completely if its newest version is a tombstone with a version
+    /// <= `version` (afterwards `object_version` is 0 and `list` does not show it);
+    /// otherwise does nothing. Result: the purged tombstone's version, or 0 if nothing was
+    /// purged. Peering calls it once every OSD of the PG holds the tombstone.
     Purge { oid: ObjectId, version: u64 },
 }
 
@@ -82,8 +89,18 @@ pub struct ListedVersion {
     pub oid: ObjectId,
     pub version: u64,
     pub stable: bool,
-    /// A tombstone (the object was deleted at `version`).
+    /// The version is a tombstone (a delete); tombstones are always stable.
     pub deleted: bool,
+}
+
+/// A metadata slot that must be emptied on disk because its object was purged; the purge
+/// journal entry (`seq`) stays in the journal until the flusher has done it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PendingClear {
+    pub block: u32,
+    pub seq: u64,
+    pub oid: ObjectId,
+    pub version: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +169,8 @@ pub struct Blockstore<D: Disk> {
     pub(super) alloc: Allocator,
     pub(super) journal: JournalRing,
     pub(super) flusher: Flusher,
+    /// Metadata slots of purged objects still to be emptied by the flusher.
+    pub(super) pending_clears: Vec<PendingClear>,
     pub(super) slots: Vec<Option<OpSlot>>,
     free_slots: Vec<usize>,
     next_op_id: u64,
@@ -187,6 +206,7 @@ impl<D: Disk> Blockstore<D> {
             dirty: DirtyMap::default(),
             alloc: Allocator::new(sb.block_count as u32),
             flusher: Flusher::new(),
+            pending_clears: Vec::new(),
             journal,
             sb,
             config,
@@ -269,7 +289,7 @@ impl<D: Disk> Blockstore<D> {
             .collect();
         chains.sort();
         format!(
-            "journal start seq {} pos {}, next seq {} pos {}, used {} of {}; flusher idle {} broken {:?}; free blocks {} pending {}; clean: {:?}; chains: {}",
+            "journal start seq {} pos {}, next seq {} pos {}, used {} of {}; flusher idle {} broken {:?}; free blocks {} pending {}; clean: {:?}; slots to empty: {:?}; chains: {}",
             self.journal.start_seq,
             self.journal.start_pos,
             self.journal.next_seq,
@@ -280,7 +300,8 @@ impl<D: Disk> Blockstore<D> {
             self.flusher.broken,
             self.alloc.free_blocks(),
             self.alloc.pending_blocks(),
-            self.clean.iter().map(|(oid, c)| format!("{oid}@{}v{}", c.block, c.version)).collect::<Vec<_>>(),
+            self.clean.iter().map(|(oid, c)| format!("{oid}@{}v{}{}", c.block, c.version, if c.tombstone { "del" } else { "" })).collect::<Vec<_>>(),
+            self.pending_clears.iter().map(|p| (p.block, p.seq)).collect::<Vec<_>>(),
             chains.join("; ")
         )
     }
@@ -317,8 +338,7 @@ impl<D: Disk> Blockstore<D> {
             Op::Stabilize { oid, version } => OpState::Journal(JournalOp::stabilize(oid, version)),
             Op::Rollback { oid, version } => OpState::Journal(JournalOp::rollback(oid, version)),
             Op::Delete { oid, version } => OpState::Journal(JournalOp::delete(oid, version)),
-            // Placeholder until tombstones persist: nothing to purge yet.
-            Op::Purge { .. } => OpState::Sync(SyncOp::default()),
+            Op::Purge { oid, version } => OpState::Journal(JournalOp::purge(oid, version)),
         };
         let slot = OpSlot {
             id,
@@ -419,7 +439,8 @@ impl<D: Disk> Blockstore<D> {
     }
 
     /// Lists all versions of objects in PG `pg_num` of `pg_count` (objects of inodes in
-    /// `min_inode..=max_inode` only), sorted by object and version.
+    /// `min_inode..=max_inode` only), sorted by object and version. Tombstones (journaled
+    /// and flushed deletes) are listed with `deleted: true`; purged objects are not listed.
     pub fn list(
         &self,
         pg_num: u32,
@@ -441,7 +462,7 @@ impl<D: Disk> Blockstore<D> {
                     oid,
                     version: clean.version,
                     stable: true,
-                    deleted: false,
+                    deleted: clean.tombstone,
                 });
             }
         }
@@ -449,10 +470,7 @@ impl<D: Disk> Blockstore<D> {
             if !in_pg(oid) {
                 continue;
             }
-            for entry in chain
-                .iter()
-                .filter(|e| e.written)
-            {
+            for entry in chain.iter().filter(|e| e.written) {
                 out.push(ListedVersion {
                     oid: *oid,
                     version: entry.version,
@@ -465,8 +483,8 @@ impl<D: Disk> Blockstore<D> {
         out
     }
 
-    /// The newest version of an object (completed or in flight; a deletion counts), 0 if
-    /// none is known (never written, or deleted and flushed).
+    /// The newest version of an object (completed or in flight; a tombstone counts), 0 if
+    /// none is known (never written, or purged).
     pub fn object_version(&self, oid: &ObjectId) -> u64 {
         self.latest_version(oid)
     }
@@ -514,12 +532,41 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
-    /// Whether the object currently has data (its newest version is not a deletion).
+    /// Whether the object currently has data (its newest version is not a tombstone).
     pub fn object_exists(&self, oid: &ObjectId) -> bool {
         match self.dirty.get(oid).and_then(|chain| chain.last()) {
             Some(entry) => !matches!(entry.kind, DirtyKind::Delete),
-            None => self.clean.get(oid).is_some(),
+            None => self.clean.get(oid).is_some_and(|c| !c.tombstone),
         }
+    }
+
+    /// The version of the object's newest version if that is a tombstone.
+    pub(super) fn newest_tombstone(&self, oid: &ObjectId) -> Option<u64> {
+        match self.dirty.get(oid).and_then(|chain| chain.last()) {
+            Some(entry) => matches!(entry.kind, DirtyKind::Delete).then_some(entry.version),
+            None => self
+                .clean
+                .get(oid)
+                .filter(|c| c.tombstone)
+                .map(|c| c.version),
+        }
+    }
+
+    /// Forgets an object in memory (a purge appended as journal entry `seq`): its journaled
+    /// versions and its clean entry. Blocks are freed once the journal start passes `seq`.
+    /// Returns the clean block, whose metadata slot the caller must get emptied on disk.
+    pub(super) fn forget_object(&mut self, oid: &ObjectId, seq: u64) -> Option<u32> {
+        if let Some(chain) = self.dirty.remove(oid) {
+            for block in chain.iter().filter_map(DirtyEntry::big_block) {
+                self.alloc.free_later(block, seq);
+            }
+        }
+        let block = self.clean.remove(oid);
+        if let Some(block) = block {
+            self.alloc.free_later(block, seq);
+        }
+        self.mutation_gen += 1;
+        block
     }
 
     /// Appends a version to an object's chain. A stable version makes every older one

@@ -1,5 +1,12 @@
 //! Operations that change objects: write (small = journaled, big = redirected to a fresh
-//! block), stabilize, rollback, delete, and sync.
+//! block), stabilize, rollback, delete (a tombstone version), purge (forgets a tombstoned
+//! object), and sync.
+//!
+//! A purge forgets the object in memory at once; its journal entry keeps the journal start
+//! from passing it until the flusher has emptied the object's metadata slot, so a crash
+//! before that replays the purge. It waits while the flusher is flushing the object or a
+//! version of it is still being written, so that no in-flight I/O refers to a block it
+//! frees.
 //!
 //! Every change is applied to the in-memory state when its journal entry is appended, and
 //! becomes visible to readers when its disk writes complete (`written`). A sync waits for
@@ -12,7 +19,7 @@ use super::error::OpError;
 use super::journal::EntryClass;
 use super::journal_format::{EntryHeader, EntryKind, FLAG_STABLE, NO_BLOCK};
 use super::layout::SECTOR;
-use super::store::{Blockstore, OpOutput, OpState, Owner};
+use super::store::{Blockstore, OpOutput, OpState, Owner, PendingClear};
 use vitastor_proto::{errno, ObjectId};
 
 pub(super) struct WriteOp {
@@ -58,6 +65,7 @@ enum JournalOpKind {
     Stabilize,
     Rollback,
     Delete,
+    Purge,
 }
 
 pub(super) struct JournalOp {
@@ -87,6 +95,14 @@ impl JournalOp {
     pub fn delete(oid: ObjectId, version: u64) -> JournalOp {
         JournalOp {
             kind: JournalOpKind::Delete,
+            oid,
+            version,
+            seq: 0,
+        }
+    }
+    pub fn purge(oid: ObjectId, version: u64) -> JournalOp {
+        JournalOp {
+            kind: JournalOpKind::Purge,
             oid,
             version,
             seq: 0,
@@ -152,6 +168,11 @@ impl<D: Disk> Blockstore<D> {
 
     fn wait_for_space(&mut self, index: usize) {
         self.stats.space_waits += 1;
+        self.space_waiters.push_back(index);
+    }
+
+    /// Retries the op after the next progress (the flusher or a write must finish first).
+    fn wait_for_progress(&mut self, index: usize) {
         self.space_waiters.push_back(index);
     }
 
@@ -407,8 +428,20 @@ impl<D: Disk> Blockstore<D> {
                 }
                 (version, EntryKind::Delete, true)
             }
+            JournalOpKind::Purge => {
+                let Some(tombstone) = self
+                    .newest_tombstone(&oid)
+                    .filter(|version| *version <= requested)
+                else {
+                    return self.complete(index, Ok(OpOutput::Version(0)));
+                };
+                if self.flusher.is_flushing(&oid) || chain.iter().any(|e| !e.written) {
+                    return self.wait_for_progress(index);
+                }
+                (tombstone, EntryKind::Purge, true)
+            }
         };
-        let class = if kind == JournalOpKind::Delete {
+        let class = if matches!(kind, JournalOpKind::Delete | JournalOpKind::Purge) {
             EntryClass::Regular
         } else {
             EntryClass::Unpin
@@ -417,6 +450,9 @@ impl<D: Disk> Blockstore<D> {
             return self.wait_for_space(index);
         }
         let mut header = entry(header_kind, oid, version, stable);
+        if kind == JournalOpKind::Purge {
+            header.block = self.clean.block_of(&oid).unwrap_or(NO_BLOCK);
+        }
         let (seq, pos) = self
             .append_entry(&mut header, None, class)
             .expect("invariant: space was checked");
@@ -440,6 +476,16 @@ impl<D: Disk> Blockstore<D> {
                     oid,
                     DirtyEntry::new(version, seq, true, false, DirtyKind::Delete),
                 );
+            }
+            JournalOpKind::Purge => {
+                if let Some(block) = self.forget_object(&oid, seq) {
+                    self.pending_clears.push(PendingClear {
+                        block,
+                        seq,
+                        oid,
+                        version,
+                    });
+                }
             }
         }
         let OpState::Journal(op) = &mut self.slot_mut(index).state else {
