@@ -506,7 +506,14 @@ impl Sim {
     /// A new value for `sector`: allowed for every read of it in flight.
     fn note_value(&mut self, sector: u64, value: u32) {
         self.model.entry(sector).or_default().inflight = value;
-        let reads: Vec<u64> = self.model.entry(sector).or_default().reads.iter().copied().collect();
+        let reads: Vec<u64> = self
+            .model
+            .entry(sector)
+            .or_default()
+            .reads
+            .iter()
+            .copied()
+            .collect();
         for id in reads {
             if let Some((_, Pending::Read { allowed, .. })) = self.client_pending.get_mut(&id) {
                 allowed.insert(value);
@@ -601,7 +608,13 @@ impl Sim {
             };
             match pending {
                 Pending::Write { sector, value } => {
-                    tracing::info!(sector, value, retval = reply.retval, from, "SIM: write reply");
+                    tracing::info!(
+                        sector,
+                        value,
+                        retval = reply.retval,
+                        from,
+                        "SIM: write reply"
+                    );
                     let model = self.model.entry(sector).or_default();
                     model.busy = false;
                     if reply.retval == SECTOR as i64 {
@@ -627,7 +640,11 @@ impl Sim {
                 }
                 Pending::Read { sector, allowed } => {
                     tracing::info!(sector, retval = reply.retval, from, "SIM: read reply");
-                    self.model.entry(sector).or_default().reads.remove(&reply.id);
+                    self.model
+                        .entry(sector)
+                        .or_default()
+                        .reads
+                        .remove(&reply.id);
                     if reply.retval < 0 {
                         self.read_failures.insert(reply.id, reply.retval);
                         continue;
@@ -646,12 +663,6 @@ impl Sim {
                             model.acked, model.maybe
                         ));
                     }
-                    // What was read is what every later read must return (or newer).
-                    let model = self.model.entry(sector).or_default();
-                    if !model.busy && found != model.acked {
-                        model.acked = found;
-                        model.maybe.clear();
-                    }
                     self.reads_done.insert(reply.id, found);
                 }
             }
@@ -665,7 +676,7 @@ impl Sim {
         for num in nums {
             let lease = self.leases.get_mut(&num);
             match lease {
-                Some(lease) if !lease.cut_off && self.now % KEEPALIVE_MS == 0 => {
+                Some(lease) if !lease.cut_off && self.now.is_multiple_of(KEEPALIVE_MS) => {
                     lease.expires_at = self.now + TTL_MS;
                     let osd = self.osds.get_mut(&num).unwrap();
                     osd.set_lease_deadline(Some(self.now + TTL_MS - LEASE_MARGIN_MS));
@@ -964,7 +975,16 @@ impl Sim {
             .values()
             .map(|o| (o.osd_num(), o.pg_statuses()))
             .collect();
-        self.fail(format!("cluster did not settle ({what}): {states:?}"));
+        let busy: Vec<_> = self
+            .links
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(l, q)| (*l, q.len()))
+            .collect();
+        self.fail(format!(
+            "cluster did not settle ({what}): {states:?}, links {busy:?}, client ops {:?}",
+            self.client_pending
+        ));
     }
 
     /// Runs until nothing is in flight (PGs may stay inactive).
@@ -1067,7 +1087,12 @@ impl Sim {
             self.reconnect(a, b);
         }
         self.stalled.clear();
-        let cut: Vec<u64> = self.leases.iter().filter(|(_, l)| l.cut_off).map(|(n, _)| *n).collect();
+        let cut: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.cut_off)
+            .map(|(n, _)| *n)
+            .collect();
         for num in cut {
             self.etcd_heal(num);
         }

@@ -325,7 +325,9 @@ impl<D: Disk> Osd<D> {
     /// A new cluster view: starts, repeers or stops PGs as needed.
     pub fn on_view(&mut self, view: &ClusterView) {
         debug_assert!(
-            self.pgs.iter().all(|(_, pg)| pg.base != PgBase::Active || pg.epoch > 0),
+            self.pgs
+                .iter()
+                .all(|(_, pg)| pg.base != PgBase::Active || pg.epoch > 0),
             "an active PG has an epoch"
         );
         self.view = view.clone();

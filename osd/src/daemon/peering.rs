@@ -122,10 +122,7 @@ impl<D: Disk> Osd<D> {
             // A history written by someone else (the monitor recording a moved set) while
             // we wait or peer changes what peering must look at.
             // Our own history write showing up in the watch is not a change.
-            let writing = pg
-                .peering
-                .as_ref()
-                .and_then(|p| p.writing_history.as_ref());
+            let writing = pg.peering.as_ref().and_then(|p| p.writing_history.as_ref());
             let history_changed = pg.base != PgBase::Active
                 && pg.seen_history != history
                 && (writing.is_none() || writing != history.as_ref());
@@ -334,13 +331,9 @@ impl<D: Disk> Osd<D> {
         };
         let min_inode = u64::from(key.0) << 48;
         let max_inode = min_inode | ((1 << 48) - 1);
-        // TODO(peering): tombstones. Deleted versions are skipped for now (as before they
-        // were listed); peering should record them so a missed delete is propagated.
         for version in self
             .store
             .list(key.1, pg_count, stripe, min_inode, max_inode)
-            .into_iter()
-            .filter(|v| !v.deleted)
         {
             peering.record(version.oid, me, version.version, version.deleted);
         }

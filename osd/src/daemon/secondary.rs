@@ -38,7 +38,9 @@ impl<D: Disk> Osd<D> {
         }
         self.raise_fence(key, epoch);
         let deposed = self.pgs.get(&key).is_some_and(|pg| {
-            pg.claimed && !pg.stop && epoch > pg.epoch.max(pg.peering.as_ref().map_or(0, |p| p.fence))
+            pg.claimed
+                && !pg.stop
+                && epoch > pg.epoch.max(pg.peering.as_ref().map_or(0, |p| p.fence))
         });
         if deposed {
             tracing::error!(
@@ -56,7 +58,9 @@ impl<D: Disk> Osd<D> {
         let (id, opcode) = (request.id, request.body.opcode());
         let pool_of = |oid: &ObjectId| (oid.inode >> 48) as u32;
         let fenced = match &request.body {
-            RequestBody::SecWrite(rw) | RequestBody::SecWriteStable(rw) | RequestBody::SecRead(rw) => {
+            RequestBody::SecWrite(rw)
+            | RequestBody::SecWriteStable(rw)
+            | RequestBody::SecRead(rw) => {
                 !self.fence_allows((pool_of(&rw.oid), rw.pg), rw.epoch, opcode)
             }
             RequestBody::SecDelete(del) => {

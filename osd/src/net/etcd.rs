@@ -187,10 +187,7 @@ impl Etcd {
         value: &str,
     ) -> Result<bool, etcd_client::Error> {
         use vitastor_proto::etcd::PgHistory;
-        let current = self
-            .client
-            .get(key, None)
-            .await?;
+        let current = self.client.get(key, None).await?;
         let kv = current.kvs().first();
         let parse = |bytes: &[u8]| serde_json::from_slice::<PgHistory>(bytes).ok();
         let same = match (kv, expected) {
