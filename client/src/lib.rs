@@ -9,6 +9,7 @@ pub mod capi;
 mod client;
 mod conn;
 mod error;
+mod liveness;
 pub mod state;
 
 pub use client::{Client, ClientOptions, Image, ALIGNMENT};

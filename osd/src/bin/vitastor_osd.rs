@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
+use vitastor_osd::net::liveness::LivenessOverrides;
 use vitastor_osd::net::{run, DaemonOptions};
 use vitastor_proto::etcd::ImmediateCommit;
 
@@ -34,6 +35,17 @@ struct Args {
     /// Seconds between stats reports and lease renewals (lease TTL = 3x this).
     #[arg(long = "etcd_report_interval", default_value_t = 5)]
     etcd_report_interval: u64,
+    /// Seconds without a byte from a peer before it gets a PING (default: /config/global,
+    /// else 5).
+    #[arg(long = "osd_idle_timeout")]
+    osd_idle_timeout: Option<u64>,
+    /// Seconds to wait for a PING answer before dropping the peer and revoking its lease
+    /// (default: /config/global, else 5).
+    #[arg(long = "osd_ping_timeout")]
+    osd_ping_timeout: Option<u64>,
+    /// Seconds for one connect and handshake to a peer (default: /config/global, else 5).
+    #[arg(long = "peer_connect_timeout")]
+    peer_connect_timeout: Option<u64>,
 }
 
 fn parse_commit(text: &str) -> Result<ImmediateCommit, String> {
@@ -68,6 +80,11 @@ fn main() {
         immediate_commit: args.immediate_commit,
         disable_data_fsync: args.disable_data_fsync,
         etcd_report_interval: args.etcd_report_interval,
+        liveness: LivenessOverrides {
+            osd_idle_timeout: args.osd_idle_timeout,
+            osd_ping_timeout: args.osd_ping_timeout,
+            peer_connect_timeout: args.peer_connect_timeout,
+        },
     };
     if let Err(error) = run(options) {
         eprintln!("vitastor-osd: {error}");
