@@ -165,7 +165,10 @@ fn a_killed_primary_loses_its_lease_at_once_and_writes_go_on() {
     wait_for("the killed OSD's lease to be revoked", TTL / 2, || {
         cluster.etcd.get(&state_key).is_none()
     });
-    eprintln!("/osd/state/{victim} gone {:?} after kill -9", killed.elapsed());
+    eprintln!(
+        "/osd/state/{victim} gone {:?} after kill -9",
+        killed.elapsed()
+    );
     // Every PG is served again (by the two others) and writes go on.
     cluster.wait_active(1, PGS, Duration::from_secs(60));
     load.wait_progress(200, Duration::from_secs(60));
@@ -193,7 +196,10 @@ fn a_frozen_primary_loses_its_lease_after_the_ping_timeout_and_writes_go_on() {
     wait_for("the frozen OSD's lease to be revoked", TTL / 2, || {
         cluster.etcd.get(&state_key).is_none()
     });
-    eprintln!("/osd/state/{victim} gone {:?} after SIGSTOP", stopped.elapsed());
+    eprintln!(
+        "/osd/state/{victim} gone {:?} after SIGSTOP",
+        stopped.elapsed()
+    );
     cluster.wait_active(1, PGS, Duration::from_secs(60));
     load.wait_progress(200, Duration::from_secs(60));
 
