@@ -1,4 +1,5 @@
-//! `bench-failover`: how long client I/O stops when a primary OSD is killed with `kill -9`.
+//! `bench-failover`: how long client I/O stops when a primary OSD is killed with `kill -9`
+//! (or, with `--signal stop`, frozen with SIGSTOP until the run ends).
 //!
 //! A local cluster (etcd, `vitastor-mon`, 3 `vitastor-osd` on files, a 2-replica pool of 32
 //! PGs, immediate_commit=all, the default lease TTL of 15 s) takes 4k random writes from fio
@@ -46,6 +47,10 @@ struct Args {
     /// One kill per queue depth, 8-second runs.
     #[arg(long)]
     short: bool,
+    /// `kill` (SIGKILL: a crash) or `stop` (SIGSTOP for the rest of the run: a hung OSD;
+    /// SIGCONT after it).
+    #[arg(long, default_value = "kill", value_parser = ["kill", "stop"])]
+    signal: String,
 }
 
 const PGS: usize = 32;
@@ -91,6 +96,14 @@ impl Processes {
             let (_, mut child) = self.children.remove(index);
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    fn signal(&mut self, name: &str, signal: i32) {
+        if let Some((_, child)) = self.children.iter().find(|(n, _)| n == name) {
+            // SAFETY: signals a child we started and have not reaped (it stays in
+            // `children` until killed and waited for).
+            unsafe { libc::kill(child.id() as i32, signal) };
         }
     }
 
@@ -250,7 +263,8 @@ fn run(args: Args) -> Result<(), String> {
                     .find(|(o, _)| *o == victim)
                     .map_or(0, |p| p.1)
             );
-            let result = one_kill(&mut bench, iodepth, victim, runtime, warmup, kill)?;
+            let stop = args.signal == "stop";
+            let result = one_kill(&mut bench, iodepth, victim, runtime, warmup, kill, stop)?;
             eprintln!(
                 "  longest I/O gap {} ms, longest op {:.0} ms, /osd/state gone after {}, {} ops",
                 result.gap_ms,
@@ -335,6 +349,7 @@ fn one_kill(
     runtime: u64,
     warmup: u64,
     index: usize,
+    stop: bool,
 ) -> Result<KillResult, String> {
     let log_prefix = bench.dir.join(format!("qd{iodepth}-kill{index}"));
     let engine = bench.binary("libfio_vitastor.so");
@@ -356,7 +371,12 @@ fn one_kill(
     std::thread::sleep(Duration::from_secs(warmup));
     let state_key = format!("{PREFIX}/osd/state/{victim}");
     let killed = Instant::now();
-    bench.processes.kill(&format!("osd{victim}"));
+    let name = format!("osd{victim}");
+    if stop {
+        bench.processes.signal(&name, libc::SIGSTOP);
+    } else {
+        bench.processes.kill(&name);
+    }
     let mut state_gone_ms = None;
     let fio_status = loop {
         if state_gone_ms.is_none() && bench.etcd.get(&state_key).is_none() {
@@ -374,6 +394,9 @@ fn one_kill(
             let _ = pipe.read_to_string(&mut stderr);
         }
         return Err(format!("fio failed: {stderr}"));
+    }
+    if stop {
+        bench.processes.signal(&name, libc::SIGCONT);
     }
     let log = PathBuf::from(format!("{}_lat.1.log", log_prefix.display()));
     let (gap_ms, max_latency_ms, ops) = analyse(&log)?;
@@ -434,12 +457,21 @@ fn publish(
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    // A COMMIT file next to the binaries (written by whoever copied them there) names the
+    // source they were built from.
+    let commit = args
+        .bin_dir
+        .as_ref()
+        .and_then(|d| std::fs::read_to_string(d.join("COMMIT")).ok())
+        .map(|c| c.trim().to_string());
     let json = serde_json::json!({
         "label": args.label,
         "date": date,
         "bin_dir": args.bin_dir.as_ref().map(|d| d.display().to_string()),
+        "commit": commit,
         "fio_runtime_s": runtime,
         "kill_after_s": warmup,
+        "signal": args.signal,
         "loads": results.iter().map(|(iodepth, runs)| serde_json::json!({
             "iodepth": iodepth,
             "kills": runs.iter().map(|r| serde_json::json!({
@@ -470,7 +502,7 @@ fn write_report(results: &Path) -> Result<(), String> {
         .collect();
     entries.sort();
     let mut out = String::from(
-        "# bench-failover: client I/O gap after `kill -9` of a primary OSD\n\n\
+        "# bench-failover: client I/O gap after `kill -9` (or SIGSTOP) of a primary OSD\n\n\
          3 OSDs, a 2-replica pool of 32 PGs, immediate_commit=all, lease TTL 15 s (default \
          `etcd_report_interval` 5 s), monitor with its defaults; fio 4k randwrite through \
          libfio_vitastor.so. Gap = longest time between two consecutive fio completions in \
@@ -504,16 +536,34 @@ fn write_report(results: &Path) -> Result<(), String> {
             } else {
                 summary(&mut gone).1.to_string()
             };
-            let load_name = match load["iodepth"].as_u64() {
+            let depth = match load["iodepth"].as_u64() {
                 Some(1) => "T1Q1".to_string(),
                 Some(depth) => format!("QD{depth}"),
                 None => "?".to_string(),
             };
+            let signal = match json["signal"].as_str() {
+                Some("stop") => "SIGSTOP",
+                _ => "kill -9",
+            };
+            let load_name = format!("{depth}, {signal}");
             out.push_str(&format!(
                 "| {label} ({date}) | {load_name} | {} | {min} / {median} / {max} | {longest:.0} | {gone_median} |\n",
                 kills.len()
             ));
         }
+    }
+    out.push_str("\nBinaries per run:\n\n");
+    for path in &entries {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        out.push_str(&format!(
+            "- {}: {} (commit {}), fio {} s per kill, kill after {} s\n",
+            json["label"].as_str().unwrap_or("?"),
+            json["bin_dir"].as_str().unwrap_or("next to bench-failover"),
+            json["commit"].as_str().unwrap_or("unknown"),
+            json["fio_runtime_s"],
+            json["kill_after_s"],
+        ));
     }
     let path = results.join("report.md");
     std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
