@@ -3,8 +3,11 @@
 //! Every request is split at object boundaries; each piece goes to the primary of its PG
 //! (only while `/pg/state` says the PG is active on that primary) and is retried when the
 //! OSD answers -EPIPE (PG not active there), the connection breaks, or no primary is
-//! active, after the next cluster state change or a short pause, until it completes or
-//! the caller's timeout passes.
+//! active, after the next cluster state change or a short pause (`client_retry_interval`,
+//! or `up_wait_retry_interval` after -EPIPE), until it completes or the caller's timeout
+//! passes. A connection that is refused or stops answering PINGs gets the OSD's lease
+//! revoked ([`crate::liveness`]), so its PGs move in about a second instead of after the
+//! lease TTL.
 //!
 //! Ordering (Vitastor's): writes run in parallel; a SYNC waits for the writes before it,
 //! and writes after it wait for the SYNC (a fair read-write lock: writes share it, SYNC
@@ -12,17 +15,17 @@
 //! kept until a SYNC covers them; if a SYNC fails on a broken connection or a PG that
 //! moved, they are written again before the SYNC is retried.
 
-use crate::conn::{ConnectionLost, OsdConnection};
+use crate::conn::{ConnSettings, ConnectError, ConnectionLost, OsdConnection};
 use crate::error::{ClientError, Result};
 use crate::state::ClientState;
 use futures_util::future::try_join_all;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock};
 use vitastor_proto::errno;
 use vitastor_proto::etcd::watch::WatchCursor;
-use vitastor_proto::etcd::{endpoints, ImmediateCommit, InodeConfig};
+use vitastor_proto::etcd::{endpoints, GlobalConfig, ImmediateCommit, InodeConfig};
 use vitastor_proto::placement::split_at_objects;
 use vitastor_proto::wire::request::Rw;
 use vitastor_proto::wire::{ReplyBody, RequestBody};
@@ -37,6 +40,17 @@ pub struct ClientOptions {
     pub etcd_prefix: String,
     /// Give up on a request after this long (None = retry forever, as Vitastor does).
     pub request_timeout: Option<Duration>,
+    /// Overrides of Vitastor's options of the same names; None = `/config/global`'s value
+    /// or Vitastor's default. Seconds: PING an OSD connection after this much silence.
+    pub osd_idle_timeout: Option<u64>,
+    /// Seconds to wait for a PING answer before the connection is given up.
+    pub osd_ping_timeout: Option<u64>,
+    /// Seconds for a connect plus handshake to an OSD.
+    pub peer_connect_timeout: Option<u64>,
+    /// Milliseconds before retrying after a broken connection or an inactive PG.
+    pub client_retry_interval: Option<u64>,
+    /// Milliseconds before retrying a request an OSD answered with -EPIPE.
+    pub up_wait_retry_interval: Option<u64>,
 }
 
 impl ClientOptions {
@@ -45,7 +59,26 @@ impl ClientOptions {
             etcd_address: etcd_address.to_string(),
             etcd_prefix: "/vitastor".to_string(),
             request_timeout: None,
+            osd_idle_timeout: None,
+            osd_ping_timeout: None,
+            peer_connect_timeout: None,
+            client_retry_interval: None,
+            up_wait_retry_interval: None,
         }
+    }
+
+    /// `/config/global` with these overrides applied (its accessors give the values in
+    /// force, defaults and minimums included).
+    fn merged(&self, global: &GlobalConfig) -> GlobalConfig {
+        let mut merged = global.clone();
+        merged.osd_idle_timeout = self.osd_idle_timeout.or(global.osd_idle_timeout);
+        merged.osd_ping_timeout = self.osd_ping_timeout.or(global.osd_ping_timeout);
+        merged.peer_connect_timeout = self.peer_connect_timeout.or(global.peer_connect_timeout);
+        merged.client_retry_interval = self.client_retry_interval.or(global.client_retry_interval);
+        merged.up_wait_retry_interval = self
+            .up_wait_retry_interval
+            .or(global.up_wait_retry_interval);
+        merged
     }
 }
 
@@ -65,6 +98,9 @@ struct Inner {
     /// Bumped on every batch of etcd changes.
     changes: watch::Receiver<u64>,
     connections: Mutex<HashMap<u64, Arc<OsdConnection>>>,
+    /// OSDs whose lease revocation is being checked right now (one check at a time each,
+    /// however many requests hit the failure).
+    revoking: Mutex<HashSet<u64>>,
     sync_order: RwLock<()>,
     unsynced: Mutex<Vec<UnsyncedWrite>>,
     watch_task: tokio::task::JoinHandle<()>,
@@ -135,6 +171,7 @@ impl Client {
             state,
             changes,
             connections: Mutex::default(),
+            revoking: Mutex::default(),
             sync_order: RwLock::new(()),
             unsynced: Mutex::default(),
             watch_task,
@@ -205,11 +242,18 @@ impl Client {
         pool_setting.unwrap_or_else(|| state.view.global.immediate_commit()) == ImmediateCommit::All
     }
 
+    /// The options in force: `/config/global` as etcd has it now, with the client's
+    /// overrides.
+    fn settings(&self) -> GlobalConfig {
+        let state = self.inner.state.lock().expect("not poisoned");
+        self.inner.options.merged(&state.view.global)
+    }
+
     async fn connection(
         &self,
         osd: u64,
         address: &str,
-    ) -> std::result::Result<Arc<OsdConnection>, String> {
+    ) -> std::result::Result<Arc<OsdConnection>, ConnectError> {
         if let Some(existing) = self
             .inner
             .connections
@@ -221,13 +265,89 @@ impl Client {
                 return Ok(existing.clone());
             }
         }
-        let connection = OsdConnection::connect(osd, address).await?;
+        let weak = Arc::downgrade(&self.inner);
+        let settings = Arc::new(move || {
+            let global = weak
+                .upgrade()
+                .map(|inner| {
+                    let state = inner.state.lock().expect("not poisoned");
+                    inner.options.merged(&state.view.global)
+                })
+                .unwrap_or_default();
+            ConnSettings {
+                osd_idle_timeout: global.osd_idle_timeout(),
+                osd_ping_timeout: global.osd_ping_timeout(),
+                peer_connect_timeout: global.peer_connect_timeout(),
+            }
+        });
+        let client = Arc::downgrade(&self.inner);
+        let failed_address = address.to_string();
+        let on_unresponsive = Box::new(move |silent: Duration| {
+            if let Some(inner) = client.upgrade() {
+                let client = Client { inner };
+                tokio::spawn(async move {
+                    client
+                        .revoke_lease(osd, &failed_address, Some(silent))
+                        .await
+                });
+            }
+        });
+        // Give up early when the OSD leaves the view meanwhile: a frozen OSD accepts TCP
+        // connections but never answers the handshake, and its lease may be revoked long
+        // before the connect timeout.
+        let mut changes = self.inner.changes.clone();
+        changes.mark_unchanged();
+        let connect = OsdConnection::connect(osd, address, settings, on_unresponsive);
+        tokio::pin!(connect);
+        let connection = loop {
+            tokio::select! {
+                result = &mut connect => break result?,
+                changed = changes.changed() => {
+                    let moved = changed.is_err() || {
+                        let state = self.inner.state.lock().expect("not poisoned");
+                        state.osd_address(osd).as_deref() != Some(address)
+                    };
+                    if moved {
+                        return Err(ConnectError::Other(format!(
+                            "OSD {osd} left {address} while we were connecting"
+                        )));
+                    }
+                }
+            }
+        };
         self.inner
             .connections
             .lock()
             .expect("not poisoned")
             .insert(osd, connection.clone());
         Ok(connection)
+    }
+
+    /// Revokes the lease of OSD `osd` registered at `address` when it refused a
+    /// connection (`silent` = None) or did not answer a PING for `silent`; see
+    /// [`crate::liveness`]. Only one check per OSD runs at a time.
+    async fn revoke_lease(&self, osd: u64, address: &str, silent: Option<Duration>) {
+        if !self
+            .inner
+            .revoking
+            .lock()
+            .expect("not poisoned")
+            .insert(osd)
+        {
+            return;
+        }
+        let (etcd, prefix) = (self.inner.etcd.clone(), self.inner.prefix.as_str());
+        match silent {
+            None => crate::liveness::revoke_if_refused(etcd, prefix, osd, address).await,
+            Some(silent) => {
+                crate::liveness::revoke_unresponsive(etcd, prefix, osd, address, silent).await
+            }
+        };
+        self.inner
+            .revoking
+            .lock()
+            .expect("not poisoned")
+            .remove(&osd);
     }
 
     fn forget_connection(&self, osd: u64) {
@@ -247,6 +367,9 @@ impl Client {
         payload: &[u8],
         started: Instant,
     ) -> Result<(i64, Vec<u8>, u32)> {
+        // The first retry after a lost connection is immediate (a crashed OSD refuses the
+        // reconnect, which starts the failover); later ones wait.
+        let mut reconnect_now = true;
         loop {
             if let Some(limit) = self.inner.options.request_timeout {
                 if started.elapsed() >= limit {
@@ -263,21 +386,29 @@ impl Client {
                     .active_primary(pool, pg)
                     .and_then(|osd| Some((osd, state.osd_address(osd)?)))
             };
+            let settings = self.settings();
             let Some((osd, address)) = target else {
-                self.wait_for_change(Duration::from_millis(500)).await;
+                self.wait_for_change(settings.client_retry_interval()).await;
                 continue;
             };
             let connection = match self.connection(osd, &address).await {
                 Ok(connection) => connection,
-                Err(error) => {
+                Err(ConnectError::Refused(error)) => {
+                    tracing::debug!("{error}; checking whether it is dead");
+                    self.revoke_lease(osd, &address, None).await;
+                    self.wait_for_change(settings.client_retry_interval()).await;
+                    continue;
+                }
+                Err(ConnectError::Other(error)) => {
                     tracing::debug!("{error}; retrying");
-                    self.wait_for_change(Duration::from_millis(200)).await;
+                    self.wait_for_change(settings.client_retry_interval()).await;
                     continue;
                 }
             };
             match connection.call(body, payload).await {
                 Ok((reply, _)) if reply.retval == -i64::from(errno::EPIPE) => {
-                    self.wait_for_change(Duration::from_millis(100)).await;
+                    self.wait_for_change(settings.up_wait_retry_interval())
+                        .await;
                 }
                 Ok((reply, data)) => {
                     let bitmap_len = match reply.body {
@@ -288,7 +419,9 @@ impl Client {
                 }
                 Err(ConnectionLost) => {
                     self.forget_connection(osd);
-                    self.wait_for_change(Duration::from_millis(100)).await;
+                    if !std::mem::take(&mut reconnect_now) {
+                        self.wait_for_change(settings.client_retry_interval()).await;
+                    }
                 }
             }
         }

@@ -2,19 +2,55 @@
 //! (several per write syscall when they queue up), and replies are matched to their
 //! callers by a reader task. When the connection breaks, every caller waiting on it gets
 //! `ConnectionLost` and retries elsewhere.
+//!
+//! A pinger task keeps the connection honest: after `osd_idle_timeout` without a byte
+//! from the OSD it sends a PING, and without an answer (or any other byte) within
+//! `osd_ping_timeout` it fails the connection, so requests stuck on a frozen OSD become
+//! retryable instead of waiting for the OSD's lease to expire. The caller hears about it
+//! through the `on_unresponsive` callback (the client revokes the OSD's lease).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use vitastor_proto::wire::show_config::ShowConfigRequest;
 use vitastor_proto::wire::{encode_request, Reply, ReplyDecoder, Request, RequestBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLost;
+
+/// Why a connection could not be made. A refusal is singled out: it proves that nothing
+/// listens at the address (the OSD process is gone), which allows a fast failover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    Refused(String),
+    Other(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Refused(text) | ConnectError::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+/// The timeouts a connection works with (Vitastor's option names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnSettings {
+    pub osd_idle_timeout: Duration,
+    pub osd_ping_timeout: Duration,
+    pub peer_connect_timeout: Duration,
+}
+
+/// Asked anew before every PING so online changes of `/config/global` apply.
+pub type SettingsSource = Arc<dyn Fn() -> ConnSettings + Send + Sync>;
+/// Called once when the OSD did not answer a PING in time, with how long it was silent.
+pub type OnUnresponsive = Box<dyn FnOnce(Duration) + Send>;
 
 type Waiter = oneshot::Sender<(Reply, Vec<u8>)>;
 
@@ -23,21 +59,56 @@ pub struct OsdConnection {
     pending: Arc<Mutex<HashMap<u64, Waiter>>>,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
+    /// Reader and writer tasks, aborted when the pinger gives the connection up (that
+    /// drops the socket).
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for OsdConnection {
+    fn drop(&mut self) {
+        // The reader would otherwise keep the socket open until the OSD closes it.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl OsdConnection {
-    /// Connects and does the SHOW_CONFIG handshake.
-    pub async fn connect(osd: u64, address: &str) -> Result<Arc<OsdConnection>, String> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
-            .await
-            .map_err(|_| format!("connecting to OSD {osd} at {address} timed out"))?
-            .map_err(|e| format!("cannot connect to OSD {osd} at {address}: {e}"))?;
+    /// Connects and does the SHOW_CONFIG handshake, each step within the connect timeout.
+    pub async fn connect(
+        osd: u64,
+        address: &str,
+        settings: SettingsSource,
+        on_unresponsive: OnUnresponsive,
+    ) -> Result<Arc<OsdConnection>, ConnectError> {
+        let timeout = settings().peer_connect_timeout;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Err(_) => {
+                return Err(ConnectError::Other(format!(
+                    "connecting to OSD {osd} at {address} timed out"
+                )))
+            }
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(ConnectError::Refused(format!(
+                    "OSD {osd} refused the connection at {address}"
+                )))
+            }
+            Ok(Err(error)) => {
+                return Err(ConnectError::Other(format!(
+                    "cannot connect to OSD {osd} at {address}: {error}"
+                )))
+            }
+            Ok(Ok(stream)) => stream,
+        };
         let _ = stream.set_nodelay(true);
         let (mut read, mut write) = stream.into_split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let pending: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(async move {
+        let since = Instant::now();
+        // Milliseconds after `since` of the last byte received.
+        let last_rx = Arc::new(AtomicU64::new(0));
+        let writer = tokio::spawn(async move {
             while let Some(mut bytes) = rx.recv().await {
                 while let Ok(more) = rx.try_recv() {
                     bytes.extend_from_slice(&more);
@@ -47,8 +118,9 @@ impl OsdConnection {
                 }
             }
         });
-        let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
-        tokio::spawn(async move {
+        let (reader_pending, reader_closed, reader_rx) =
+            (pending.clone(), closed.clone(), last_rx.clone());
+        let reader = tokio::spawn(async move {
             let mut decoder = ReplyDecoder::new();
             let mut buffer = vec![0u8; 256 * 1024];
             'read: loop {
@@ -56,6 +128,7 @@ impl OsdConnection {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+                reader_rx.store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
                 decoder.push(&buffer[..n]);
                 loop {
                     match decoder.next_reply() {
@@ -85,24 +158,48 @@ impl OsdConnection {
             pending,
             next_id: AtomicU64::new(1),
             closed,
+            tasks: vec![reader.abort_handle(), writer.abort_handle()],
         });
         let hello = serde_json::to_vec(&ShowConfigRequest::default()).expect("serializes");
         let body = RequestBody::ShowConfig {
             json_len: hello.len() as u64,
         };
-        let (reply, _) =
-            tokio::time::timeout(Duration::from_secs(5), connection.call(body, &hello))
-                .await
-                .map_err(|_| format!("OSD {osd} at {address} did not answer SHOW_CONFIG"))?
-                .map_err(|_| format!("OSD {osd} at {address} closed the connection"))?;
+        let (reply, _) = tokio::time::timeout(timeout, connection.call(body, &hello))
+            .await
+            .map_err(|_| {
+                ConnectError::Other(format!("OSD {osd} at {address} did not answer SHOW_CONFIG"))
+            })?
+            .map_err(|_| {
+                ConnectError::Other(format!("OSD {osd} at {address} closed the connection"))
+            })?;
         if reply.retval < 0 {
-            return Err(format!("OSD {osd} refused SHOW_CONFIG: {}", reply.retval));
+            return Err(ConnectError::Other(format!(
+                "OSD {osd} refused SHOW_CONFIG: {}",
+                reply.retval
+            )));
         }
+        tokio::spawn(ping_loop(
+            Arc::downgrade(&connection),
+            since,
+            last_rx,
+            settings,
+            on_unresponsive,
+        ));
         Ok(connection)
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Gives the connection up: every waiting caller gets `ConnectionLost` now and the
+    /// socket is closed.
+    fn fail(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.pending.lock().expect("not poisoned").clear();
     }
 
     /// Sends one request and waits for its reply.
@@ -126,5 +223,52 @@ impl OsdConnection {
             return Err(ConnectionLost);
         }
         reply.await.map_err(|_| ConnectionLost)
+    }
+}
+
+/// PINGs the OSD after `osd_idle_timeout` of silence; fails the connection when neither
+/// the answer nor any other byte arrives within `osd_ping_timeout`. Ends with the
+/// connection.
+async fn ping_loop(
+    connection: Weak<OsdConnection>,
+    since: Instant,
+    last_rx: Arc<AtomicU64>,
+    settings: SettingsSource,
+    on_unresponsive: OnUnresponsive,
+) {
+    let last = || since + Duration::from_millis(last_rx.load(Ordering::Relaxed));
+    loop {
+        let current = settings();
+        let idle = last().elapsed();
+        if idle < current.osd_idle_timeout {
+            tokio::time::sleep(current.osd_idle_timeout - idle).await;
+            continue;
+        }
+        let Some(strong) = connection.upgrade() else {
+            return;
+        };
+        if strong.is_closed() {
+            return;
+        }
+        let sent = Instant::now();
+        let ping = tokio::time::timeout(
+            current.osd_ping_timeout,
+            strong.call(RequestBody::Ping, &[]),
+        )
+        .await;
+        match ping {
+            Ok(Ok(_)) => {
+                // An answer counts as traffic: the next PING waits a full idle period.
+                let now = since.elapsed().as_millis() as u64;
+                last_rx.fetch_max(now, Ordering::Relaxed);
+            }
+            Ok(Err(ConnectionLost)) => return,
+            Err(_) if last() >= sent => {} // other replies arrived meanwhile
+            Err(_) => {
+                strong.fail();
+                on_unresponsive(last().elapsed());
+                return;
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod capi;
 mod client;
 mod conn;
 mod error;
+mod liveness;
 pub mod state;
 mod watch;
 

@@ -211,7 +211,8 @@ impl LocalCluster {
         Self::start_with(name, osd_count, osd_size, &[], global, pools)
     }
 
-    /// As [`LocalCluster::start_sized`] with extra `vitastor-osd` arguments.
+    /// As [`LocalCluster::start_sized`] with extra `vitastor-osd` arguments (an
+    /// `--etcd_report_interval` among them replaces the default of 1 s, a 3 s lease).
     pub fn start_with(
         name: &str,
         osd_count: u64,
@@ -227,6 +228,11 @@ impl LocalCluster {
             children: Vec::new(),
             etcd,
             scratch,
+        };
+        let report_interval: &[&str] = if osd_args.contains(&"--etcd_report_interval") {
+            &[]
+        } else {
+            &["--etcd_report_interval", "1"]
         };
         for osd in 1..=osd_count {
             let path = cluster.scratch.0.join(format!("osd{osd}.bin"));
@@ -246,7 +252,7 @@ impl LocalCluster {
                     .args(["--osd_num", &osd.to_string()])
                     .args(["--data_device", path.to_str().expect("utf-8")])
                     .args(["--etcd_address", &cluster.etcd.address])
-                    .args(["--etcd_report_interval", "1"])
+                    .args(report_interval)
                     .args(osd_args),
             );
         }

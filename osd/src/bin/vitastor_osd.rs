@@ -5,6 +5,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
 use vitastor_osd::net::etcd::EtcdTiming;
+use vitastor_osd::net::liveness::LivenessOverrides;
 use vitastor_osd::net::{run, DaemonOptions};
 use vitastor_proto::etcd::ImmediateCommit;
 
@@ -53,6 +54,17 @@ struct Args {
     /// reopened (default: max(30, 2 x etcd_report_interval)).
     #[arg(long = "etcd_keepalive_timeout")]
     etcd_keepalive_timeout: Option<u64>,
+    /// Seconds without a byte from a peer before it gets a PING (default: /config/global,
+    /// else 5).
+    #[arg(long = "osd_idle_timeout")]
+    osd_idle_timeout: Option<u64>,
+    /// Seconds to wait for a PING answer before dropping the peer and revoking its lease
+    /// (default: /config/global, else 5).
+    #[arg(long = "osd_ping_timeout")]
+    osd_ping_timeout: Option<u64>,
+    /// Seconds for one connect and handshake to a peer (default: /config/global, else 5).
+    #[arg(long = "peer_connect_timeout")]
+    peer_connect_timeout: Option<u64>,
 }
 
 fn parse_commit(text: &str) -> Result<ImmediateCommit, String> {
@@ -87,6 +99,11 @@ fn main() {
         immediate_commit: args.immediate_commit,
         disable_data_fsync: args.disable_data_fsync,
         disable_flock: args.disable_flock,
+        liveness: LivenessOverrides {
+            osd_idle_timeout: args.osd_idle_timeout,
+            osd_ping_timeout: args.osd_ping_timeout,
+            peer_connect_timeout: args.peer_connect_timeout,
+        },
         etcd: EtcdTiming {
             report_interval: Duration::from_secs(args.etcd_report_interval.max(1)),
             max_attempts: args.max_etcd_attempts.max(1),

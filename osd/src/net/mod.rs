@@ -5,6 +5,7 @@
 
 pub mod etcd;
 mod lease;
+pub mod liveness;
 
 use crate::blockstore::prepare::{claim_osd_num, ClaimError};
 use crate::blockstore::uring::UringDisk;
@@ -12,6 +13,7 @@ use crate::blockstore::{Blockstore, BlockstoreConfig};
 use crate::cluster::ClusterView;
 use crate::daemon::{Action, ConnId, EtcdAction, Osd, OsdSettings};
 use etcd::{Etcd, EtcdTiming};
+use liveness::{Liveness, LivenessOverrides, LivenessSettings, PeerFailure};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -43,7 +45,15 @@ pub struct DaemonOptions {
     pub etcd: EtcdTiming,
     /// Skip the exclusive lock on the data device.
     pub disable_flock: bool,
+    /// Command-line overrides of `osd_idle_timeout`, `osd_ping_timeout` and
+    /// `peer_connect_timeout` (otherwise taken from `/config/global`).
+    pub liveness: LivenessOverrides,
 }
+
+/// Pause between attempts to reach a peer that could not be connected. The first attempt
+/// after a connection drops is immediate: a crashed peer refuses it, and that refusal is
+/// the fast failover signal ([`liveness`]).
+const PEER_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
 /// Outbound connection to a peer OSD.
 enum PeerLink {
@@ -61,6 +71,8 @@ struct Node {
     osd_num: u64,
     /// Zero of the monotonic clock handed to the Osd ([`Osd::set_clock`]).
     started: Instant,
+    liveness: Liveness,
+    liveness_overrides: LivenessOverrides,
 }
 
 impl Node {
@@ -130,6 +142,11 @@ impl Node {
 
     fn instant_at_ms(&self, ms: u64) -> Instant {
         self.started + Duration::from_millis(ms)
+    }
+
+    /// The peer liveness timeouts in force (the command line over `/config/global`).
+    fn liveness_settings(&self) -> LivenessSettings {
+        self.liveness_overrides.resolve(&self.view.borrow().global)
     }
 }
 
@@ -215,6 +232,8 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         next_conn: Cell::new(1),
         osd_num: options.osd_num,
         started: Instant::now(),
+        liveness: Liveness::new(&options.etcd_address, &options.etcd_prefix),
+        liveness_overrides: options.liveness,
     });
     // The lease is fresh: serve until it could expire, even before the first keep-alive.
     let granted_ms = node.clock_ms();
@@ -414,9 +433,17 @@ async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
     }
 }
 
-/// Keeps a connection to peer `num` while it is up: connect, handshake, serve its replies.
+/// Keeps a connection to peer `num` while it is up: connect, handshake, serve its replies,
+/// and watch its liveness. A peer that refuses connections or stops answering PINGs is
+/// dropped at once (its PGs repeer without it) and its etcd lease revoked, so the monitor
+/// moves its PGs without waiting for the lease to expire.
 async fn peer_loop(node: Rc<Node>, num: u64) {
+    let mut pause = false;
     loop {
+        if pause {
+            tokio::time::sleep(PEER_RECONNECT_PAUSE).await;
+        }
+        pause = true;
         let address = {
             let view = node.view.borrow();
             match view.osd_states.get(&num) {
@@ -430,34 +457,65 @@ async fn peer_loop(node: Rc<Node>, num: u64) {
             node.peers.borrow_mut().remove(&num);
             return;
         };
-        match connect_peer(node.osd_num, num, &host, port).await {
-            Ok((read, write, leftover)) => {
-                let (tx, rx) = unbounded_channel();
-                node.peers.borrow_mut().insert(num, PeerLink::Up(tx));
-                tokio::task::spawn_local(write_loop(write, rx));
-                node.with_osd(|osd| {
-                    osd.on_peer_connected(num);
-                    if !leftover.is_empty() {
-                        osd.on_peer_bytes(num, &leftover);
-                    }
-                });
-                peer_read_loop(&node, num, read).await;
-                node.peers.borrow_mut().insert(num, PeerLink::Connecting);
-                node.with_osd(|osd| osd.on_peer_down(num));
-                tracing::warn!(peer = num, "connection to the peer lost");
+        let settings = node.liveness_settings();
+        let (read, write, leftover) =
+            match connect_peer(node.osd_num, num, &host, port, settings.connect_timeout).await {
+                Ok(connected) => connected,
+                Err(PeerConnectError::Refused(error)) => {
+                    tracing::warn!(peer = num, "cannot connect: {error}");
+                    node.liveness.revoke_if_refused(num, &host, port).await;
+                    continue;
+                }
+                Err(PeerConnectError::Other(error)) => {
+                    tracing::warn!(peer = num, "cannot connect: {error}");
+                    continue;
+                }
+            };
+        let (tx, rx) = unbounded_channel();
+        node.peers.borrow_mut().insert(num, PeerLink::Up(tx));
+        tokio::task::spawn_local(write_loop(write, rx));
+        node.with_osd(|osd| {
+            osd.on_peer_connected(num);
+            if !leftover.is_empty() {
+                osd.on_peer_bytes(num, &leftover);
             }
-            Err(error) => tracing::warn!(peer = num, "cannot connect: {error}"),
+        });
+        let last_rx = Cell::new(Instant::now());
+        let failure = tokio::select! {
+            () = peer_read_loop(&node, num, read, &last_rx) => None,
+            failure = liveness::watch_peer(&host, port, &last_rx, || node.liveness_settings()) => Some(failure),
+        };
+        // Dropping the sender ends the write loop, which closes the connection.
+        node.peers.borrow_mut().insert(num, PeerLink::Connecting);
+        node.with_osd(|osd| osd.on_peer_down(num));
+        match failure {
+            None => {
+                tracing::warn!(peer = num, "connection to the peer lost");
+                pause = false;
+            }
+            Some(PeerFailure::Refused) => {
+                tracing::warn!(peer = num, "the peer refuses new connections");
+                node.liveness.revoke_if_refused(num, &host, port).await;
+            }
+            Some(PeerFailure::Unresponsive(silent)) => {
+                tracing::warn!(peer = num, "the peer does not answer pings; dropped it");
+                node.liveness
+                    .revoke_unresponsive(num, &host, port, silent)
+                    .await;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-async fn peer_read_loop(node: &Node, num: u64, mut read: OwnedReadHalf) {
+async fn peer_read_loop(node: &Node, num: u64, mut read: OwnedReadHalf, last_rx: &Cell<Instant>) {
     let mut buf = vec![0u8; 256 << 10];
     loop {
         match read.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => node.with_osd(|osd| osd.on_peer_bytes(num, &buf[..n])),
+            Ok(n) => {
+                last_rx.set(Instant::now());
+                node.with_osd(|osd| osd.on_peer_bytes(num, &buf[..n]));
+            }
         }
         if !matches!(node.peers.borrow().get(&num), Some(PeerLink::Up(_))) {
             return;
@@ -465,55 +523,72 @@ async fn peer_read_loop(node: &Node, num: u64, mut read: OwnedReadHalf) {
     }
 }
 
-/// Connects and exchanges SHOW_CONFIG; checks that the peer is the OSD we expect.
+/// Why a peer could not be connected: a refusal is proof that nothing listens at the
+/// address (see [`liveness`]); anything else is not.
+enum PeerConnectError {
+    Refused(String),
+    Other(String),
+}
+
+/// Connects and exchanges SHOW_CONFIG within `timeout` each; checks that the peer is the
+/// OSD we expect.
 async fn connect_peer(
     me: u64,
     num: u64,
     host: &str,
     port: u16,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
+    timeout: Duration,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), PeerConnectError> {
+    let other = PeerConnectError::Other;
     let connect = TcpStream::connect((host, port));
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    let mut stream = match tokio::time::timeout(timeout, connect).await {
+        Err(_) => return Err(other("connect timed out".to_string())),
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(PeerConnectError::Refused(error.to_string()))
+        }
+        Ok(Err(error)) => return Err(other(error.to_string())),
+        Ok(Ok(stream)) => stream,
+    };
     let _ = stream.set_nodelay(true);
     let hello = serde_json::to_vec(&ShowConfigRequest {
         osd_num: me,
         features: Default::default(),
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| other(e.to_string()))?;
     let request = Request {
         id: 0,
         body: RequestBody::ShowConfig {
             json_len: hello.len() as u64,
         },
     };
-    let bytes = encode_request(&request, &hello).map_err(|e| e.to_string())?;
-    stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    let bytes = encode_request(&request, &hello).map_err(|e| other(e.to_string()))?;
+    stream
+        .write_all(&bytes)
+        .await
+        .map_err(|e| other(e.to_string()))?;
     let mut decoder = ReplyDecoder::new();
     let mut buf = vec![0u8; 64 << 10];
     let reply = loop {
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf));
+        let read = tokio::time::timeout(timeout, stream.read(&mut buf));
         let n = read
             .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| other("handshake timed out".to_string()))?
+            .map_err(|e| other(e.to_string()))?;
         if n == 0 {
-            return Err("closed during the handshake".to_string());
+            return Err(other("closed during the handshake".to_string()));
         }
         decoder.push(&buf[..n]);
-        if let Some(reply) = decoder.next_reply().map_err(|e| e.to_string())? {
+        if let Some(reply) = decoder.next_reply().map_err(|e| other(e.to_string()))? {
             break reply;
         }
     };
-    let config: ShowConfigReply =
-        serde_json::from_slice(&reply.1).map_err(|e| format!("bad SHOW_CONFIG reply: {e}"))?;
+    let config: ShowConfigReply = serde_json::from_slice(&reply.1)
+        .map_err(|e| other(format!("bad SHOW_CONFIG reply: {e}")))?;
     if config.osd_num != num {
-        return Err(format!(
+        return Err(other(format!(
             "{host}:{port} is OSD {}, not {num}",
             config.osd_num
-        ));
+        )));
     }
     let leftover = decoder.take_buffered();
     let (read, write) = stream.into_split();

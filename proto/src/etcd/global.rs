@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// When a write is durable (Vitastor's `immediate_commit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -44,6 +45,22 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 128 * 1024;
 pub const DEFAULT_BITMAP_GRANULARITY: u32 = 4096;
 pub const DEFAULT_OSD_OUT_TIME_S: u64 = 600;
 
+/// Vitastor's defaults and minimums for the connection liveness options (its
+/// docs/config/network.en.md and client.en.md): an OSD connection that received nothing for
+/// `osd_idle_timeout` gets a PING; no answer within `osd_ping_timeout` drops it.
+pub const DEFAULT_OSD_IDLE_TIMEOUT_S: u64 = 5;
+pub const DEFAULT_OSD_PING_TIMEOUT_S: u64 = 5;
+/// Limit on one TCP connect plus handshake to an OSD.
+pub const DEFAULT_PEER_CONNECT_TIMEOUT_S: u64 = 5;
+/// Pause before a client retries a request that failed on a broken connection or found
+/// its PG without an active primary (woken earlier by any cluster state change).
+pub const DEFAULT_CLIENT_RETRY_INTERVAL_MS: u64 = 50;
+pub const MIN_CLIENT_RETRY_INTERVAL_MS: u64 = 10;
+/// Pause before a client retries a request an OSD refused with -EPIPE (PG not active
+/// there yet), also woken earlier by any cluster state change.
+pub const DEFAULT_UP_WAIT_RETRY_INTERVAL_MS: u64 = 500;
+pub const MIN_UP_WAIT_RETRY_INTERVAL_MS: u64 = 50;
+
 /// `/config/global`. Every field is optional in etcd; accessors apply Vitastor's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct GlobalConfig {
@@ -57,6 +74,21 @@ pub struct GlobalConfig {
     pub osd_out_time: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_levels: Option<BTreeMap<String, u32>>,
+    /// Seconds (minimum 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osd_idle_timeout: Option<u64>,
+    /// Seconds (minimum 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osd_ping_timeout: Option<u64>,
+    /// Seconds (minimum 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_connect_timeout: Option<u64>,
+    /// Milliseconds (minimum 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_retry_interval: Option<u64>,
+    /// Milliseconds (minimum 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_wait_retry_interval: Option<u64>,
 }
 
 impl GlobalConfig {
@@ -73,6 +105,27 @@ impl GlobalConfig {
     pub fn immediate_commit(&self) -> ImmediateCommit {
         self.immediate_commit.unwrap_or_default()
     }
+    pub fn osd_idle_timeout(&self) -> Duration {
+        seconds_at_least_1(self.osd_idle_timeout, DEFAULT_OSD_IDLE_TIMEOUT_S)
+    }
+    pub fn osd_ping_timeout(&self) -> Duration {
+        seconds_at_least_1(self.osd_ping_timeout, DEFAULT_OSD_PING_TIMEOUT_S)
+    }
+    pub fn peer_connect_timeout(&self) -> Duration {
+        seconds_at_least_1(self.peer_connect_timeout, DEFAULT_PEER_CONNECT_TIMEOUT_S)
+    }
+    pub fn client_retry_interval(&self) -> Duration {
+        let ms = self
+            .client_retry_interval
+            .unwrap_or(DEFAULT_CLIENT_RETRY_INTERVAL_MS);
+        Duration::from_millis(ms.max(MIN_CLIENT_RETRY_INTERVAL_MS))
+    }
+    pub fn up_wait_retry_interval(&self) -> Duration {
+        let ms = self
+            .up_wait_retry_interval
+            .unwrap_or(DEFAULT_UP_WAIT_RETRY_INTERVAL_MS);
+        Duration::from_millis(ms.max(MIN_UP_WAIT_RETRY_INTERVAL_MS))
+    }
 
     /// Checks the block size and bitmap granularity rules shared with pools.
     pub fn validate(&self) -> Result<(), super::SchemaError> {
@@ -82,6 +135,11 @@ impl GlobalConfig {
             self.bitmap_granularity(),
         )
     }
+}
+
+/// A seconds option as Vitastor reads it: 0 and values below the minimum of 1 s become 1 s.
+fn seconds_at_least_1(value: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(value.unwrap_or(default).max(1))
 }
 
 #[cfg(test)]
@@ -105,5 +163,25 @@ mod tests {
         assert!(
             serde_json::from_str::<GlobalConfig>(r#"{"immediate_commit":"sometimes"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn liveness_options_have_vitastors_defaults_and_minimums() {
+        let defaults = GlobalConfig::default();
+        assert_eq!(defaults.osd_idle_timeout(), Duration::from_secs(5));
+        assert_eq!(defaults.osd_ping_timeout(), Duration::from_secs(5));
+        assert_eq!(defaults.peer_connect_timeout(), Duration::from_secs(5));
+        assert_eq!(defaults.client_retry_interval(), Duration::from_millis(50));
+        assert_eq!(
+            defaults.up_wait_retry_interval(),
+            Duration::from_millis(500)
+        );
+        let json = r#"{"osd_idle_timeout":0,"osd_ping_timeout":2,"peer_connect_timeout":3,"client_retry_interval":1,"up_wait_retry_interval":20}"#;
+        let set: GlobalConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(set.osd_idle_timeout(), Duration::from_secs(1));
+        assert_eq!(set.osd_ping_timeout(), Duration::from_secs(2));
+        assert_eq!(set.peer_connect_timeout(), Duration::from_secs(3));
+        assert_eq!(set.client_retry_interval(), Duration::from_millis(10));
+        assert_eq!(set.up_wait_retry_interval(), Duration::from_millis(50));
     }
 }

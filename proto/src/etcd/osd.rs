@@ -20,6 +20,15 @@ pub struct OsdState {
     pub blockstore_enabled: bool,
 }
 
+impl OsdState {
+    /// Whether this registration is the instance listening at `host:port`. Liveness
+    /// actions check it before revoking the lease they read with it, so a connection
+    /// failure seen at an old address never hits an OSD that re-registered elsewhere.
+    pub fn listens_at(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.addresses.iter().any(|a| a == host)
+    }
+}
+
 fn yes() -> bool {
     true
 }
