@@ -47,10 +47,13 @@ struct Args {
     /// One kill per queue depth, 8-second runs.
     #[arg(long)]
     short: bool,
-    /// `kill` (SIGKILL: a crash) or `stop` (SIGSTOP for the rest of the run: a hung OSD;
-    /// SIGCONT after it).
+    /// `kill` (SIGKILL: a crash) or `stop` (SIGSTOP for `--freeze` seconds: a hung OSD).
     #[arg(long, default_value = "kill", value_parser = ["kill", "stop"])]
     signal: String,
+    /// Seconds between SIGSTOP and SIGCONT (a frozen OSD can hold client requests for the
+    /// whole freeze, so fio ends only after it).
+    #[arg(long, default_value_t = 15)]
+    freeze: u64,
 }
 
 const PGS: usize = 32;
@@ -263,8 +266,8 @@ fn run(args: Args) -> Result<(), String> {
                     .find(|(o, _)| *o == victim)
                     .map_or(0, |p| p.1)
             );
-            let stop = args.signal == "stop";
-            let result = one_kill(&mut bench, iodepth, victim, runtime, warmup, kill, stop)?;
+            let freeze = (args.signal == "stop").then(|| Duration::from_secs(args.freeze));
+            let result = one_kill(&mut bench, iodepth, victim, runtime, warmup, kill, freeze)?;
             eprintln!(
                 "  longest I/O gap {} ms, longest op {:.0} ms, /osd/state gone after {}, {} ops",
                 result.gap_ms,
@@ -349,7 +352,7 @@ fn one_kill(
     runtime: u64,
     warmup: u64,
     index: usize,
-    stop: bool,
+    freeze: Option<Duration>,
 ) -> Result<KillResult, String> {
     let log_prefix = bench.dir.join(format!("qd{iodepth}-kill{index}"));
     let engine = bench.binary("libfio_vitastor.so");
@@ -372,13 +375,18 @@ fn one_kill(
     let state_key = format!("{PREFIX}/osd/state/{victim}");
     let killed = Instant::now();
     let name = format!("osd{victim}");
-    if stop {
+    let mut frozen = freeze.is_some();
+    if frozen {
         bench.processes.signal(&name, libc::SIGSTOP);
     } else {
         bench.processes.kill(&name);
     }
     let mut state_gone_ms = None;
     let fio_status = loop {
+        if frozen && freeze.is_some_and(|f| killed.elapsed() >= f) {
+            bench.processes.signal(&name, libc::SIGCONT);
+            frozen = false;
+        }
         if state_gone_ms.is_none() && bench.etcd.get(&state_key).is_none() {
             state_gone_ms = Some(killed.elapsed().as_millis() as u64);
         }
@@ -395,7 +403,7 @@ fn one_kill(
         }
         return Err(format!("fio failed: {stderr}"));
     }
-    if stop {
+    if frozen {
         bench.processes.signal(&name, libc::SIGCONT);
     }
     let log = PathBuf::from(format!("{}_lat.1.log", log_prefix.display()));
@@ -472,6 +480,7 @@ fn publish(
         "fio_runtime_s": runtime,
         "kill_after_s": warmup,
         "signal": args.signal,
+        "freeze_s": (args.signal == "stop").then_some(args.freeze),
         "loads": results.iter().map(|(iodepth, runs)| serde_json::json!({
             "iodepth": iodepth,
             "kills": runs.iter().map(|r| serde_json::json!({
@@ -542,8 +551,8 @@ fn write_report(results: &Path) -> Result<(), String> {
                 None => "?".to_string(),
             };
             let signal = match json["signal"].as_str() {
-                Some("stop") => "SIGSTOP",
-                _ => "kill -9",
+                Some("stop") => format!("SIGSTOP {} s", json["freeze_s"]),
+                _ => "kill -9".to_string(),
             };
             let load_name = format!("{depth}, {signal}");
             out.push_str(&format!(
