@@ -54,11 +54,19 @@ struct Args {
     /// whole freeze, so fio ends only after it).
     #[arg(long, default_value_t = 15)]
     freeze: u64,
+    /// The `/config/global` value (e.g. with `osd_idle_timeout` and `osd_ping_timeout`).
+    #[arg(long, default_value = r#"{"immediate_commit":"all"}"#)]
+    global: String,
+    /// Only rebuild `report.md` from the results present.
+    #[arg(long = "report_only")]
+    report_only: bool,
 }
 
 const PGS: usize = 32;
 const OSDS: u64 = 3;
 const PREFIX: &str = "/vitastor";
+/// Seconds past its runtime after which fio is considered hung.
+const FIO_HANG_LIMIT_S: u64 = 60;
 
 fn main() -> std::process::ExitCode {
     match run(Args::parse()) {
@@ -219,6 +227,9 @@ struct KillResult {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.report_only {
+        return write_report(&args.results);
+    }
     let (kills, runtime, warmup) = if args.short {
         (1, 8, 3)
     } else {
@@ -250,7 +261,7 @@ fn run(args: Args) -> Result<(), String> {
     for iodepth in [1u32, 32] {
         let mut runs = Vec::new();
         for kill in 0..kills {
-            let mut bench = start_cluster(&args.dir, &bin_dir)?;
+            let mut bench = start_cluster(&args.dir, &bin_dir, &args.global)?;
             // The next OSD in turn that is the primary of at least one PG.
             let primaries = bench.primaries();
             let victim = (0..OSDS)
@@ -285,7 +296,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 /// A fresh cluster in `dir` (emptied first), every PG active and clean.
-fn start_cluster(dir: &Path, bin_dir: &Path) -> Result<Bench, String> {
+fn start_cluster(dir: &Path, bin_dir: &Path, global: &str) -> Result<Bench, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
@@ -303,10 +314,7 @@ fn start_cluster(dir: &Path, bin_dir: &Path) -> Result<Bench, String> {
             children: Vec::new(),
         },
     };
-    bench.etcd.put(
-        &format!("{PREFIX}/config/global"),
-        r#"{"immediate_commit":"all"}"#,
-    );
+    bench.etcd.put(&format!("{PREFIX}/config/global"), global);
     for osd in 1..=OSDS {
         let path = bench.osd_file(osd);
         std::fs::File::create(&path)
@@ -392,6 +400,19 @@ fn one_kill(
         }
         if let Some(status) = fio.try_wait().map_err(|e| e.to_string())? {
             break status;
+        }
+        // Requests that never complete keep fio from ending: report it instead of
+        // waiting for ever (the cluster's logs stay in the directory).
+        if killed.elapsed() > Duration::from_secs(runtime + FIO_HANG_LIMIT_S) {
+            let _ = fio.kill();
+            let _ = fio.wait();
+            if frozen {
+                bench.processes.signal(&name, libc::SIGCONT);
+            }
+            return Err(format!(
+                "fio did not finish {FIO_HANG_LIMIT_S} s after its runtime: client requests hang (logs in {})",
+                bench.dir.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -480,6 +501,7 @@ fn publish(
         "fio_runtime_s": runtime,
         "kill_after_s": warmup,
         "signal": args.signal,
+        "global": args.global,
         "freeze_s": (args.signal == "stop").then_some(args.freeze),
         "loads": results.iter().map(|(iodepth, runs)| serde_json::json!({
             "iodepth": iodepth,
@@ -509,7 +531,14 @@ fn write_report(results: &Path) -> Result<(), String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
-    entries.sort();
+    // Oldest measurement first (before, then after).
+    entries.sort_by_key(|path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|j| j["date"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
     let mut out = String::from(
         "# bench-failover: client I/O gap after `kill -9` (or SIGSTOP) of a primary OSD\n\n\
          3 OSDs, a 2-replica pool of 32 PGs, immediate_commit=all, lease TTL 15 s (default \
@@ -566,12 +595,15 @@ fn write_report(results: &Path) -> Result<(), String> {
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         out.push_str(&format!(
-            "- {}: {} (commit {}), fio {} s per kill, kill after {} s\n",
+            "- {}: {} (commit {}), fio {} s per kill, kill after {} s, /config/global {}\n",
             json["label"].as_str().unwrap_or("?"),
             json["bin_dir"].as_str().unwrap_or("next to bench-failover"),
             json["commit"].as_str().unwrap_or("unknown"),
             json["fio_runtime_s"],
             json["kill_after_s"],
+            json["global"]
+                .as_str()
+                .unwrap_or(r#"{"immediate_commit":"all"}"#),
         ));
     }
     let path = results.join("report.md");
