@@ -15,6 +15,7 @@
 //! present. `--short`: one kill per queue depth and short runs (a smoke test).
 
 use clap::Parser;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -224,6 +225,8 @@ struct KillResult {
     max_latency_ms: f64,
     state_gone_ms: Option<u64>,
     ops: usize,
+    /// fio never finished: some requests did not complete.
+    hung: bool,
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -376,6 +379,7 @@ fn one_kill(
         .args(["--log_avg_msec=0", "--output-format=terse"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run fio: {e}"))?;
     // A benchmark schedule, not synchronization: the kill lands in steady state.
@@ -401,18 +405,31 @@ fn one_kill(
         if let Some(status) = fio.try_wait().map_err(|e| e.to_string())? {
             break status;
         }
-        // Requests that never complete keep fio from ending: report it instead of
-        // waiting for ever (the cluster's logs stay in the directory).
+        // Requests that never complete keep fio from ending: record the run as hung
+        // (the gap is then at least this long) instead of waiting for ever.
         if killed.elapsed() > Duration::from_secs(runtime + FIO_HANG_LIMIT_S) {
-            let _ = fio.kill();
+            // SAFETY: signals the process group of the fio we started (fio forks its
+            // job processes into it).
+            unsafe { libc::kill(-(fio.id() as i32), libc::SIGKILL) };
             let _ = fio.wait();
-            if frozen {
-                bench.processes.signal(&name, libc::SIGCONT);
+            let logs = bench.dir.with_extension(format!("hung-{index}"));
+            let _ = std::fs::create_dir_all(&logs);
+            for log in ["osd1", "osd2", "osd3", "mon"] {
+                let from = bench.dir.join(format!("{log}.log"));
+                let _ = std::fs::copy(from, logs.join(format!("{log}.log")));
             }
-            return Err(format!(
-                "fio did not finish {FIO_HANG_LIMIT_S} s after its runtime: client requests hang (logs in {})",
-                bench.dir.display()
-            ));
+            eprintln!(
+                "  fio did not finish {FIO_HANG_LIMIT_S} s after its runtime: client requests hang (logs in {})",
+                logs.display()
+            );
+            return Ok(KillResult {
+                osd: victim,
+                gap_ms: killed.elapsed().as_millis() as u64,
+                max_latency_ms: killed.elapsed().as_secs_f64() * 1000.0,
+                state_gone_ms,
+                ops: 0,
+                hung: true,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -439,6 +456,7 @@ fn one_kill(
         max_latency_ms,
         state_gone_ms,
         ops,
+        hung: false,
     })
 }
 
@@ -511,6 +529,7 @@ fn publish(
                 "max_latency_ms": r.max_latency_ms,
                 "state_gone_ms": r.state_gone_ms,
                 "ops": r.ops,
+                "hung": r.hung,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
@@ -584,8 +603,14 @@ fn write_report(results: &Path) -> Result<(), String> {
                 _ => "kill -9".to_string(),
             };
             let load_name = format!("{depth}, {signal}");
+            let hung = kills.iter().filter(|k| k["hung"] == true).count();
+            let hung_note = if hung > 0 {
+                format!(" ({hung} hung: fio never finished, gap counted until it was killed)")
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "| {label} ({date}) | {load_name} | {} | {min} / {median} / {max} | {longest:.0} | {gone_median} |\n",
+                "| {label} ({date}) | {load_name} | {}{hung_note} | {min} / {median} / {max} | {longest:.0} | {gone_median} |\n",
                 kills.len()
             ));
         }
