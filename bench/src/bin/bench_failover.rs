@@ -15,6 +15,7 @@
 //! present. `--short`: one kill per queue depth and short runs (a smoke test).
 
 use clap::Parser;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,15 +48,26 @@ struct Args {
     /// One kill per queue depth, 8-second runs.
     #[arg(long)]
     short: bool,
-    /// `kill` (SIGKILL: a crash) or `stop` (SIGSTOP for the rest of the run: a hung OSD;
-    /// SIGCONT after it).
+    /// `kill` (SIGKILL: a crash) or `stop` (SIGSTOP for `--freeze` seconds: a hung OSD).
     #[arg(long, default_value = "kill", value_parser = ["kill", "stop"])]
     signal: String,
+    /// Seconds between SIGSTOP and SIGCONT (a frozen OSD can hold client requests for the
+    /// whole freeze, so fio ends only after it).
+    #[arg(long, default_value_t = 15)]
+    freeze: u64,
+    /// The `/config/global` value (e.g. with `osd_idle_timeout` and `osd_ping_timeout`).
+    #[arg(long, default_value = r#"{"immediate_commit":"all"}"#)]
+    global: String,
+    /// Only rebuild `report.md` from the results present.
+    #[arg(long = "report_only")]
+    report_only: bool,
 }
 
 const PGS: usize = 32;
 const OSDS: u64 = 3;
 const PREFIX: &str = "/vitastor";
+/// Seconds past its runtime after which fio is considered hung.
+const FIO_HANG_LIMIT_S: u64 = 60;
 
 fn main() -> std::process::ExitCode {
     match run(Args::parse()) {
@@ -213,9 +225,14 @@ struct KillResult {
     max_latency_ms: f64,
     state_gone_ms: Option<u64>,
     ops: usize,
+    /// fio never finished: some requests did not complete.
+    hung: bool,
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.report_only {
+        return write_report(&args.results);
+    }
     let (kills, runtime, warmup) = if args.short {
         (1, 8, 3)
     } else {
@@ -247,7 +264,7 @@ fn run(args: Args) -> Result<(), String> {
     for iodepth in [1u32, 32] {
         let mut runs = Vec::new();
         for kill in 0..kills {
-            let mut bench = start_cluster(&args.dir, &bin_dir)?;
+            let mut bench = start_cluster(&args.dir, &bin_dir, &args.global)?;
             // The next OSD in turn that is the primary of at least one PG.
             let primaries = bench.primaries();
             let victim = (0..OSDS)
@@ -263,8 +280,8 @@ fn run(args: Args) -> Result<(), String> {
                     .find(|(o, _)| *o == victim)
                     .map_or(0, |p| p.1)
             );
-            let stop = args.signal == "stop";
-            let result = one_kill(&mut bench, iodepth, victim, runtime, warmup, kill, stop)?;
+            let freeze = (args.signal == "stop").then(|| Duration::from_secs(args.freeze));
+            let result = one_kill(&mut bench, iodepth, victim, runtime, warmup, kill, freeze)?;
             eprintln!(
                 "  longest I/O gap {} ms, longest op {:.0} ms, /osd/state gone after {}, {} ops",
                 result.gap_ms,
@@ -282,7 +299,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 /// A fresh cluster in `dir` (emptied first), every PG active and clean.
-fn start_cluster(dir: &Path, bin_dir: &Path) -> Result<Bench, String> {
+fn start_cluster(dir: &Path, bin_dir: &Path, global: &str) -> Result<Bench, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
@@ -300,10 +317,7 @@ fn start_cluster(dir: &Path, bin_dir: &Path) -> Result<Bench, String> {
             children: Vec::new(),
         },
     };
-    bench.etcd.put(
-        &format!("{PREFIX}/config/global"),
-        r#"{"immediate_commit":"all"}"#,
-    );
+    bench.etcd.put(&format!("{PREFIX}/config/global"), global);
     for osd in 1..=OSDS {
         let path = bench.osd_file(osd);
         std::fs::File::create(&path)
@@ -349,7 +363,7 @@ fn one_kill(
     runtime: u64,
     warmup: u64,
     index: usize,
-    stop: bool,
+    freeze: Option<Duration>,
 ) -> Result<KillResult, String> {
     let log_prefix = bench.dir.join(format!("qd{iodepth}-kill{index}"));
     let engine = bench.binary("libfio_vitastor.so");
@@ -365,6 +379,7 @@ fn one_kill(
         .args(["--log_avg_msec=0", "--output-format=terse"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run fio: {e}"))?;
     // A benchmark schedule, not synchronization: the kill lands in steady state.
@@ -372,18 +387,49 @@ fn one_kill(
     let state_key = format!("{PREFIX}/osd/state/{victim}");
     let killed = Instant::now();
     let name = format!("osd{victim}");
-    if stop {
+    let mut frozen = freeze.is_some();
+    if frozen {
         bench.processes.signal(&name, libc::SIGSTOP);
     } else {
         bench.processes.kill(&name);
     }
     let mut state_gone_ms = None;
     let fio_status = loop {
+        if frozen && freeze.is_some_and(|f| killed.elapsed() >= f) {
+            bench.processes.signal(&name, libc::SIGCONT);
+            frozen = false;
+        }
         if state_gone_ms.is_none() && bench.etcd.get(&state_key).is_none() {
             state_gone_ms = Some(killed.elapsed().as_millis() as u64);
         }
         if let Some(status) = fio.try_wait().map_err(|e| e.to_string())? {
             break status;
+        }
+        // Requests that never complete keep fio from ending: record the run as hung
+        // (the gap is then at least this long) instead of waiting for ever.
+        if killed.elapsed() > Duration::from_secs(runtime + FIO_HANG_LIMIT_S) {
+            // SAFETY: signals the process group of the fio we started (fio forks its
+            // job processes into it).
+            unsafe { libc::kill(-(fio.id() as i32), libc::SIGKILL) };
+            let _ = fio.wait();
+            let logs = bench.dir.with_extension(format!("hung-{index}"));
+            let _ = std::fs::create_dir_all(&logs);
+            for log in ["osd1", "osd2", "osd3", "mon"] {
+                let from = bench.dir.join(format!("{log}.log"));
+                let _ = std::fs::copy(from, logs.join(format!("{log}.log")));
+            }
+            eprintln!(
+                "  fio did not finish {FIO_HANG_LIMIT_S} s after its runtime: client requests hang (logs in {})",
+                logs.display()
+            );
+            return Ok(KillResult {
+                osd: victim,
+                gap_ms: killed.elapsed().as_millis() as u64,
+                max_latency_ms: killed.elapsed().as_secs_f64() * 1000.0,
+                state_gone_ms,
+                ops: 0,
+                hung: true,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -395,7 +441,7 @@ fn one_kill(
         }
         return Err(format!("fio failed: {stderr}"));
     }
-    if stop {
+    if frozen {
         bench.processes.signal(&name, libc::SIGCONT);
     }
     let log = PathBuf::from(format!("{}_lat.1.log", log_prefix.display()));
@@ -410,6 +456,7 @@ fn one_kill(
         max_latency_ms,
         state_gone_ms,
         ops,
+        hung: false,
     })
 }
 
@@ -472,6 +519,8 @@ fn publish(
         "fio_runtime_s": runtime,
         "kill_after_s": warmup,
         "signal": args.signal,
+        "global": args.global,
+        "freeze_s": (args.signal == "stop").then_some(args.freeze),
         "loads": results.iter().map(|(iodepth, runs)| serde_json::json!({
             "iodepth": iodepth,
             "kills": runs.iter().map(|r| serde_json::json!({
@@ -480,6 +529,7 @@ fn publish(
                 "max_latency_ms": r.max_latency_ms,
                 "state_gone_ms": r.state_gone_ms,
                 "ops": r.ops,
+                "hung": r.hung,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
@@ -500,7 +550,14 @@ fn write_report(results: &Path) -> Result<(), String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
-    entries.sort();
+    // Oldest measurement first (before, then after).
+    entries.sort_by_key(|path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|j| j["date"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
     let mut out = String::from(
         "# bench-failover: client I/O gap after `kill -9` (or SIGSTOP) of a primary OSD\n\n\
          3 OSDs, a 2-replica pool of 32 PGs, immediate_commit=all, lease TTL 15 s (default \
@@ -542,12 +599,18 @@ fn write_report(results: &Path) -> Result<(), String> {
                 None => "?".to_string(),
             };
             let signal = match json["signal"].as_str() {
-                Some("stop") => "SIGSTOP",
-                _ => "kill -9",
+                Some("stop") => format!("SIGSTOP {} s", json["freeze_s"]),
+                _ => "kill -9".to_string(),
             };
             let load_name = format!("{depth}, {signal}");
+            let hung = kills.iter().filter(|k| k["hung"] == true).count();
+            let hung_note = if hung > 0 {
+                format!(" ({hung} hung: fio never finished, gap counted until it was killed)")
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "| {label} ({date}) | {load_name} | {} | {min} / {median} / {max} | {longest:.0} | {gone_median} |\n",
+                "| {label} ({date}) | {load_name} | {}{hung_note} | {min} / {median} / {max} | {longest:.0} | {gone_median} |\n",
                 kills.len()
             ));
         }
@@ -557,12 +620,15 @@ fn write_report(results: &Path) -> Result<(), String> {
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         out.push_str(&format!(
-            "- {}: {} (commit {}), fio {} s per kill, kill after {} s\n",
+            "- {}: {} (commit {}), fio {} s per kill, kill after {} s, /config/global {}\n",
             json["label"].as_str().unwrap_or("?"),
             json["bin_dir"].as_str().unwrap_or("next to bench-failover"),
             json["commit"].as_str().unwrap_or("unknown"),
             json["fio_runtime_s"],
             json["kill_after_s"],
+            json["global"]
+                .as_str()
+                .unwrap_or(r#"{"immediate_commit":"all"}"#),
         ));
     }
     let path = results.join("report.md");

@@ -86,6 +86,9 @@ pub struct Liveness {
 /// etcd requests of a liveness check must not hang the peer's reconnect loop.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Pause before a broken side connection is opened again.
+const SIDE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Id of the PINGs on the side connection (nothing else is sent there).
 const PING_ID: u64 = 1;
 
@@ -248,7 +251,12 @@ pub async fn watch_peer(
                 last_rx.set(last_rx.get().max(Instant::now()));
             }
             Ok(Err(SideError::Refused)) => return PeerFailure::Refused,
-            Ok(Err(SideError::Broken)) => side = None,
+            Ok(Err(SideError::Broken)) => {
+                // A side connection that keeps breaking must not make this loop spin;
+                // silence on the data connection still ends in the ping timeout.
+                side = None;
+                tokio::time::sleep(SIDE_RETRY_PAUSE).await;
+            }
             Err(_) if last_rx.get() > sent => side = None, // data arrived meanwhile
             Err(_) => return PeerFailure::Unresponsive(last_rx.get().elapsed()),
         }
