@@ -288,6 +288,7 @@ impl Sim {
         let json = serde_json::to_string(&history).unwrap();
         self.view
             .apply(&format!("/pg/history/1/{pg}"), Some(json.as_bytes()));
+        tracing::info!(pg, ?new_set, primary, now = self.now, "SIM: move PG");
         sets.insert(pg, (new_set, primary));
         self.faults += 1;
         self.put_pg_config(&sets);
@@ -725,6 +726,7 @@ impl Sim {
 
     /// Reconnects OSD `num` to etcd (a new lease if the old one expired).
     fn etcd_heal(&mut self, num: u64) {
+        tracing::info!(num, now = self.now, "SIM: etcd heal");
         if !self.osds.contains_key(&num) {
             return;
         }
@@ -975,6 +977,9 @@ impl Sim {
             .values()
             .map(|o| (o.osd_num(), o.pg_statuses()))
             .collect();
+        for osd in self.osds.values() {
+            eprintln!("OSD {}: {}", osd.osd_num(), osd.debug_state());
+        }
         let busy: Vec<_> = self
             .links
             .iter()
@@ -1038,6 +1043,7 @@ impl Sim {
                 let b = self.rng.gen_range(1..=osds);
                 if a != b && self.connected(a, b) {
                     self.faults += 1;
+                    tracing::info!(a, b, now = self.now, "SIM: partition");
                     // One direction stalls first; the connection then breaks.
                     self.stalled.insert(Link::Request { from: a, to: b });
                     self.stalled.insert(Link::Reply { from: b, to: a });
@@ -1051,6 +1057,7 @@ impl Sim {
             7 => {
                 let healed: Vec<(u64, u64)> = self.partitions.iter().copied().collect();
                 for (a, b) in healed {
+                    tracing::info!(a, b, now = self.now, "SIM: heal partition");
                     self.partitions.remove(&(a, b));
                     self.reconnect(a, b);
                 }
@@ -1060,6 +1067,7 @@ impl Sim {
                 let victim = alive[self.rng.gen_range(0..alive.len())];
                 if let Some(lease) = self.leases.get_mut(&victim) {
                     self.faults += 1;
+                    tracing::info!(victim, now = self.now, "SIM: cut off from etcd");
                     lease.cut_off = true;
                 }
             }

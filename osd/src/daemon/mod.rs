@@ -245,6 +245,39 @@ impl<D: Disk> Osd<D> {
         }
     }
 
+    /// A one-line summary of PGs and ops in flight (tests and debugging).
+    pub fn debug_state(&self) -> String {
+        let pgs: Vec<String> = self
+            .pgs
+            .iter()
+            .map(|(key, pg)| {
+                format!(
+                    "{key:?} {:?} epoch {} inflight {} busy {:?} stop {} claimed {}",
+                    pg.base,
+                    pg.epoch,
+                    pg.inflight,
+                    pg.busy,
+                    pg.stop,
+                    pg.claimed
+                )
+            })
+            .collect();
+        let ops: Vec<String> = self
+            .client_ops
+            .iter()
+            .map(|(key, op)| format!("{key}: {op:?}"))
+            .collect();
+        format!(
+            "lease_ok {} pgs [{}] client ops [{}] peers {:?} store waiters {} peer waiters {:?}",
+            !self.lease_lost,
+            pgs.join("; "),
+            ops.join("; "),
+            self.peers.keys().collect::<Vec<_>>(),
+            self.store_waiters.len(),
+            self.peer_waiters
+        )
+    }
+
     /// Moves the pending actions into `out`.
     pub fn take_actions(&mut self, out: &mut Vec<Action>) {
         out.append(&mut self.actions);

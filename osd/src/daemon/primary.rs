@@ -177,10 +177,16 @@ impl<D: Disk> Osd<D> {
     /// Runs a write or delete that holds its object's queue.
     fn start_modify(&mut self, key: u64) {
         let me = self.settings.osd_num;
+        let Some(op) = self.client_ops.get_mut(&key) else {
+            return;
+        };
+        // From here on this op holds its object's queue: however it ends, the next op in
+        // the queue must be started (a failure below must not strand the queue).
+        op.holds_object = true;
+        let (pg_key, oid) = (op.pg.expect("invariant: modify ops have a PG"), op.oid);
         let Some(op) = self.client_ops.get(&key) else {
             return;
         };
-        let (pg_key, oid) = (op.pg.expect("invariant: modify ops have a PG"), op.oid);
         let Some(pg) = self.pgs.get(&pg_key) else {
             return self.fail_client_op(key, errno::EPIPE);
         };
@@ -192,10 +198,6 @@ impl<D: Disk> Osd<D> {
         let is_delete = matches!(op.kind, ClientKind::Delete);
         let pg_epoch = pg.epoch;
         let peers: Vec<u64> = pg.write_peers(me).collect();
-        self.client_ops
-            .get_mut(&key)
-            .expect("invariant: checked above")
-            .holds_object = true;
         if expected != 0 && expected != current + 1 {
             return self.fail_client_op(key, errno::EINTR);
         }
