@@ -280,17 +280,18 @@ impl Client {
                 peer_connect_timeout: global.peer_connect_timeout(),
             }
         });
-        let client = Arc::downgrade(&self.inner);
+        // A client that stops hearing from an OSD only drops its connection (the requests
+        // waiting on it fail with a retryable error): the OSD's peers, which ping each
+        // other on the cluster network, revoke the lease of a hung OSD. A client on a
+        // flaky link of its own must not take a healthy OSD out of the cluster.
         let failed_address = address.to_string();
         let on_unresponsive = Box::new(move |silent: Duration| {
-            if let Some(inner) = client.upgrade() {
-                let client = Client { inner };
-                tokio::spawn(async move {
-                    client
-                        .revoke_lease(osd, &failed_address, Some(silent))
-                        .await
-                });
-            }
+            tracing::warn!(
+                osd,
+                address = failed_address.as_str(),
+                "no answer to a ping for {:.1} s; dropping the connection",
+                silent.as_secs_f64()
+            );
         });
         // Give up early when the OSD leaves the view meanwhile: a frozen OSD accepts TCP
         // connections but never answers the handshake, and its lease may be revoked long
@@ -324,9 +325,8 @@ impl Client {
     }
 
     /// Revokes the lease of OSD `osd` registered at `address` when it refused a
-    /// connection (`silent` = None) or did not answer a PING for `silent`; see
-    /// [`crate::liveness`]. Only one check per OSD runs at a time.
-    async fn revoke_lease(&self, osd: u64, address: &str, silent: Option<Duration>) {
+    /// connection; see [`crate::liveness`]. Only one check per OSD runs at a time.
+    async fn revoke_lease(&self, osd: u64, address: &str) {
         if !self
             .inner
             .revoking
@@ -337,12 +337,7 @@ impl Client {
             return;
         }
         let (etcd, prefix) = (self.inner.etcd.clone(), self.inner.prefix.as_str());
-        match silent {
-            None => crate::liveness::revoke_if_refused(etcd, prefix, osd, address).await,
-            Some(silent) => {
-                crate::liveness::revoke_unresponsive(etcd, prefix, osd, address, silent).await
-            }
-        };
+        crate::liveness::revoke_if_refused(etcd, prefix, osd, address).await;
         self.inner
             .revoking
             .lock()
@@ -395,7 +390,7 @@ impl Client {
                 Ok(connection) => connection,
                 Err(ConnectError::Refused(error)) => {
                     tracing::debug!("{error}; checking whether it is dead");
-                    self.revoke_lease(osd, &address, None).await;
+                    self.revoke_lease(osd, &address).await;
                     self.wait_for_change(settings.client_retry_interval()).await;
                     continue;
                 }

@@ -1,7 +1,9 @@
 //! Fast failover driven by the client: revoking the etcd lease of an OSD that is certainly
-//! dead (its port refuses connections) or useless (it does not answer PINGs), so its PGs
-//! move now instead of after the lease TTL (15 s by default). The client is often the
-//! first to notice: it talks to primaries that may have no busy peer connection.
+//! dead (its port refuses connections), so its PGs move now instead of after the lease
+//! TTL. The client is often the first to notice: it talks to primaries that may have no
+//! busy peer connection. An OSD that merely does not answer PINGs is only dropped by the
+//! client; its lease is revoked by its OSD peers (a client's own bad link must not take a
+//! healthy OSD out of the cluster).
 //!
 //! Revoking is safe by construction: the lease revoked is the one read from
 //! `/osd/state/<n>` together with an address equal to the one that failed. For a refusal,
@@ -76,41 +78,6 @@ pub async fn revoke_if_refused(
         Ok(false) => false,
         Err(error) => {
             tracing::warn!(osd, "fast failure check: {error}");
-            false
-        }
-    }
-}
-
-/// After OSD `osd` at `address` did not answer a PING in time: revokes the lease of its
-/// registration at that address.
-pub async fn revoke_unresponsive(
-    mut etcd: etcd_client::Client,
-    prefix: &str,
-    osd: u64,
-    address: &str,
-    silent: Duration,
-) -> bool {
-    let result = async {
-        let Some(lease) = registration_at(&mut etcd, prefix, osd, address).await? else {
-            return Ok(false);
-        };
-        etcd.lease_revoke(lease)
-            .await
-            .map_err(|e| format!("cannot revoke lease {lease:x}: {e}"))?;
-        Ok::<bool, String>(true)
-    }
-    .await;
-    match result {
-        Ok(true) => {
-            tracing::warn!(
-                "OSD {osd} at {address} did not answer a ping ({:.1} s without a byte); revoked its lease",
-                silent.as_secs_f64()
-            );
-            true
-        }
-        Ok(false) => false,
-        Err(error) => {
-            tracing::warn!(osd, "unresponsive OSD: {error}");
             false
         }
     }
