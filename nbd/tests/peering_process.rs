@@ -358,6 +358,9 @@ fn has_degraded_is_cleared_once_a_member_returns() {
     setup.kill_osd(2);
     setup.wait_osd_down(2);
     write_pattern(&setup, "p2.bin", &p2);
+    setup.wait_states("every PG active+degraded on OSD 1", |primary, state| {
+        primary == 1 && is_active(state) && state.contains(&"degraded".to_string())
+    });
     setup.start_osd(2);
     setup.wait_states(
         "every PG exactly active after OSD 2 returned",
