@@ -253,12 +253,7 @@ impl<D: Disk> Osd<D> {
             .map(|(key, pg)| {
                 format!(
                     "{key:?} {:?} epoch {} inflight {} busy {:?} stop {} claimed {}",
-                    pg.base,
-                    pg.epoch,
-                    pg.inflight,
-                    pg.busy,
-                    pg.stop,
-                    pg.claimed
+                    pg.base, pg.epoch, pg.inflight, pg.busy, pg.stop, pg.claimed
                 )
             })
             .collect();
