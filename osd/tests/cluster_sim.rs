@@ -96,6 +96,8 @@ struct Config {
     osds: u64,
     pg_size: usize,
     pg_minsize: u32,
+    /// An OSD whose disk has room for only this many data blocks (a full disk).
+    small_disk: Option<(u64, u64)>,
 }
 
 struct Sim {
@@ -205,8 +207,13 @@ impl Sim {
         sim.put_pg_config(&sets);
         for osd in 1..=sim.cfg.osds {
             let mut disk = SimDisk::new(64 << 20, seed * 31 + osd);
+            let blocks = match sim.cfg.small_disk {
+                Some((small, blocks)) if small == osd => blocks,
+                _ => 0,
+            };
             let options = FormatOptions {
                 journal_size: 4 << 20,
+                meta_size: blocks * 4096,
                 ..FormatOptions::default()
             };
             prepare(&mut disk, &options).expect("prepare");
@@ -295,10 +302,14 @@ impl Sim {
     }
 
     /// Moves every PG's primary to the member at `shift` in its set (final checks).
+    /// An OSD out of space cannot be the primary of a PG it lacks data of; the final
+    /// checks read through the others.
     fn rotate_primaries(&mut self, shift: usize) {
+        let avoid = self.cfg.small_disk.map(|(osd, _)| osd);
         let mut sets = self.pg_sets();
         for (set, primary) in sets.values_mut() {
-            *primary = set[shift % set.len()];
+            let candidates: Vec<u64> = set.iter().copied().filter(|&o| Some(o) != avoid).collect();
+            *primary = candidates[shift % candidates.len()];
         }
         self.put_pg_config(&sets);
     }
@@ -1112,23 +1123,30 @@ impl Sim {
 }
 
 fn run_seed(seed: u64, steps: u64) -> (u64, u64) {
-    let cfg = match seed % 3 {
+    let mut cfg = match seed % 3 {
         0 => Config {
             osds: 3,
             pg_size: 3,
             pg_minsize: 2,
+            small_disk: None,
         },
         1 => Config {
             osds: 3,
             pg_size: 2,
             pg_minsize: 1,
+            small_disk: None,
         },
         _ => Config {
             osds: 4,
             pg_size: 2,
             pg_minsize: 1,
+            small_disk: None,
         },
     };
+    if seed % 5 == 4 {
+        // One OSD runs out of space: fewer data blocks than objects it may hold.
+        cfg.small_disk = Some((1 + seed % cfg.osds, 5));
+    }
     let mut sim = Sim::new(seed, cfg);
     sim.settle("start");
     for _ in 0..steps {
@@ -1138,6 +1156,9 @@ fn run_seed(seed: u64, steps: u64) -> (u64, u64) {
         }
     }
     sim.heal_everything();
+    if sim.cfg.small_disk.is_some() {
+        sim.rotate_primaries(0);
+    }
     sim.settle("after the workload");
     sim.verify("primaries as configured");
     let size = sim.cfg.pg_size;
@@ -1176,6 +1197,7 @@ fn two_osds(seed: u64) -> Sim {
             osds: 2,
             pg_size: 2,
             pg_minsize: 1,
+            small_disk: None,
         },
     );
     sim.settle("start");

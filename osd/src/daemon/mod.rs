@@ -489,9 +489,9 @@ impl<D: Disk> Osd<D> {
             } => self.recovery_peer_done(
                 pg,
                 gen,
-                item,
-                step,
+                (item, step),
                 result.map(|reply| (reply, payload.unwrap_or_default())),
+                from,
             ),
             Waiter::Secondary { .. } | Waiter::Purge => {}
         }

@@ -471,6 +471,29 @@ impl<D: Disk> Osd<D> {
             Ok(live) => live,
             Err(blocker) => return self.mark_incomplete(key, &blocker),
         };
+        // Members out of space take no writes for a while (they count as absent).
+        let now = self.now_ms;
+        pg.full_until.retain(|_, until| *until > now);
+        let live: Vec<u64> = live
+            .into_iter()
+            .map(|osd| {
+                if osd != me && pg.full_until.contains_key(&osd) {
+                    0
+                } else {
+                    osd
+                }
+            })
+            .collect();
+        // ...and are tried again once their time is up.
+        pg.retry_at_ms = pg.full_until.values().copied().min();
+        let count = live.iter().filter(|&&osd| osd != 0).count();
+        if (count as u32) < pg.pg_minsize {
+            let blocker = Blocker::BelowMinsize {
+                live: count,
+                pg_minsize: pg.pg_minsize,
+            };
+            return self.mark_incomplete(key, &blocker);
+        }
         pg.live = live.iter().copied().filter(|&osd| osd != 0).collect();
         pg.live_slots = live;
         pg.degraded = pg.live.len() < pg.osd_set.iter().filter(|&&o| o != 0).count();
@@ -622,6 +645,7 @@ impl<D: Disk> Osd<D> {
             epoch = pg.epoch,
             objects,
             degraded = pg.degraded,
+            live = ?pg.live_slots,
             "PG active"
         );
         let stats_json = serde_json::to_string(&stats).expect("invariant: serializes");

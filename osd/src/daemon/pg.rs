@@ -90,6 +90,8 @@ pub(super) struct Pg {
     pub retry_at_ms: Option<u64>,
     /// The peering generation whose history write is on its way to etcd.
     pub history_gen: Option<u64>,
+    /// Members that had no room for a copy, left out of the live set until then (ms).
+    pub full_until: std::collections::BTreeMap<u64, u64>,
     /// The `/pg/state` value last written (unchanged states are not written again).
     pub published: Option<String>,
     /// Version epoch of this activation (versions are `epoch << 16 | counter`).
@@ -127,6 +129,7 @@ impl Pg {
             retry_at_ms: None,
             history_gen: None,
             published: None,
+            full_until: Default::default(),
             epoch: 0,
             degraded: false,
             has_degraded: false,

@@ -197,13 +197,23 @@ impl<D: Disk> Osd<D> {
         let expected = op.expected;
         let is_delete = matches!(op.kind, ClientKind::Delete);
         let pg_epoch = pg.epoch;
+        // Only when every OSD that may hold a copy takes this epoch's writes does "the
+        // primary has no live data" mean "nobody has": an absent member may hold a write
+        // whose outcome its client never learned, and only a tombstone keeps it from
+        // coming back.
+        let nobody_else = !pg.degraded
+            && self
+                .view
+                .pg_history
+                .get(&pg_key)
+                .is_none_or(|h| h.all_peers.iter().all(|osd| pg.live.contains(osd)));
         let peers: Vec<u64> = pg.write_peers(me).collect();
         if expected != 0 && expected != current + 1 {
             return self.fail_client_op(key, errno::EINTR);
         }
-        if is_delete && !self.store.object_exists(&oid) {
-            // Never written, deleted already or purged: it reads as zeros, and another
-            // tombstone would only cost space.
+        if is_delete && nobody_else && !self.store.object_exists(&oid) {
+            // Never written, deleted already or purged everywhere: it reads as zeros, and
+            // another tombstone would only cost space.
             return self.finish_client_op(key);
         }
         let version = (current + 1).max(pg_epoch << 16 | 1);
@@ -374,6 +384,14 @@ impl<D: Disk> Osd<D> {
                 op.error.get_or_insert(errno::EPIPE);
             } else {
                 op.error = Some(code);
+                // A write or delete that failed here (a full disk) may have reached the
+                // other members: the PG repeers before the next write to the object, or
+                // its next version would be assigned twice with different data.
+                if matches!(op.kind, ClientKind::Write { .. } | ClientKind::Delete)
+                    && op.version != 0
+                {
+                    op.peer_failed = true;
+                }
             }
         }
         op.pending -= 1;

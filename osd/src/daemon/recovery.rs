@@ -8,9 +8,13 @@ use super::peering::Listed;
 use super::{Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
 use crate::cluster::PgKey;
+use vitastor_proto::errno;
 use vitastor_proto::wire::request::{SecDelete, SecRw};
 use vitastor_proto::wire::{Reply, RequestBody};
 use vitastor_proto::ObjectId;
+
+/// How long a member that ran out of space is left out of a PG's live set (ms).
+pub(super) const FULL_RETRY_MS: u64 = 30_000;
 
 /// What a recovery request was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,9 +141,9 @@ impl<D: Disk> Osd<D> {
         &mut self,
         key: PgKey,
         gen: u64,
-        item: usize,
-        step: RecoveryStep,
+        (item, step): (usize, RecoveryStep),
         result: Result<(Reply, Vec<u8>), i32>,
+        from: Option<u64>,
     ) {
         match (step, result) {
             (RecoveryStep::Read, Ok((reply, payload))) => {
@@ -151,8 +155,25 @@ impl<D: Disk> Osd<D> {
                 self.copy_to_targets(key, gen, item, Some(data));
             }
             (_, Ok(_)) => self.recovery_write_done(key, gen, item),
+            (RecoveryStep::PeerWrite, Err(errno::ENOSPC)) if from.is_some() => {
+                self.member_is_full(key, gen, from.expect("checked"))
+            }
             (_, Err(code)) => self.recovery_failed(key, gen, &format!("error {code}")),
         }
+    }
+
+    /// A member has no room for the copy: the PG peers again without it (as if it were
+    /// down, so the history records it as absent) for [`FULL_RETRY_MS`], then tries it
+    /// again.
+    fn member_is_full(&mut self, key: PgKey, gen: u64, osd: u64) {
+        if self.peering_mut(key, gen).is_none() {
+            return;
+        }
+        let until = self.now_ms + FULL_RETRY_MS;
+        if let Some(pg) = self.pgs.get_mut(&key) {
+            pg.full_until.insert(osd, until);
+        }
+        self.retry_peering_later(key, &format!("OSD {osd} is out of space"));
     }
 
     fn recovery_failed(&mut self, key: PgKey, gen: u64, problem: &str) {
