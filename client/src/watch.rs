@@ -57,31 +57,6 @@ pub(crate) fn apply(state: &mut ClientState, changes: &[KeyChange]) {
     }
 }
 
-fn batch(prefix: &str, response: &etcd_client::WatchResponse) -> WatchBatch {
-    let events = response
-        .events()
-        .iter()
-        .filter_map(|event| {
-            let kv = event.kv()?;
-            let key = kv.key_str().ok()?.strip_prefix(prefix)?.to_string();
-            let value = match event.event_type() {
-                etcd_client::EventType::Put => Some(kv.value().to_vec()),
-                etcd_client::EventType::Delete => None,
-            };
-            Some(KeyChange {
-                key,
-                value,
-                mod_revision: kv.mod_revision(),
-            })
-        })
-        .collect();
-    WatchBatch {
-        canceled: response.canceled(),
-        compact_revision: response.compact_revision(),
-        events,
-    }
-}
-
 impl Follower {
     /// Applies `changes` to the client's state (if it still exists) and wakes waiting
     /// requests; false once the client is gone.
@@ -153,7 +128,10 @@ impl Follower {
                     Ok(Some(response)) => {
                         delivered = true;
                         backoff.reset();
-                        match self.cursor.on_watch(batch(&self.prefix, &response)) {
+                        match self
+                            .cursor
+                            .on_watch(WatchBatch::from_response(&self.prefix, &response))
+                        {
                             WatchStep::Apply(changes) => {
                                 if !self.deliver(&state, &changes) {
                                     return;

@@ -39,31 +39,6 @@ pub async fn load(
     Ok(cursor.reload(revision, items))
 }
 
-fn batch(prefix: &str, response: &etcd_client::WatchResponse) -> WatchBatch {
-    let events = response
-        .events()
-        .iter()
-        .filter_map(|event| {
-            let kv = event.kv()?;
-            let key = kv.key_str().ok()?.strip_prefix(prefix)?.to_string();
-            let value = match event.event_type() {
-                etcd_client::EventType::Put => Some(kv.value().to_vec()),
-                etcd_client::EventType::Delete => None,
-            };
-            Some(KeyChange {
-                key,
-                value,
-                mod_revision: kv.mod_revision(),
-            })
-        })
-        .collect();
-    WatchBatch {
-        canceled: response.canceled(),
-        compact_revision: response.compact_revision(),
-        events,
-    }
-}
-
 /// Follows etcd from `cursor` (already loaded) until the receiver is gone.
 pub async fn follow(
     mut client: Client,
@@ -119,7 +94,7 @@ pub async fn follow(
                 Ok(Some(response)) => {
                     delivered = true;
                     backoff.reset();
-                    match cursor.on_watch(batch(&prefix, &response)) {
+                    match cursor.on_watch(WatchBatch::from_response(&prefix, &response)) {
                         WatchStep::Apply(changes) => {
                             if sink.send(changes).is_err() {
                                 return;

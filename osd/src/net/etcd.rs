@@ -350,32 +350,6 @@ pub async fn load(etcd: &mut Etcd) -> Result<(Vec<(String, Vec<u8>, i64)>, i64),
     Ok((items, revision))
 }
 
-/// A watch message in the cursor's terms (keys outside the prefix are dropped).
-pub fn watch_batch(prefix: &str, response: &etcd_client::WatchResponse) -> WatchBatch {
-    let events = response
-        .events()
-        .iter()
-        .filter_map(|event| {
-            let kv = event.kv()?;
-            let key = kv.key_str().ok()?.strip_prefix(prefix)?.to_string();
-            let value = match event.event_type() {
-                etcd_client::EventType::Put => Some(kv.value().to_vec()),
-                etcd_client::EventType::Delete => None,
-            };
-            Some(KeyChange {
-                key,
-                value,
-                mod_revision: kv.mod_revision(),
-            })
-        })
-        .collect();
-    WatchBatch {
-        canceled: response.canceled(),
-        compact_revision: response.compact_revision(),
-        events,
-    }
-}
-
 /// Applies key changes to the node's cluster view and hands it over if anything changed.
 fn apply_changes(node: &Rc<Node>, changes: Vec<KeyChange>) {
     let mut changed = false;
@@ -446,7 +420,7 @@ pub(super) async fn watch_loop(node: Rc<Node>, mut etcd: Etcd, mut cursor: Watch
                 Ok(Some(response)) => {
                     delivered = true;
                     backoff.reset();
-                    match cursor.on_watch(watch_batch(&etcd.prefix, &response)) {
+                    match cursor.on_watch(WatchBatch::from_response(&etcd.prefix, &response)) {
                         WatchStep::Apply(changes) => apply_changes(&node, changes),
                         other => break other,
                     }

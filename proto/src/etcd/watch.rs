@@ -203,6 +203,36 @@ impl Backoff {
     }
 }
 
+#[cfg(feature = "etcd-client")]
+impl WatchBatch {
+    /// A watch message in the cursor's terms: keys relative to `prefix` (keys outside it
+    /// are dropped). Shared by the OSD, the monitor and the client.
+    pub fn from_response(prefix: &str, response: &etcd_client::WatchResponse) -> WatchBatch {
+        let events = response
+            .events()
+            .iter()
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                let key = kv.key_str().ok()?.strip_prefix(prefix)?.to_string();
+                let value = match event.event_type() {
+                    etcd_client::EventType::Put => Some(kv.value().to_vec()),
+                    etcd_client::EventType::Delete => None,
+                };
+                Some(KeyChange {
+                    key,
+                    value,
+                    mod_revision: kv.mod_revision(),
+                })
+            })
+            .collect();
+        WatchBatch {
+            canceled: response.canceled(),
+            compact_revision: response.compact_revision(),
+            events,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
