@@ -65,7 +65,24 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
     let mut store = Blockstore::assemble(disk, sb, BlockstoreConfig::default());
     let header = store.load_journal_header()?;
     store.read_ring()?;
-    let (entries, stop_pos) = store.parse_journal(&header)?;
+    let walk = store.walk_journal(&header)?;
+    let (entries, stop_pos) = (&walk.entries, walk.stop_pos);
+    let gaps: Vec<Value> = walk
+        .gaps
+        .iter()
+        .map(|g| {
+            json!({
+                "seq": g.seq,
+                "lost_entries": g.lost,
+                "pos": g.pos,
+                "object": g.object.map(|(oid, version)| json!({
+                    "inode": format!("{:#x}", oid.inode),
+                    "stripe": format!("{:#x}", oid.stripe),
+                    "version": version,
+                })),
+            })
+        })
+        .collect();
     let records: Vec<Value> = store
         .load_flush_records()?
         .iter()
@@ -105,6 +122,7 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
                 "version": e.version,
                 "stable": e.is_stable(),
                 "session": e.session,
+                "durable_below": e.durable_below,
             });
             if matches!(e.kind, EntryKind::SmallWrite | EntryKind::BigWrite) {
                 value["offset"] = json!(e.offset);
@@ -130,6 +148,7 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
             "session_start_seq": header.session_start_seq,
         },
         "entries": entries,
+        "gaps": gaps,
         "end_pos": stop_pos,
         "newest_flush_batch": records,
     }))

@@ -118,6 +118,8 @@ fn flush_record(item: &FlushItem, batch: u64, index: usize, count: usize) -> Ent
         } else {
             Vec::new()
         },
+        prev: None,
+        durable_below: 0,
     }
 }
 
@@ -181,12 +183,14 @@ impl<D: Disk> Blockstore<D> {
     }
 
     /// Where the journal could start: the oldest entry any object still needs (purge
-    /// entries are needed until their slot is emptied).
+    /// entries are needed until their slot is emptied; a lost entry until its object is
+    /// repaired, so that a restart finds the damage again).
     fn trim_target(&self) -> u64 {
         self.dirty
             .values()
             .flat_map(|chain| chain.iter().map(|e| e.seq))
             .chain(self.pending_clears.iter().map(|p| p.seq))
+            .chain(self.oldest_lost_seq())
             .min()
             .unwrap_or(self.journal.next_seq)
     }
@@ -202,6 +206,11 @@ impl<D: Disk> Blockstore<D> {
         let complete_below = self.journal_complete_below();
         let mut candidates: Vec<(u64, ObjectId, usize)> = Vec::new();
         for (oid, chain) in &self.dirty {
+            if self.has_lost_entry(oid) {
+                // Flushing would make the versions around the lost one permanent as if
+                // nothing were missing.
+                continue;
+            }
             let prefix_len = chain
                 .iter()
                 .take_while(|e| {

@@ -40,6 +40,9 @@ pub struct JournalRing {
     pub session: u64,
     /// The sequence number this session's first entry gets (see `JournalHeader`).
     pub session_start_seq: u64,
+    /// (object, version) of the newest entry appended or replayed; the next entry names it
+    /// so that replay can tell which object an unreadable entry belonged to.
+    pub last_appended: Option<(vitastor_proto::ObjectId, u64)>,
 }
 
 impl JournalRing {
@@ -59,6 +62,7 @@ impl JournalRing {
             header_generation: 0,
             session: 1,
             session_start_seq: 0,
+            last_appended: None,
         }
     }
 
@@ -70,7 +74,9 @@ impl JournalRing {
         }
     }
 
-    /// Restores the state found by replay: entries `(seq, pos)` from the start on.
+    /// Restores the state found by replay: entries `(seq, pos, bytes)` from the start on.
+    /// Replay may have skipped a corrupted entry: the bytes between two entries count as
+    /// used (they stay in the ring until the start passes them).
     pub fn restore(&mut self, start_pos: u64, start_seq: u64, entries: Vec<(u64, u64, u64)>) {
         self.start_pos = start_pos;
         self.start_seq = start_seq;
@@ -79,14 +85,21 @@ impl JournalRing {
         self.used = 0;
         self.entries.clear();
         for (seq, pos, bytes) in entries {
+            assert!(seq >= self.next_seq, "invariant: replayed entries in order");
             if pos < self.next_pos {
-                self.used += self.size - self.next_pos;
+                self.used += self.size - self.next_pos + pos;
+            } else {
+                self.used += pos - self.next_pos;
             }
             self.entries.push_back((seq, pos));
             self.used += bytes;
             self.next_pos = (pos + bytes) % self.size;
             self.next_seq = seq + 1;
         }
+        assert!(
+            self.used <= self.size,
+            "invariant: restored entries fit the ring"
+        );
         if self.entries.is_empty() {
             self.start_seq = self.next_seq;
         }

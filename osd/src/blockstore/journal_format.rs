@@ -28,7 +28,14 @@
 //! | 72 | session (u64): bumped at every open; along the chain it never decreases, so an
 //! |    | entry left over from before a crash can never be taken for a continuation |
 //! | 80 | bitmap (`ceil(n/8)` bytes, flush records only), then `c` crc32c values (u32) |
+//! | 4060 | previous entry's inode, 4068 stripe, 4076 version (u64 each; all 0 = unknown): names
+//! |      | what was lost when this entry's predecessor is unreadable |
+//! | 4084 | durable below (u64): every entry with a lower sequence number had been fsynced when
+//! |      | this one was appended, so damage there is corruption, not a torn write (0 = no claim) |
 //! | 4092 | crc32c of bytes 0..4092 |
+//!
+//! The tail fields (4060..4092) are zeros in entries written before they existed, which
+//! reads as "unknown" and "no claim": such journals replay exactly as before.
 //!
 //! Kinds (the u16 at offset 4):
 //!
@@ -55,6 +62,10 @@ use vitastor_proto::ObjectId;
 const HEADER_MAGIC: u32 = u32::from_le_bytes(*b"VJHD");
 const ENTRY_MAGIC: u32 = u32::from_le_bytes(*b"VJEN");
 const ENTRY_FIXED_BYTES: usize = 80;
+/// Where the tail fields (previous entry, durable below) start; the bitmap and the crc
+/// values must end before it.
+const ENTRY_TAIL_OFFSET: usize = 4060;
+const _: () = assert!(ENTRY_TAIL_OFFSET + 32 == SECTOR as usize - 4);
 pub const NO_BLOCK: u32 = u32::MAX;
 pub const FLAG_STABLE: u16 = 1;
 pub const FLAG_DELETED: u16 = 2;
@@ -179,12 +190,17 @@ pub struct EntryHeader {
     pub bitmap: Vec<u8>,
     /// Small/big writes: one per written sector; flush records: one per sector of the block.
     pub csums: Vec<u32>,
+    /// The entry appended just before this one: (object, version); `None` = unknown.
+    pub prev: Option<(ObjectId, u64)>,
+    /// Every entry with a lower sequence number was durable when this one was appended
+    /// (0 = no claim). Replay uses it to tell corruption from a torn write.
+    pub durable_below: u64,
 }
 
 impl EntryHeader {
     /// Largest crc count a header sector can carry with a bitmap of `sectors` bits.
     pub fn max_csums(sectors: u32) -> usize {
-        (SECTOR as usize - 4 - ENTRY_FIXED_BYTES - bitmap_bytes(sectors)) / 4
+        (ENTRY_TAIL_OFFSET - ENTRY_FIXED_BYTES - bitmap_bytes(sectors)) / 4
     }
 
     /// Total bytes of the entry in the ring.
@@ -219,6 +235,16 @@ impl EntryHeader {
         for csum in &self.csums {
             w.u32(*csum);
         }
+        assert!(
+            w.position() <= ENTRY_TAIL_OFFSET,
+            "invariant: bitmap and crc values end before the tail fields"
+        );
+        let mut w = Writer::new(&mut out[ENTRY_TAIL_OFFSET..SECTOR as usize]);
+        let (prev_oid, prev_version) = self.prev.unwrap_or_default();
+        w.u64(prev_oid.inode);
+        w.u64(prev_oid.stripe);
+        w.u64(prev_version);
+        w.u64(self.durable_below);
         seal_sector(&mut out[..SECTOR as usize]);
     }
 
@@ -255,12 +281,20 @@ impl EntryHeader {
         } else {
             Vec::new()
         };
-        if ENTRY_FIXED_BYTES + bitmap.len() + csum_count * 4 > SECTOR as usize - 4 {
+        if ENTRY_FIXED_BYTES + bitmap.len() + csum_count * 4 > ENTRY_TAIL_OFFSET {
             return None;
         }
         let csums = (0..csum_count)
             .map(|_| r.u32())
             .collect::<Option<Vec<u32>>>()?;
+        let mut tail = Reader::new(&sector[ENTRY_TAIL_OFFSET..]);
+        let prev_oid = ObjectId {
+            inode: tail.u64()?,
+            stripe: tail.u64()?,
+        };
+        let prev_version = tail.u64()?;
+        let durable_below = tail.u64()?;
+        let prev = (prev_version != 0).then_some((prev_oid, prev_version));
         Some(EntryHeader {
             kind,
             flags,
@@ -275,6 +309,8 @@ impl EntryHeader {
             session,
             bitmap,
             csums,
+            prev,
+            durable_below,
         })
     }
 }
@@ -302,6 +338,14 @@ mod tests {
             session: 4,
             bitmap: vec![1, 2, 3, 4],
             csums: (100..132).collect(),
+            prev: Some((
+                ObjectId {
+                    inode: 3,
+                    stripe: 1 << 17,
+                },
+                9,
+            )),
+            durable_below: 11,
         };
         let mut sector = vec![0u8; 4096];
         entry.encode(9, &mut sector);

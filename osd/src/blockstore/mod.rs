@@ -7,6 +7,8 @@
 //! the journaled data in place and the metadata slot, and finally moves the journal start.
 //! Every journal entry, metadata slot and 4 KiB of data carries a crc32c; a torn or
 //! corrupted entry is detected and never applied, and a data mismatch on read is -EDOM.
+//! Damage at rest found by replay or by a read puts the object in
+//! [`Blockstore::damaged_objects`], for the OSD to recover from peers ([`damage`]).
 //!
 //! The on-disk layout is in [`layout`]; the journal and metadata formats in
 //! [`journal_format`] and [`meta_format`]; memory costs in [`clean_index`].
@@ -21,6 +23,7 @@ pub mod alloc;
 pub mod bitmap;
 pub mod clean_index;
 mod codec;
+pub mod damage;
 pub mod device_lock;
 pub mod dirty;
 pub mod disk;
@@ -29,6 +32,8 @@ pub mod error;
 mod flusher;
 pub mod journal;
 pub mod journal_format;
+mod journal_triage;
+mod journal_walk;
 pub mod layout;
 pub mod meta_format;
 mod open;
@@ -40,6 +45,7 @@ pub mod uring;
 mod write;
 
 pub use aligned::AlignedBuf;
+pub use damage::{DamageReason, DamagedObject};
 pub use disk::Disk;
 pub use error::{BlockstoreError, OpError};
 pub use layout::{FormatOptions, Superblock};

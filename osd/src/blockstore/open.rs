@@ -4,14 +4,14 @@
 //! 1. Metadata slots: the highest version of each object wins; stale duplicates are
 //!    emptied; damaged slots are remembered.
 //! 2. Journal header: the valid copy with the higher generation.
-//! 3. Entries from the start: each must be sealed, have the next sequence number, a
-//!    session no older than the previous entry nor (from the header's session start
-//!    sequence on) than the header's session, and (small writes) intact data. The first
-//!    entry that is not is the end of the journal; a valid entry with a *newer* sequence
-//!    number there means the header is stale, which is corruption.
+//! 3. Entries from the start ([`super::journal_walk`]): the chain of valid entries, and the
+//!    gaps in it. The first gap nothing proves durable is a torn write and ends the
+//!    journal; gaps before it are corruption: reported, skipped or kept with their bad
+//!    checksums, and their objects marked damaged ([`super::journal_triage`]).
 //! 4. Redirected writes are checked against their data checksums (unless a later flush
-//!    record rewrote the block); a torn one ends the journal there.
-//! 5. If the journal was closed cleanly, it must end exactly where it was closed.
+//!    record rewrote the block); a bad one is a gap under the same rule.
+//! 5. The journal must reach every entry known durable: up to where it was closed
+//!    cleanly, and up to where the last open's replay ended.
 //! 6. Entries are applied in order. A flush record is applied only when one of its
 //!    metadata slots is torn (the crash hit the metadata phase, so the data is durable);
 //!    otherwise its versions simply stay journaled and are flushed again.
@@ -25,12 +25,14 @@
 
 use super::aligned::AlignedBuf;
 use super::bitmap::bitmap_bytes;
+use super::damage::DamageReason;
 use super::dirty::{DirtyEntry, DirtyKind};
 use super::disk::{Disk, IoKind};
 use super::error::BlockstoreError;
 use super::journal_format::{
     EntryHeader, EntryKind, HeaderCopy, JournalHeader, FLAG_DELETED, FLAG_PURGED, NO_BLOCK,
 };
+use super::journal_triage::{LostEntry, Triage};
 use super::layout::SECTOR;
 use super::meta_format::{self, MetaEntry, MetaSlot};
 use super::store::{io_sync, read_superblock, Blockstore, BlockstoreConfig};
@@ -39,13 +41,6 @@ use vitastor_proto::ObjectId;
 
 const META_READ_CHUNK: u64 = 1 << 20;
 const JOURNAL_READ_CHUNK: u64 = 4 << 20;
-
-enum Stop {
-    /// End of the journal (torn, stale or empty space).
-    End,
-    /// A valid entry newer than expected: the start we replay from is stale.
-    Overwritten(u64),
-}
 
 /// What replay must still write to the metadata area.
 #[derive(Default)]
@@ -82,29 +77,24 @@ impl<D: Disk> Blockstore<D> {
         let header = self.load_journal_header()?;
         let records = self.load_flush_records()?;
         self.read_ring()?;
-        let (mut entries, stop_pos) = self.parse_journal(&header)?;
-        let earlier_lives = self.earlier_lives(&entries);
-        self.verify_big_writes(&mut entries, &earlier_lives)?;
-        let end_seq = entries.last().map_or(header.start_seq, |(e, _)| e.seq + 1);
-        if header.clean_end_seq != 0 && end_seq < header.clean_end_seq {
+        let walk = self.walk_journal(&header)?;
+        let mut triage = Triage::new(&header, walk)?;
+        let earlier_lives = self.earlier_lives(&triage.entries);
+        let bad_big_writes = self.verify_big_writes(&triage.entries, &earlier_lives)?;
+        triage.big_writes(&header, &bad_big_writes);
+        triage.report();
+        let end_seq = triage.end_seq(header.start_seq);
+        let durable_end = header.clean_end_seq.max(header.session_start_seq);
+        if end_seq < durable_end {
             return Err(BlockstoreError::Corrupted {
                 what: "journal",
                 detail: format!(
-                    "the journal was closed cleanly at seq {} but replay stops at seq {end_seq} (ring position {stop_pos})",
-                    header.clean_end_seq
+                    "entries up to seq {durable_end} were durable (clean shutdown at {}, session start {}) but replay stops at seq {end_seq} (ring position {})",
+                    header.clean_end_seq, header.session_start_seq, triage.stop_pos
                 ),
             });
         }
-        for (entry, pos) in &entries {
-            if earlier_lives
-                .get(&entry.oid)
-                .is_some_and(|purge_seq| entry.seq <= *purge_seq)
-            {
-                Self::skip_earlier_life(entry, &mut repairs);
-                continue;
-            }
-            self.apply_entry(entry, *pos, &mut repairs);
-        }
+        self.apply_entries(&triage, &earlier_lives, &mut repairs);
         for record in &records {
             self.apply_flush_record(record, end_seq, &mut repairs);
         }
@@ -121,12 +111,9 @@ impl<D: Disk> Blockstore<D> {
             repairs.redo.entry(*block).or_insert(None);
         }
         self.write_repairs(&repairs)?;
-        let positions = entries
-            .iter()
-            .map(|(e, pos)| (e.seq, *pos, e.entry_bytes()))
-            .collect();
         self.journal
-            .restore(header.start_pos, header.start_seq, positions);
+            .restore(header.start_pos, header.start_seq, triage.ring_positions());
+        self.journal.last_appended = triage.entries.last().map(|(e, _)| (e.oid, e.version));
         self.erase_stale_entries()?;
         self.journal.header_generation = header.generation;
         self.journal.session = header.session + 1;
@@ -282,147 +269,6 @@ impl<D: Disk> Blockstore<D> {
         Ok(())
     }
 
-    /// Checks one entry at `pos` in the mirror.
-    fn parse_entry_at(
-        &self,
-        pos: u64,
-        expected_seq: u64,
-        min_session: u64,
-    ) -> Result<EntryHeader, Stop> {
-        if pos + SECTOR > self.journal.size {
-            return Err(Stop::End);
-        }
-        let sectors = self.sb.sectors_per_block();
-        let entry = EntryHeader::decode(
-            self.journal.slice(pos, SECTOR),
-            self.sb.format_id,
-            bitmap_bytes(sectors),
-        )
-        .ok_or(Stop::End)?;
-        if entry.seq != expected_seq {
-            return Err(
-                if entry.seq > expected_seq && entry.session >= min_session {
-                    Stop::Overwritten(entry.seq)
-                } else {
-                    Stop::End
-                },
-            );
-        }
-        if entry.session < min_session
-            || pos + entry.entry_bytes() > self.journal.size
-            || !self.entry_is_consistent(&entry)
-        {
-            return Err(Stop::End);
-        }
-        if entry.kind == EntryKind::SmallWrite {
-            let granularity = u64::from(self.sb.bitmap_granularity);
-            let data = self.journal.slice(pos + SECTOR, u64::from(entry.len));
-            let intact = data
-                .chunks(granularity as usize)
-                .zip(&entry.csums)
-                .all(|(piece, csum)| crc32c::crc32c(piece) == *csum);
-            if !intact {
-                return Err(Stop::End);
-            }
-        }
-        Ok(entry)
-    }
-
-    /// Field sanity of a sealed entry, so replay never indexes out of range.
-    fn entry_is_consistent(&self, e: &EntryHeader) -> bool {
-        let granularity = self.sb.bitmap_granularity;
-        let sectors = self.sb.sectors_per_block() as usize;
-        let blocks = self.sb.block_count;
-        let range_ok = e.len > 0
-            && e.offset.is_multiple_of(granularity)
-            && e.len.is_multiple_of(granularity)
-            && u64::from(e.offset) + u64::from(e.len) <= u64::from(self.sb.block_size)
-            && e.csums.len() == (e.len / granularity) as usize;
-        match e.kind {
-            EntryKind::SmallWrite => {
-                range_ok && u64::from(e.data_sectors) * SECTOR == u64::from(e.len)
-            }
-            EntryKind::BigWrite => range_ok && e.data_sectors == 0 && u64::from(e.block) < blocks,
-            EntryKind::Flush => {
-                let deleted = e.flags & FLAG_DELETED != 0;
-                e.data_sectors == 0
-                    && (e.old_block == NO_BLOCK || u64::from(e.old_block) < blocks)
-                    && ((deleted && e.block == NO_BLOCK)
-                        || (u64::from(e.block) < blocks && e.csums.len() == sectors))
-            }
-            EntryKind::Purge => {
-                e.data_sectors == 0 && (e.block == NO_BLOCK || u64::from(e.block) < blocks)
-            }
-            EntryKind::Stabilize | EntryKind::Rollback | EntryKind::Delete => e.data_sectors == 0,
-        }
-    }
-
-    /// Walks the ring from the header's start; returns the valid entries with their
-    /// positions, and where replay stopped.
-    pub(super) fn parse_journal(
-        &self,
-        header: &JournalHeader,
-    ) -> Result<(Vec<(EntryHeader, u64)>, u64), BlockstoreError> {
-        let mut entries = Vec::new();
-        let mut pos = header.start_pos;
-        let mut expected = header.start_seq;
-        let mut session = 0;
-        // From where the newest session began, its entries must carry it: an older
-        // session's entry there was not replayed when that session began (torn), and a
-        // later torn write over the same sector may have completed it since.
-        let session_at = |seq: u64, previous: u64| {
-            if header.session_start_seq != 0 && seq >= header.session_start_seq {
-                previous.max(header.session)
-            } else {
-                previous
-            }
-        };
-        let mut consumed = 0;
-        while consumed < self.journal.size {
-            let min_session = session_at(expected, session);
-            let found = match self.parse_entry_at(pos, expected, min_session) {
-                Ok(entry) => Ok((entry, pos)),
-                Err(first_stop) => {
-                    // An entry that did not fit in the tail of the ring starts at 0.
-                    let wrapped = if pos != 0 {
-                        self.parse_entry_at(0, expected, min_session).ok()
-                    } else {
-                        None
-                    };
-                    match (wrapped, first_stop) {
-                        (Some(entry), _) => {
-                            consumed += self.journal.size - pos;
-                            Ok((entry, 0))
-                        }
-                        (None, stop) => Err(stop),
-                    }
-                }
-            };
-            match found {
-                Ok((entry, at)) => {
-                    consumed += entry.entry_bytes();
-                    if consumed > self.journal.size {
-                        break;
-                    }
-                    session = entry.session;
-                    expected += 1;
-                    pos = (at + entry.entry_bytes()) % self.journal.size;
-                    entries.push((entry, at));
-                }
-                Err(Stop::End) => break,
-                Err(Stop::Overwritten(seq)) => {
-                    return Err(BlockstoreError::Corrupted {
-                        what: "journal",
-                        detail: format!(
-                            "expected entry {expected} at ring position {pos} but found newer entry {seq}: the journal header is stale or damaged"
-                        ),
-                    })
-                }
-            }
-        }
-        Ok((entries, pos))
-    }
-
     /// Objects whose flushed state is newer than a purge in the journal (versions start
     /// again at 1 after a purge, and a new life may have been flushed already): entries
     /// up to that purge (its sequence number here) belong to an earlier life and are not
@@ -468,9 +314,10 @@ impl<D: Disk> Blockstore<D> {
     /// reads take them from the journal anyway.
     fn verify_big_writes(
         &mut self,
-        entries: &mut Vec<(EntryHeader, u64)>,
+        entries: &[(EntryHeader, u64)],
         earlier_lives: &HashMap<ObjectId, u64>,
-    ) -> Result<(), BlockstoreError> {
+    ) -> Result<Vec<usize>, BlockstoreError> {
+        let mut bad = Vec::new();
         let granularity = self.sb.bitmap_granularity;
         // Objects purged earlier in the journal: their clean slot (if still there) is of
         // the purged life and says nothing about whether later writes were flushed.
@@ -515,7 +362,6 @@ impl<D: Disk> Blockstore<D> {
             let mut data = AlignedBuf::new(entry.len as usize);
             let offset = self.sb.block_offset(entry.block) + u64::from(entry.offset);
             let csums = entry.csums.clone();
-            let seq = entry.seq;
             self.io_sync(IoKind::Read, offset, &mut data)?;
             let intact = data
                 .chunks(granularity as usize)
@@ -523,15 +369,77 @@ impl<D: Disk> Blockstore<D> {
                 .zip(&checked)
                 .all(|((piece, csum), check)| !check || crc32c::crc32c(piece) == *csum);
             if !intact {
-                tracing::warn!(seq, "redirected write did not fully reach the disk before the crash; journal ends there");
-                entries.truncate(i);
-                break;
+                bad.push(i);
             }
         }
-        Ok(())
+        Ok(bad)
     }
 
-    fn apply_entry(&mut self, entry: &EntryHeader, pos: u64, repairs: &mut Repairs) {
+    /// Applies the entries in order; marks the objects of lost entries and of applied
+    /// entries with bad data damaged, and clears the damage of objects a later entry
+    /// replaced completely.
+    fn apply_entries(
+        &mut self,
+        triage: &Triage,
+        earlier_lives: &HashMap<ObjectId, u64>,
+        repairs: &mut Repairs,
+    ) {
+        let mut lost = triage.lost.iter().peekable();
+        for (entry, pos) in &triage.entries {
+            while let Some(l) = lost.next_if(|l| l.seq < entry.seq) {
+                self.mark_lost(l);
+            }
+            if earlier_lives
+                .get(&entry.oid)
+                .is_some_and(|purge_seq| entry.seq <= *purge_seq)
+            {
+                Self::skip_earlier_life(entry, repairs);
+                continue;
+            }
+            if !self.apply_entry(entry, *pos, repairs) {
+                continue;
+            }
+            if triage.bad_data.contains(&entry.seq) {
+                let reason = match entry.kind {
+                    EntryKind::SmallWrite => DamageReason::BadJournalData,
+                    _ => DamageReason::BadData,
+                };
+                self.mark_damaged(entry.oid, entry.version, reason);
+                continue;
+            }
+            let whole_block = entry.kind == EntryKind::BigWrite
+                && entry.offset == 0
+                && entry.len == self.sb.block_size;
+            match entry.kind {
+                EntryKind::Delete => self.damage_overwritten(&entry.oid, entry.version),
+                EntryKind::Purge => self.damage_overwritten(&entry.oid, 0),
+                _ if whole_block => self.damage_overwritten(&entry.oid, entry.version),
+                _ => {}
+            }
+        }
+        for l in lost {
+            self.mark_lost(l);
+        }
+    }
+
+    /// A lost entry damages its object unless the object's flushed state already has that
+    /// version (then nothing is missing).
+    fn mark_lost(&mut self, lost: &LostEntry) {
+        if self
+            .clean
+            .get(&lost.oid)
+            .is_some_and(|c| c.version >= lost.version)
+        {
+            tracing::warn!(seq = lost.seq, oid = %lost.oid, version = lost.version, "the lost journal entry was flushed already; nothing to recover");
+            return;
+        }
+        let reason = DamageReason::LostEntry { seq: lost.seq };
+        self.mark_damaged(lost.oid, lost.version, reason);
+    }
+
+    /// Applies one entry; returns whether it changed the object (false: already flushed,
+    /// superseded or stale).
+    fn apply_entry(&mut self, entry: &EntryHeader, pos: u64, repairs: &mut Repairs) -> bool {
         let oid = entry.oid;
         if matches!(
             entry.kind,
@@ -547,7 +455,7 @@ impl<D: Disk> Blockstore<D> {
                 // No check that the object exists: its base may be in a metadata slot torn
                 // by a crash, which the newest flush batch's record restores after the ring.
                 if entry.version <= latest {
-                    return;
+                    return false;
                 }
                 let kind = DirtyKind::Small {
                     offset: entry.offset,
@@ -556,17 +464,18 @@ impl<D: Disk> Blockstore<D> {
                     csums: entry.csums.clone().into_boxed_slice(),
                 };
                 self.push_dirty(oid, DirtyEntry::new(entry.version, seq, stable, true, kind));
+                true
             }
             EntryKind::BigWrite => {
                 if entry.version <= latest {
                     // Already flushed. Its block must not be handed out while this entry is
                     // in the journal (see `hold_blocks_of_flushed_entries`).
                     repairs.flushed_blocks.push((entry.block, seq));
-                    return;
+                    return false;
                 }
                 if self.alloc.is_used(entry.block) {
                     tracing::warn!(%oid, block = entry.block, seq, "journal names a block that is in use; skipping the stale entry");
-                    return;
+                    return false;
                 }
                 self.alloc.mark_used(entry.block);
                 let kind = DirtyKind::Big {
@@ -576,14 +485,17 @@ impl<D: Disk> Blockstore<D> {
                     csums: entry.csums.clone().into_boxed_slice(),
                 };
                 self.push_dirty(oid, DirtyEntry::new(entry.version, seq, stable, true, kind));
+                true
             }
             EntryKind::Delete => {
-                if entry.version > latest {
-                    self.push_dirty(
-                        oid,
-                        DirtyEntry::new(entry.version, seq, true, true, DirtyKind::Delete),
-                    );
+                if entry.version <= latest {
+                    return false;
                 }
+                self.push_dirty(
+                    oid,
+                    DirtyEntry::new(entry.version, seq, true, true, DirtyKind::Delete),
+                );
+                true
             }
             EntryKind::Stabilize => {
                 if let Some(chain) = self.dirty.get_mut(&oid) {
@@ -595,9 +507,11 @@ impl<D: Disk> Blockstore<D> {
                             e.stable_seq = seq;
                         });
                 }
+                true
             }
             EntryKind::Rollback => {
                 self.drop_unstable_after(&oid, entry.version, seq);
+                true
             }
             EntryKind::Purge => {
                 if entry.block != NO_BLOCK {
@@ -613,9 +527,11 @@ impl<D: Disk> Blockstore<D> {
                 if let Some(block) = self.forget_object(&oid, seq) {
                     repairs.redo.insert(block, None);
                 }
+                true
             }
             EntryKind::Flush => {
                 tracing::warn!(seq, "flush record inside the ring; ignored");
+                false
             }
         }
     }

@@ -2,12 +2,16 @@
 //! (journal mirror, a redirected block, or the clean block), read the disk parts straight
 //! into the result buffer and check every sector's crc32c.
 //!
-//! A checksum mismatch is -EDOM, never data. Because the flusher may rewrite a block in
-//! place while a read is in flight, a mismatch seen after such a change (`mutation_gen`
-//! moved) is first retried with a fresh plan.
+//! A checksum mismatch is -EDOM, never data, and puts the object in the damaged set (the
+//! OSD then serves the read from a peer and repairs the object). Journaled data is checked
+//! too: replay keeps a corrupted small write with its checksums. Because the flusher may
+//! rewrite a block in place while a read is in flight, a mismatch seen after such a change
+//! (`mutation_gen` moved) is first retried with a fresh plan. An object that lost a
+//! journal entry fails every read: what it returns could be a stale version.
 
 use super::aligned::AlignedBuf;
 use super::bitmap;
+use super::damage::DamageReason;
 use super::dirty::DirtyKind;
 use super::disk::{Disk, IoKind};
 use super::error::OpError;
@@ -24,6 +28,7 @@ enum Source {
     Zero,
     Mirror {
         pos: u64,
+        csum: u32,
     },
     /// Sector `sector` of data block `block`; `csum` is `None` when it must come from the
     /// block's metadata slot.
@@ -74,6 +79,16 @@ impl<D: Disk> Blockstore<D> {
             return self.complete(index, Err(error));
         }
         self.stats.reads += 1;
+        let OpState::Read(op) = &self.slot_mut(index).state else {
+            unreachable!("invariant: read op")
+        };
+        let oid = op.oid;
+        if self.has_lost_entry(&oid) {
+            let message = format!(
+                "{oid} lost a journal entry to corruption; it must be recovered from a peer"
+            );
+            return self.complete(index, Err(OpError::new(errno::EDOM, message)));
+        }
         self.plan_and_submit_read(index);
     }
 
@@ -105,13 +120,14 @@ impl<D: Disk> Blockstore<D> {
                         offset,
                         len,
                         data_pos,
-                        ..
+                        csums,
                     } => {
                         let (start, n) = (offset / granularity, len / granularity);
                         bitmap::set_range(&mut bitmap, start, n);
                         for i in 0..n {
                             let pos = data_pos + u64::from(i) * u64::from(granularity);
-                            resolve(&mut plan, start + i, Source::Mirror { pos });
+                            let csum = csums[i as usize];
+                            resolve(&mut plan, start + i, Source::Mirror { pos, csum });
                         }
                     }
                     DirtyKind::Big {
@@ -179,12 +195,16 @@ impl<D: Disk> Blockstore<D> {
         let mut out = AlignedBuf::new(len as usize);
         let mut disk_runs: Vec<(u64, usize, usize)> = Vec::new();
         let mut meta_blocks: Vec<u32> = Vec::new();
+        let mut bad_mirror = None;
         for (i, source) in plan.iter().enumerate() {
             match *source {
                 Source::Zero => {}
-                Source::Mirror { pos } => {
-                    out[i * granularity..(i + 1) * granularity]
-                        .copy_from_slice(self.journal.slice(pos, granularity as u64));
+                Source::Mirror { pos, csum } => {
+                    let piece = &mut out[i * granularity..(i + 1) * granularity];
+                    piece.copy_from_slice(self.journal.slice(pos, granularity as u64));
+                    if bad_mirror.is_none() && crc32c::crc32c(piece) != csum {
+                        bad_mirror = Some((pos, csum));
+                    }
                 }
                 Source::Block {
                     block,
@@ -217,6 +237,13 @@ impl<D: Disk> Blockstore<D> {
             .iter_mut()
             .map(|(b, buf)| (self.sb.meta_slot_offset(*b), buf.as_mut_ptr()))
             .collect();
+        if let Some((pos, csum)) = bad_mirror {
+            self.stats.csum_errors += 1;
+            self.mark_damaged(oid, version, DamageReason::BadJournalData);
+            tracing::error!(%oid, version, pos, csum, "journaled data checksum mismatch");
+            let message = format!("checksum mismatch in {oid}: journaled data at ring position {pos} (expected {csum:#010x})");
+            return self.complete(index, Err(OpError::new(errno::EDOM, message)));
+        }
         let plan_gen = self.mutation_gen;
         let OpState::Read(op) = &mut self.slot_mut(index).state else {
             unreachable!("invariant: read op")
@@ -307,9 +334,10 @@ impl<D: Disk> Blockstore<D> {
             op.retries += 1;
             return self.plan_and_submit_read(index);
         }
-        let oid = op.oid;
+        let (oid, version) = (op.oid, op.version);
         self.stats.csum_errors += 1;
-        tracing::error!(%oid, block, sector, ?expected, actual, "data checksum mismatch");
+        self.mark_damaged(oid, version, DamageReason::BadData);
+        tracing::error!(%oid, version, block, sector, ?expected, actual, "data checksum mismatch; object marked damaged");
         let message = format!("checksum mismatch in {oid}: block {block} sector {sector} (expected {expected:?}, got {actual:#010x})");
         self.complete(index, Err(OpError::new(errno::EDOM, message)));
     }

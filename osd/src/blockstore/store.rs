@@ -191,6 +191,8 @@ pub struct Blockstore<D: Disk> {
     /// Bumped whenever data may change under an in-flight read (in-place flush, block reuse).
     pub(super) mutation_gen: u64,
     pub(super) stats: BlockstoreStats,
+    /// Objects known lost or corrupted at rest (see [`super::damage`]).
+    pub(super) damaged: BTreeMap<ObjectId, super::damage::DamagedObject>,
 }
 
 impl<D: Disk> Blockstore<D> {
@@ -223,6 +225,7 @@ impl<D: Disk> Blockstore<D> {
             io_done: Vec::new(),
             mutation_gen: 0,
             stats: BlockstoreStats::default(),
+            damaged: BTreeMap::new(),
         }
     }
 

@@ -132,6 +132,8 @@ fn entry(kind: EntryKind, oid: ObjectId, version: u64, stable: bool) -> EntryHea
         session: 0,
         bitmap: Vec::new(),
         csums: Vec::new(),
+        prev: None,
+        durable_below: 0,
     }
 }
 
@@ -147,6 +149,13 @@ impl<D: Disk> Blockstore<D> {
         self.inflight_journal.insert(seq);
         header.seq = seq;
         header.session = self.journal.session;
+        header.prev = self.journal.last_appended;
+        assert!(
+            self.durable_below <= seq,
+            "invariant: an entry cannot be durable before it is appended"
+        );
+        header.durable_below = self.durable_below;
+        self.journal.last_appended = Some((header.oid, header.version));
         let format_id = self.sb.format_id;
         header.encode(format_id, self.journal.slice_mut(pos, SECTOR));
         if let Some(data) = data {
@@ -302,6 +311,7 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: write op")
         };
         let (oid, version) = (op.oid, op.version);
+        let whole_block = op.offset == 0 && op.data.len() == self.sb.block_size as usize;
         self.inflight_journal.remove(&op.seq);
         if let Some(error) = slot.error.take() {
             self.remove_dirty_version(&oid, version);
@@ -314,6 +324,10 @@ impl<D: Disk> Blockstore<D> {
             .and_then(|chain| chain.iter_mut().find(|e| e.version == version))
         {
             entry.written = true;
+        }
+        if whole_block {
+            // The newest version no longer depends on anything damaged.
+            self.damage_overwritten(&oid, version);
         }
         self.complete(index, Ok(OpOutput::Version(version)));
     }
@@ -513,6 +527,11 @@ impl<D: Disk> Blockstore<D> {
         if let Some(error) = slot.error.take() {
             self.flusher.broken = Some(format!("a journal write failed: {error}"));
             return self.complete(index, Err(error));
+        }
+        match kind {
+            JournalOpKind::Delete => self.damage_overwritten(&oid, version),
+            JournalOpKind::Purge => self.damage_overwritten(&oid, 0),
+            _ => {}
         }
         if kind == JournalOpKind::Delete {
             if let Some(entry) = self

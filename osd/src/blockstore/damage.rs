@@ -1,0 +1,107 @@
+//! Objects this store knows it cannot return correctly: the set the OSD recovers from
+//! peers (read repair, recovery after a corrupted journal).
+//!
+//! An object enters the set when
+//! - replay finds one of its journal entries corrupted (the entry was durable, so this is
+//!   damage at rest, not a torn write; see [`super::journal_walk`]): either the entry is
+//!   unreadable and lost ([`DamageReason::LostEntry`]), or its data sectors fail their
+//!   checksums and are kept with those checksums ([`DamageReason::BadJournalData`]);
+//! - a redirected block that replay checks fails its checksums ([`DamageReason::BadData`]);
+//! - a read hits a sector whose checksum fails ([`DamageReason::BadData`]).
+//!
+//! It leaves the set when a write covering the whole block, a delete or a purge of the
+//! object completes (its newest version no longer depends on the damaged data), or when the
+//! OSD calls [`Blockstore::clear_damaged`] after restoring it from peers.
+//!
+//! Bad data keeps its original checksums all the way (the flusher copies them into the
+//! metadata slot), so every later read of those sectors fails again, across restarts. A
+//! lost entry leaves no such trace, so a [`DamageReason::LostEntry`] object fails every
+//! read (its other versions may be stale) and its versions are not flushed; the lost entry
+//! holds the journal start, so the next replay finds it again.
+
+use super::disk::Disk;
+use super::store::Blockstore;
+use std::collections::BTreeMap;
+use vitastor_proto::ObjectId;
+
+/// Why an object is in the damaged set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DamageReason {
+    /// A journal entry of the object (journal sequence number `seq`) was unreadable and is
+    /// lost. Every read of the object fails until it is repaired.
+    LostEntry { seq: u64 },
+    /// Journaled data of the object fails its checksums (reads of those sectors fail).
+    BadJournalData,
+    /// Data in a block fails its checksums (reads of those sectors fail).
+    BadData,
+}
+
+/// One damaged object: the newest version known to be affected, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedObject {
+    pub version: u64,
+    pub reason: DamageReason,
+}
+
+impl<D: Disk> Blockstore<D> {
+    /// Objects whose newest version this store cannot fully read back (lost or corrupted
+    /// at rest). The OSD recovers them from peers, then rewrites them (which clears the
+    /// mark) or calls [`Blockstore::clear_damaged`].
+    pub fn damaged_objects(&self) -> &BTreeMap<ObjectId, DamagedObject> {
+        &self.damaged
+    }
+
+    /// Forgets the damage of `oid` (the OSD restored it from peers by writes that cover
+    /// every written sector). Returns whether it was marked.
+    pub fn clear_damaged(&mut self, oid: &ObjectId) -> bool {
+        self.damaged.remove(oid).is_some()
+    }
+
+    /// Marks `oid` damaged at `version`. A lost entry outranks bad data (it also fails
+    /// reads of the sectors that checksum fine), and the oldest lost entry is the one that
+    /// holds the journal start.
+    pub(super) fn mark_damaged(&mut self, oid: ObjectId, version: u64, reason: DamageReason) {
+        let damage = self
+            .damaged
+            .entry(oid)
+            .or_insert(DamagedObject { version, reason });
+        damage.version = damage.version.max(version);
+        match (damage.reason, reason) {
+            (DamageReason::LostEntry { seq: old }, DamageReason::LostEntry { seq }) => {
+                damage.reason = DamageReason::LostEntry { seq: old.min(seq) }
+            }
+            (DamageReason::LostEntry { .. }, _) => {}
+            (_, new) => damage.reason = new,
+        }
+    }
+
+    /// Whether every read of `oid` must fail: a journal entry of it is lost.
+    pub(super) fn has_lost_entry(&self, oid: &ObjectId) -> bool {
+        self.damaged
+            .get(oid)
+            .is_some_and(|d| matches!(d.reason, DamageReason::LostEntry { .. }))
+    }
+
+    /// The oldest lost journal entry still marked: the journal start must not pass it.
+    pub(super) fn oldest_lost_seq(&self) -> Option<u64> {
+        self.damaged
+            .values()
+            .filter_map(|d| match d.reason {
+                DamageReason::LostEntry { seq } => Some(seq),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// A completed change of `oid` at `version` that no longer depends on older data (a
+    /// write of the whole block, a delete, a purge) ends its damage.
+    pub(super) fn damage_overwritten(&mut self, oid: &ObjectId, version: u64) {
+        if self
+            .damaged
+            .get(oid)
+            .is_some_and(|d| version == 0 || version > d.version)
+        {
+            self.damaged.remove(oid);
+        }
+    }
+}
