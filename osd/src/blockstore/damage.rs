@@ -36,7 +36,9 @@ pub enum DamageReason {
     BadData,
 }
 
-/// One damaged object: the newest version known to be affected, and why.
+/// One damaged object: the newest version known to be affected, and why. After a lost
+/// entry `version` may be newer than [`Blockstore::object_version`]: the store never saw
+/// that version applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DamagedObject {
     pub version: u64,
@@ -94,12 +96,14 @@ impl<D: Disk> Blockstore<D> {
     }
 
     /// A completed change of `oid` at `version` that no longer depends on older data (a
-    /// write of the whole block, a delete, a purge) ends its damage.
+    /// write of the whole block, a delete, a purge; `version` 0 = unconditional) ends its
+    /// damage. The same version counts: a lost entry's version is unknown to the object's
+    /// chain, so the next write (or the repair from a peer) may reuse it.
     pub(super) fn damage_overwritten(&mut self, oid: &ObjectId, version: u64) {
         if self
             .damaged
             .get(oid)
-            .is_some_and(|d| version == 0 || version > d.version)
+            .is_some_and(|d| version == 0 || version >= d.version)
         {
             self.damaged.remove(oid);
         }

@@ -147,6 +147,7 @@ pub fn dump_journal<D: Disk>(mut disk: D) -> Result<Value, BlockstoreError> {
             "session": header.session,
             "session_start_seq": header.session_start_seq,
         },
+        "ring_offset": sb.ring_area().0,
         "entries": entries,
         "gaps": gaps,
         "end_pos": stop_pos,
