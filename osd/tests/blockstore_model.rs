@@ -7,9 +7,11 @@
 //! power (every write not covered by a completed fsync is lost, lands, or is torn) and the
 //! blockstore is reopened: every sector must then hold a value the model allows (synced
 //! data exactly; unsynced data old or new, never garbage; a synced tombstone is listed as
-//! deleted with its version, a synced purge leaves nothing). Some sequences end by flipping a
-//! bit in a live part of the disk after a clean shutdown: the damage must be detected (open
-//! fails, or the read fails with -EDOM) or not matter; wrong data is never returned.
+//! deleted with its version, a synced purge leaves nothing). Some sequences end by flipping
+//! one or two bits in live parts of the disk after a clean shutdown or after a power loss:
+//! the damage must be detected (open fails, or the read fails with -EDOM and the object is
+//! in `damaged_objects()`) or not matter; wrong data is never returned, and repairing the
+//! damaged objects clears them for good (see `Harness::corrupt`).
 //!
 //! `BLOCKSTORE_MODEL_SEQUENCES` sets how many sequences run (default 2500);
 //! `BLOCKSTORE_MODEL_SEED=<n>` replays one sequence.
@@ -763,21 +765,34 @@ impl Harness {
         self.check_reads();
     }
 
-    /// Flips a bit in a live region after a clean shutdown. Returns whether the damage
-    /// was detected; fails on wrong data.
-    fn corrupt(&mut self) -> bool {
-        let disk = self
-            .store
-            .take()
-            .expect("open")
-            .close()
-            .unwrap_or_else(|e| panic!("close: {e}"))
-            .reopen(1);
+    /// Flips one or two bits in live regions (journal entries, metadata slots, written
+    /// sectors of data blocks) of a stopped store: after a clean shutdown, or after a
+    /// power loss (reopened once, synced, then the power goes again). Oracle: open fails
+    /// as corrupted, or every object reads back exactly as the model says or fails with
+    /// -EDOM and is in `damaged_objects()`; never wrong data. Damaged objects are then
+    /// repaired (a whole-block write, as the OSD does with a peer's copy), which must clear
+    /// the mark, and everything must read back across a restart. Returns whether the
+    /// damage was detected.
+    fn corrupt(&mut self, after_crash: bool) -> bool {
+        let disk = if after_crash {
+            self.crash();
+            self.sync();
+            let seed = self.rng.gen();
+            self.log.push(format!("power loss again ({seed})"));
+            self.store.take().expect("open").into_disk().crash(seed)
+        } else {
+            self.store
+                .take()
+                .expect("open")
+                .close()
+                .unwrap_or_else(|e| panic!("close: {e}"))
+                .reopen(1)
+        };
         let meta = dump_meta(disk.snapshot(1)).expect("dump meta");
         let journal = dump_journal(disk.snapshot(2)).expect("dump journal");
         let sb = &meta["superblock"];
         let number = |v: &serde_json::Value| v.as_u64().expect("number");
-        let ring = number(&sb["journal_offset"]) + 2 * SECTOR as u64;
+        let ring = number(&journal["ring_offset"]);
         let mut regions: Vec<Vec<(u64, u64)>> = vec![Vec::new(), Vec::new(), Vec::new()];
         for entry in journal["entries"].as_array().expect("entries") {
             let data = if entry["kind"] == "small_write" {
@@ -805,20 +820,20 @@ impl Harness {
                 }
             }
         }
+        for entry in journal["entries"].as_array().expect("entries") {
+            if entry["kind"] == "big_write" {
+                let offset = number(&sb["data_offset"])
+                    + number(&entry["block"]) * u64::from(BLOCK)
+                    + number(&entry["offset"]);
+                regions[2].push((offset, number(&entry["len"])));
+            }
+        }
         regions.retain(|r| !r.is_empty());
         let mut disk = disk;
         if regions.is_empty() {
             self.store = Some(Blockstore::open(disk, self.config.clone()).expect("reopen"));
             return false;
         }
-        let kind = self.rng.gen_range(0..regions.len());
-        let (start, len) = regions[kind][self.rng.gen_range(0..regions[kind].len())];
-        let at = start + self.rng.gen_range(0..len);
-        let bit = self.rng.gen_range(0..8);
-        self.log.push(format!(
-            "flip bit {bit} at {at} (region kind {kind} of {})",
-            regions.len()
-        ));
         if std::env::var("BLOCKSTORE_MODEL_DUMP").is_ok() {
             eprintln!("before flip: meta {}", meta["entries"]);
             eprintln!(
@@ -826,7 +841,17 @@ impl Harness {
                 journal["entries"], journal["newest_flush_batch"]
             );
         }
-        disk.flip_bit(at, bit);
+        for _ in 0..self.rng.gen_range(1..=2) {
+            let kind = self.rng.gen_range(0..regions.len());
+            let (start, len) = regions[kind][self.rng.gen_range(0..regions[kind].len())];
+            let at = start + self.rng.gen_range(0..len);
+            let bit = self.rng.gen_range(0..8);
+            self.log.push(format!(
+                "flip bit {bit} at {at} (region kind {kind} of {}, after crash {after_crash})",
+                regions.len()
+            ));
+            disk.flip_bit(at, bit);
+        }
         let store = match Blockstore::open(disk, self.config.clone()) {
             Err(BlockstoreError::Corrupted { .. }) | Err(BlockstoreError::BadSuperblock(_)) => {
                 return true
@@ -835,29 +860,123 @@ impl Harness {
             Ok(store) => store,
         };
         self.store = Some(store);
-        let mut detected = false;
+        let mut detected = !self.store().damaged_objects().is_empty();
         for object in 0..OBJECTS as usize {
-            match self.store().run(Op::Read {
-                oid: oid(object as u64),
-                offset: 0,
-                len: BLOCK,
-            }) {
-                Err(error) if error.errno == errno::EDOM => detected = true,
-                Err(error) => self.fail(format!("unexpected read error after a bit flip: {error}")),
-                Ok(OpOutput::Read { data, .. }) => {
+            match self.read_object(object) {
+                Ok((_, ids)) => {
                     let expected = self.model[object].current();
-                    for (sector, id) in expected.iter().enumerate() {
-                        if data[sector * SECTOR..(sector + 1) * SECTOR]
-                            != sector_pattern(*id, sector)[..]
-                        {
-                            self.fail(format!("bit flip at {at} returned wrong data for object {object} sector {sector}"));
-                        }
+                    if ids != expected {
+                        self.fail(format!(
+                            "after a bit flip object {object} reads {ids:?}, model {expected:?}"
+                        ));
                     }
                 }
-                Ok(other) => self.fail(format!("unexpected read output {other:?}")),
+                Err(error) if error.contains("EDOM") => {
+                    if !self
+                        .store()
+                        .damaged_objects()
+                        .contains_key(&oid(object as u64))
+                    {
+                        self.fail(format!(
+                            "object {object} failed with {error} but is not marked damaged"
+                        ));
+                    }
+                    detected = true;
+                }
+                Err(error) => self.fail(format!("unexpected read error after a bit flip: {error}")),
             }
         }
+        self.repair_damaged();
+        self.check_data();
+        self.log.push("clean reopen after repair".into());
+        let seed = self.rng.gen();
+        let disk = self
+            .store
+            .take()
+            .expect("open")
+            .close()
+            .unwrap_or_else(|e| panic!("close: {e}"))
+            .reopen(seed);
+        let store = Blockstore::open(disk, self.config.clone())
+            .unwrap_or_else(|e| self.fail(format!("reopen after repair failed: {e}")));
+        self.store = Some(store);
+        if !self.store().damaged_objects().is_empty() {
+            let damaged = format!("{:?}", self.store().damaged_objects());
+            self.fail(format!(
+                "repaired objects are damaged again after a restart: {damaged}"
+            ));
+        }
+        self.check_data();
         detected
+    }
+
+    /// What the OSD does with a peer's copy: a stable write of the whole block at the
+    /// peer's version, which must clear the mark.
+    fn repair_damaged(&mut self) {
+        let damaged: Vec<ObjectId> = self.store().damaged_objects().keys().copied().collect();
+        for damaged_oid in damaged {
+            let Some(object) = (0..OBJECTS as usize).find(|o| oid(*o as u64) == damaged_oid) else {
+                self.fail(format!("unknown object {damaged_oid} marked damaged"));
+            };
+            let ids: Vec<u64> = (0..SECTORS)
+                .map(|_| {
+                    self.next_id += 1;
+                    self.next_id
+                })
+                .collect();
+            let mut data = AlignedBuf::new(BLOCK as usize);
+            for (i, id) in ids.iter().enumerate() {
+                data[i * SECTOR..(i + 1) * SECTOR].copy_from_slice(&sector_pattern(*id, i));
+            }
+            self.log.push(format!("repair obj {object} ids {ids:?}"));
+            // At least the damaged version: the store may never have seen it (a lost
+            // entry), and a peer's copy carries it.
+            let damage = self.store().damaged_objects()[&damaged_oid];
+            let version = damage
+                .version
+                .max(self.store().object_version(&damaged_oid) + 1);
+            let repair = |store: &mut Blockstore<SimDisk>| {
+                store.run(Op::Write {
+                    oid: damaged_oid,
+                    version,
+                    offset: 0,
+                    data: data.clone(),
+                    stable: true,
+                })
+            };
+            let mut result = repair(self.store());
+            if matches!(&result, Err(e) if e.errno == errno::ENOSPC) {
+                // Unstable versions may pin the journal, as for any write.
+                self.on_enospc();
+                result = repair(self.store());
+            }
+            match result {
+                Ok(OpOutput::Version(version)) => {
+                    self.log
+                        .push(format!("  -> v{version} (damage {damage:?})"));
+                    self.model[object].push(version, true, Mutation::Write { first: 0, ids })
+                }
+                other => self.fail(format!("repair write failed: {other:?}")),
+            }
+            if self.store().damaged_objects().contains_key(&damaged_oid) {
+                let summary = self.store().debug_summary();
+                self.fail(format!(
+                    "object {object} still damaged after a whole-block write: {summary}"
+                ));
+            }
+        }
+        self.sync();
+    }
+
+    /// Every object reads back exactly as the model says (data only).
+    fn check_data(&mut self) {
+        for object in 0..OBJECTS as usize {
+            let (_, ids) = self.read_object(object).unwrap_or_else(|e| self.fail(e));
+            let expected = self.model[object].current();
+            if ids != expected {
+                self.fail(format!("object {object}: read {ids:?}, model {expected:?}"));
+            }
+        }
     }
 
     fn step(&mut self) {
@@ -892,10 +1011,10 @@ fn run_sequence(seed: u64) -> Option<bool> {
         harness.step();
     }
     harness.check_reads();
-    if seed % 4 == 1 {
-        Some(harness.corrupt())
-    } else {
-        None
+    match seed % 4 {
+        1 => Some(harness.corrupt(false)),
+        3 => Some(harness.corrupt(true)),
+        _ => None,
     }
 }
 

@@ -30,6 +30,7 @@ pub mod disk;
 pub mod dump;
 pub mod error;
 mod flusher;
+pub mod fuzz_records;
 pub mod journal;
 pub mod journal_format;
 mod journal_triage;

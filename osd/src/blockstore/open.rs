@@ -116,7 +116,14 @@ impl<D: Disk> Blockstore<D> {
         self.journal.last_appended = triage.entries.last().map(|(e, _)| (e.oid, e.version));
         self.erase_stale_entries()?;
         self.journal.header_generation = header.generation;
-        self.journal.session = header.session + 1;
+        // Entries never carry a session newer than the header's, unless damaged; the new
+        // session must still be newer than every replayed entry's, or the next replay
+        // would take this session's entries for leftovers.
+        let newest_session = triage.entries.iter().map(|(e, _)| e.session).max();
+        self.journal.session = header
+            .session
+            .max(newest_session.unwrap_or(0))
+            .saturating_add(1);
         self.journal.session_start_seq = self.journal.next_seq;
         self.write_journal_header_sync(false)?;
         // That header write ended with an fsync: everything replayed is durable now.

@@ -235,8 +235,15 @@ impl<D: Disk> Blockstore<D> {
         );
         header.offset = offset;
         header.len = len;
+        // A repair (a whole-block write of a damaged object) may use the reserve: a lost
+        // entry holds the journal start until its object is rewritten.
+        let class = if offset == 0 && len == block_size && self.damaged.contains_key(&oid) {
+            EntryClass::Unpin
+        } else {
+            EntryClass::Regular
+        };
         if big {
-            if !self.journal.fits(SECTOR, EntryClass::Regular) {
+            if !self.journal.fits(SECTOR, class) {
                 return self.wait_for_space(index);
             }
             let Some(block) = self.alloc.allocate() else {
@@ -251,7 +258,7 @@ impl<D: Disk> Blockstore<D> {
             header.block = block;
             header.csums = csums.to_vec();
             let (seq, pos) = self
-                .append_entry(&mut header, None, EntryClass::Regular)
+                .append_entry(&mut header, None, class)
                 .expect("invariant: space was checked");
             let kind = DirtyKind::Big {
                 block,
