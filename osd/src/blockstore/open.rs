@@ -403,17 +403,19 @@ impl<D: Disk> Blockstore<D> {
                 Self::skip_earlier_life(entry, repairs);
                 continue;
             }
-            if !self.apply_entry(entry, *pos, repairs) {
-                continue;
-            }
+            let applied = self.apply_entry(entry, *pos, repairs);
             if triage.bad_data.contains(&entry.seq) {
                 let reason = match entry.kind {
                     EntryKind::SmallWrite => DamageReason::BadJournalData,
                     _ => DamageReason::BadData,
                 };
-                self.mark_damaged(entry.oid, entry.version, reason);
+                if applied {
+                    self.mark_damaged(entry.oid, entry.version, reason);
+                }
                 continue;
             }
+            // Applied or flushed already: either way the object's state includes it, and
+            // it supersedes whatever a lost entry before it did.
             let whole_block = entry.kind == EntryKind::BigWrite
                 && entry.offset == 0
                 && entry.len == self.sb.block_size;
@@ -429,17 +431,10 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
-    /// A lost entry damages its object unless the object's flushed state already has that
-    /// version (then nothing is missing).
+    /// A lost entry damages its object, whatever the object's state: its kind is unknown
+    /// (a lost rollback or stabilize names an older version that may well be flushed, and
+    /// losing it changes what the object reads).
     fn mark_lost(&mut self, lost: &LostEntry) {
-        if self
-            .clean
-            .get(&lost.oid)
-            .is_some_and(|c| c.version >= lost.version)
-        {
-            tracing::warn!(seq = lost.seq, oid = %lost.oid, version = lost.version, "the lost journal entry was flushed already; nothing to recover");
-            return;
-        }
         let reason = DamageReason::LostEntry { seq: lost.seq };
         self.mark_damaged(lost.oid, lost.version, reason);
     }
