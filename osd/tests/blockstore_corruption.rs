@@ -4,7 +4,9 @@
 //! Replay must report the damage (an ERROR line with counts), keep every later entry
 //! whose own checksums hold, and put the damaged object in `damaged_objects()`; reads of
 //! the damaged data fail with -EDOM and never return wrong data; a rewrite of the whole
-//! object clears the mark.
+//! object clears the mark. The last tests check the other rows of the replay rule (see
+//! `blockstore/journal_walk.rs`) on the simulated disk: a gap nothing proves durable is a
+//! torn write, not corruption.
 
 use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use vitastor_osd::blockstore::dump::dump_journal;
 use vitastor_osd::blockstore::prepare::prepare;
+use vitastor_osd::blockstore::sim::SimDisk;
 use vitastor_osd::blockstore::uring::UringDisk;
 use vitastor_osd::blockstore::{
     AlignedBuf, Blockstore, BlockstoreConfig, DamageReason, FormatOptions, Op, OpOutput,
@@ -347,4 +350,84 @@ fn checksum_failure_on_read_marks_the_object_until_rewritten() {
     assert_eq!(damage_of(&store, 0), None);
     assert!(!store.clear_damaged(&oid(0)), "the write cleared it");
     assert!(read(&mut store, 0, 0, BLOCK).unwrap() == pattern(BLOCK as usize, 5)[..]);
+}
+
+/// A store on the simulated disk with object 0 written whole (synced), then two small
+/// writes to it that complete but are never synced; the disk as a reboot finds it if both
+/// landed (as in-flight writes may).
+fn unsynced_small_writes() -> (SimDisk, u64, u64) {
+    let mut disk = SimDisk::new(16 << 20, 3);
+    disk.reorder = false;
+    let options = FormatOptions {
+        journal_size: 1 << 20,
+        ..FormatOptions::default()
+    };
+    prepare(&mut disk, &options).expect("prepare");
+    let mut store = Blockstore::open(disk, BlockstoreConfig::default()).expect("open");
+    let run = |store: &mut Blockstore<SimDisk>, offset: u32, data: AlignedBuf| match store.run(
+        Op::Write {
+            oid: oid(0),
+            version: 0,
+            offset,
+            data,
+            stable: true,
+        },
+    ) {
+        Ok(OpOutput::Version(version)) => version,
+        other => panic!("write failed: {other:?}"),
+    };
+    run(&mut store, 0, pattern(BLOCK as usize, 0));
+    store.run(Op::Sync).expect("sync");
+    let first = run(&mut store, 8192, pattern(4096, 1));
+    let second = run(&mut store, 16384, pattern(4096, 2));
+    (store.into_disk().reopen(1), first, second)
+}
+
+fn flip_entry_header(disk: &mut SimDisk, version: u64) {
+    let journal = dump_journal(disk.snapshot(0)).expect("dump journal");
+    let entry = entry_of(&journal, 0, version);
+    disk.flip_bit(
+        number(&journal["ring_offset"]) + number(&entry["pos"]) + 40,
+        2,
+    );
+}
+
+/// Table row "valid later entries, but nothing proves the gap durable": a write torn by
+/// the crash while a later one landed. The journal ends there (the later entry was never
+/// durable either), with a WARN; nothing is marked damaged.
+#[test]
+fn unproven_gap_before_valid_entries_ends_the_journal_with_a_warning() {
+    let (mut disk, first, _) = unsynced_small_writes();
+    flip_entry_header(&mut disk, first);
+    let (store, log) = logged(|| Blockstore::open(disk, BlockstoreConfig::default()));
+    let mut store = store.expect("open");
+    assert!(
+        log.contains("WARN") && log.contains("dropped_entries=1") && !log.contains("ERROR"),
+        "{log}"
+    );
+    assert!(store.damaged_objects().is_empty());
+    match store.run(Op::Read {
+        oid: oid(0),
+        offset: 0,
+        len: BLOCK,
+    }) {
+        Ok(OpOutput::Read { version, data, .. }) => {
+            assert_eq!(version, 1);
+            assert!(data[..] == pattern(BLOCK as usize, 0)[..]);
+        }
+        other => panic!("read failed: {other:?}"),
+    }
+}
+
+/// Table row "nothing valid continues the chain": a torn tail, the normal result of a
+/// crash. No log line, no damage.
+#[test]
+fn torn_tail_ends_the_journal_quietly() {
+    let (mut disk, _, second) = unsynced_small_writes();
+    flip_entry_header(&mut disk, second);
+    let (store, log) = logged(|| Blockstore::open(disk, BlockstoreConfig::default()));
+    let mut store = store.expect("open");
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+    assert!(store.damaged_objects().is_empty());
+    assert_eq!(store.object_version(&oid(0)), 2);
 }

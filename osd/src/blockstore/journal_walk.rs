@@ -316,3 +316,44 @@ impl<D: Disk> Blockstore<D> {
         Ok(walk)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(clean_end_seq: u64, session_start_seq: u64) -> JournalHeader {
+        JournalHeader {
+            generation: 1,
+            start_pos: 0,
+            start_seq: 10,
+            clean_end_seq,
+            session: 3,
+            session_start_seq,
+        }
+    }
+
+    /// One case per row of the module table.
+    #[test]
+    fn durability_proof_follows_the_table() {
+        // Later entries 21 and 22 were appended before any fsync covered 20.
+        let unsynced = [(21, 15), (22, 15)];
+        assert_eq!(durability_proof(&header(0, 12), 20, &unsynced), None);
+        assert_eq!(durability_proof(&header(0, 12), 20, &[]), None);
+        assert_eq!(
+            durability_proof(&header(23, 12), 20, &unsynced),
+            Some(Proof::CleanShutdown)
+        );
+        assert_eq!(
+            durability_proof(&header(0, 21), 20, &unsynced),
+            Some(Proof::EarlierSession)
+        );
+        let synced = [(21, 15), (22, 21)];
+        assert_eq!(
+            durability_proof(&header(0, 12), 20, &synced),
+            Some(Proof::LaterEntry(22))
+        );
+        // A claim only counts from a later entry, and only above the gap.
+        assert_eq!(durability_proof(&header(0, 12), 20, &[(19, 30)]), None);
+        assert_eq!(durability_proof(&header(0, 12), 20, &[(21, 20)]), None);
+    }
+}
