@@ -17,7 +17,10 @@
 //! metadata slot), so every later read of those sectors fails again, across restarts. A
 //! lost entry leaves no such trace, so a [`DamageReason::LostEntry`] object fails every
 //! read (its other versions may be stale) and its versions are not flushed; the lost entry
-//! holds the journal start, so the next replay finds it again.
+//! holds the journal start, so the next replay finds it again. The OSD must therefore
+//! repair such objects soon: until then the journal cannot be trimmed past the loss and
+//! eventually fills (writes then get -ENOSPC). The repair write itself (a whole-block write
+//! of a damaged object) may use the journal's reserve, so it always fits.
 
 use super::disk::Disk;
 use super::store::Blockstore;
