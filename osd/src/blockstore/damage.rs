@@ -20,7 +20,8 @@
 //! holds the journal start, so the next replay finds it again. The OSD must therefore
 //! repair such objects soon: until then the journal cannot be trimmed past the loss and
 //! eventually fills (writes then get -ENOSPC). The repair write itself (a whole-block write
-//! of a damaged object) may use the journal's reserve, so it always fits.
+//! of such an object) may use the journal's reserve, as stabilize and rollback do, since
+//! it is what lets the start move.
 
 use super::disk::Disk;
 use super::store::Blockstore;

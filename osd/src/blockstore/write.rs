@@ -235,9 +235,9 @@ impl<D: Disk> Blockstore<D> {
         );
         header.offset = offset;
         header.len = len;
-        // A repair (a whole-block write of a damaged object) may use the reserve: a lost
-        // entry holds the journal start until its object is rewritten.
-        let class = if offset == 0 && len == block_size && self.damaged.contains_key(&oid) {
+        // The repair of an object that lost a journal entry (a whole-block write) may use
+        // the reserve: the lost entry holds the journal start until then.
+        let class = if offset == 0 && len == block_size && self.has_lost_entry(&oid) {
             EntryClass::Unpin
         } else {
             EntryClass::Regular
