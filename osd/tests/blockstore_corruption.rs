@@ -426,7 +426,7 @@ fn torn_tail_ends_the_journal_quietly() {
     let (mut disk, _, second) = unsynced_small_writes();
     flip_entry_header(&mut disk, second);
     let (store, log) = logged(|| Blockstore::open(disk, BlockstoreConfig::default()));
-    let mut store = store.expect("open");
+    let store = store.expect("open");
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
     assert!(store.damaged_objects().is_empty());
     assert_eq!(store.object_version(&oid(0)), 2);
