@@ -17,11 +17,14 @@
 //!
 //! | evidence on disk | meaning | replay |
 //! |---|---|---|
-//! | nothing valid continues the chain (only zeros, or entries of an older session or sequence) | torn tail | the journal ends at `s` (no log line: the normal result of a crash) |
+//! | nothing valid continues the chain (only zeros, or entries of an older session or sequence) | torn tail | the journal ends at `s` (no log line: the normal result of a crash); but if the clean-shutdown end or the session start is `> s`, open fails: durable entries are lost and nothing names their objects |
 //! | the header was written at a clean shutdown with end sequence `> s` | `s` was durable: corruption | ERROR; keep what follows |
 //! | the header's session start sequence `> s` (the last open replayed `s` and fsynced) | corruption | ERROR; keep what follows |
 //! | a valid later entry says "durable below" `> s` (it was appended after an fsync covering `s`) | corruption | ERROR; keep what follows |
-//! | valid later entries, but none of the above | torn write among writes in flight, or damage in the last unsynced window: cannot tell | WARN with the count of valid entries dropped; the journal ends at `s` |
+//! | valid later entries, but none of the above | torn write among writes in flight, or damage to an entry whose fsync no later entry saw (the last sync before a kill or power loss): cannot tell | WARN with the count of valid entries dropped; the journal ends at `s` |
+//!
+//! The proofs are checked in this order; the first gap without one ends the journal, so
+//! every gap replay skips or keeps is proven corruption.
 //!
 //! For corruption: an unreadable entry is lost; the next entry names its object and
 //! version ("previous entry" field), which is marked damaged ([`super::damage`]). An
