@@ -13,8 +13,9 @@
 //! in `damaged_objects()`) or not matter; wrong data is never returned, and repairing the
 //! damaged objects clears them for good (see `Harness::corrupt`).
 //!
-//! `BLOCKSTORE_MODEL_SEQUENCES` sets how many sequences run (default 2500);
-//! `BLOCKSTORE_MODEL_SEED=<n>` replays one sequence.
+//! `BLOCKSTORE_MODEL_SEQUENCES` sets how many sequences run (default 2500),
+//! `BLOCKSTORE_MODEL_FIRST` the first one (default 0); `BLOCKSTORE_MODEL_SEED=<n>` replays
+//! one sequence.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -821,9 +822,14 @@ fn random_sequences_with_crashes_match_the_model() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2500);
     let base: u64 = 0x5eed_0000;
+    // `BLOCKSTORE_MODEL_FIRST=<n>` starts at the n-th sequence (to continue a long run).
+    let first: u64 = std::env::var("BLOCKSTORE_MODEL_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut injected = 0;
     let mut detected = 0;
-    for i in 0..sequences {
+    for i in first..first + sequences {
         if let Some(found) = run_sequence(base + i) {
             injected += 1;
             detected += usize::from(found);
