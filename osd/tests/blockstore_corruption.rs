@@ -293,7 +293,18 @@ fn bit_flip_in_a_small_write_header_loses_only_that_entry() {
         damage_of(&store, 0),
         Some((_, DamageReason::LostEntry { .. }))
     ));
-    write(&mut store, 0, 0, pattern(BLOCK as usize, 77));
+    // The repair: a peer's copy at a version newer than the lost one.
+    let repaired = match store.run(Op::Write {
+        oid: oid(0),
+        version: version + 1,
+        offset: 0,
+        data: pattern(BLOCK as usize, 77),
+        stable: true,
+    }) {
+        Ok(OpOutput::Version(v)) => v,
+        other => panic!("repair failed: {other:?}"),
+    };
+    assert_eq!(repaired, version + 1);
     assert_eq!(damage_of(&store, 0), None);
     store.flush_all().expect("flush");
     stop(store, false);

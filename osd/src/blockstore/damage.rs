@@ -9,9 +9,12 @@
 //! - a redirected block that replay checks fails its checksums ([`DamageReason::BadData`]);
 //! - a read hits a sector whose checksum fails ([`DamageReason::BadData`]).
 //!
-//! It leaves the set when a write covering the whole block, a delete or a purge of the
-//! object completes (its newest version no longer depends on the damaged data), or when the
-//! OSD calls [`Blockstore::clear_damaged`] after restoring it from peers.
+//! It leaves the set when a stable version newer than the damaged one replaces the whole
+//! object (a write covering the whole block, or a delete), when the object is purged, or
+//! when the OSD calls [`Blockstore::clear_damaged`] after restoring it from peers. A
+//! repair from a peer's copy is therefore a whole-block write at a version newer than
+//! [`DamagedObject::version`] (a lost entry's version may be newer than
+//! [`Blockstore::object_version`]), stable or stabilized.
 //!
 //! Bad data keeps its original checksums all the way (the flusher copies them into the
 //! metadata slot), so every later read of those sectors fails again, across restarts. A
@@ -23,6 +26,7 @@
 //! of such an object) may use the journal's reserve, as stabilize and rollback do, since
 //! it is what lets the start move.
 
+use super::dirty::DirtyKind;
 use super::disk::Disk;
 use super::store::Blockstore;
 use std::collections::BTreeMap;
@@ -42,7 +46,7 @@ pub enum DamageReason {
 
 /// One damaged object: the newest version known to be affected, and why. After a lost
 /// entry `version` may be newer than [`Blockstore::object_version`]: the store never saw
-/// that version applied.
+/// that version applied. A repair must write a newer version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DamagedObject {
     pub version: u64,
@@ -99,16 +103,27 @@ impl<D: Disk> Blockstore<D> {
             .min()
     }
 
-    /// A completed change of `oid` at `version` that no longer depends on older data (a
-    /// write of the whole block, a delete, a purge; `version` 0 = unconditional) ends its
-    /// damage. The same version counts: a lost entry's version is unknown to the object's
-    /// chain, so the next write (or the repair from a peer) may reuse it.
-    pub(super) fn damage_overwritten(&mut self, oid: &ObjectId, version: u64) {
-        if self
-            .damaged
-            .get(oid)
-            .is_some_and(|d| version == 0 || version >= d.version)
-        {
+    /// Ends the damage of `oid` once a *stable* version newer than the damaged one
+    /// replaces the whole object (a whole-block write, or a tombstone): then nothing can
+    /// bring back a state that depends on the damaged data. Unstable versions do not count:
+    /// a rollback would drop them and expose the damaged state again.
+    pub(super) fn clear_damage_if_replaced(&mut self, oid: &ObjectId) {
+        let Some(damage) = self.damaged.get(oid) else {
+            return;
+        };
+        let block_size = self.sb.block_size;
+        let replaced = self.dirty.get(oid).is_some_and(|chain| {
+            chain.iter().any(|e| {
+                e.stable
+                    && e.version > damage.version
+                    && match e.kind {
+                        DirtyKind::Big { offset, len, .. } => offset == 0 && len == block_size,
+                        DirtyKind::Delete => true,
+                        DirtyKind::Small { .. } => false,
+                    }
+            })
+        });
+        if replaced {
             self.damaged.remove(oid);
         }
     }

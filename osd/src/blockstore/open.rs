@@ -404,26 +404,16 @@ impl<D: Disk> Blockstore<D> {
                 continue;
             }
             let applied = self.apply_entry(entry, *pos, repairs);
-            if triage.bad_data.contains(&entry.seq) {
+            if entry.kind == EntryKind::Purge {
+                self.damaged.remove(&entry.oid);
+            }
+            self.clear_damage_if_replaced(&entry.oid);
+            if applied && triage.bad_data.contains(&entry.seq) {
                 let reason = match entry.kind {
                     EntryKind::SmallWrite => DamageReason::BadJournalData,
                     _ => DamageReason::BadData,
                 };
-                if applied {
-                    self.mark_damaged(entry.oid, entry.version, reason);
-                }
-                continue;
-            }
-            // Applied or flushed already: either way the object's state includes it, and
-            // it supersedes whatever a lost entry before it did.
-            let whole_block = entry.kind == EntryKind::BigWrite
-                && entry.offset == 0
-                && entry.len == self.sb.block_size;
-            match entry.kind {
-                EntryKind::Delete => self.damage_overwritten(&entry.oid, entry.version),
-                EntryKind::Purge => self.damage_overwritten(&entry.oid, 0),
-                _ if whole_block => self.damage_overwritten(&entry.oid, entry.version),
-                _ => {}
+                self.mark_damaged(entry.oid, entry.version, reason);
             }
         }
         for l in lost {
@@ -431,12 +421,21 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
-    /// A lost entry damages its object, whatever the object's state: its kind is unknown
-    /// (a lost rollback or stabilize names an older version that may well be flushed, and
-    /// losing it changes what the object reads).
+    /// A lost entry damages its object unless the object's flushed state is newer: that
+    /// was built while the entry was still there (an object is not flushed while it is
+    /// marked), so it holds whatever the entry did. An equal version is not enough: a lost
+    /// rollback or stabilize names an older version, which may be the flushed one.
     fn mark_lost(&mut self, lost: &LostEntry) {
+        if self
+            .clean
+            .get(&lost.oid)
+            .is_some_and(|c| c.version > lost.version)
+        {
+            return;
+        }
         let reason = DamageReason::LostEntry { seq: lost.seq };
         self.mark_damaged(lost.oid, lost.version, reason);
+        self.clear_damage_if_replaced(&lost.oid);
     }
 
     /// Applies one entry; returns whether it changed the object (false: already flushed,

@@ -318,7 +318,6 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: write op")
         };
         let (oid, version) = (op.oid, op.version);
-        let whole_block = op.offset == 0 && op.data.len() == self.sb.block_size as usize;
         self.inflight_journal.remove(&op.seq);
         if let Some(error) = slot.error.take() {
             self.remove_dirty_version(&oid, version);
@@ -332,10 +331,7 @@ impl<D: Disk> Blockstore<D> {
         {
             entry.written = true;
         }
-        if whole_block {
-            // The newest version no longer depends on anything damaged.
-            self.damage_overwritten(&oid, version);
-        }
+        self.clear_damage_if_replaced(&oid);
         self.complete(index, Ok(OpOutput::Version(version)));
     }
 
@@ -536,9 +532,10 @@ impl<D: Disk> Blockstore<D> {
             return self.complete(index, Err(error));
         }
         match kind {
-            JournalOpKind::Delete => self.damage_overwritten(&oid, version),
-            JournalOpKind::Purge => self.damage_overwritten(&oid, 0),
-            _ => {}
+            JournalOpKind::Purge => {
+                self.damaged.remove(&oid);
+            }
+            _ => self.clear_damage_if_replaced(&oid),
         }
         if kind == JournalOpKind::Delete {
             if let Some(entry) = self

@@ -168,12 +168,10 @@ impl Harness {
                 data[i * SECTOR..(i + 1) * SECTOR].copy_from_slice(&sector_pattern(*id, i));
             }
             self.log.push(format!("repair obj {object} ids {ids:?}"));
-            // At least the damaged version: the store may never have seen it (a lost
-            // entry), and a peer's copy carries it.
+            // Newer than the damaged version, which the store may never have seen (a
+            // lost entry); the OSD writes the peer's newer version the same way.
             let damage = self.store().damaged_objects()[&damaged_oid];
-            let version = damage
-                .version
-                .max(self.store().object_version(&damaged_oid) + 1);
+            let version = (damage.version + 1).max(self.store().object_version(&damaged_oid) + 1);
             let repair = |store: &mut Blockstore<SimDisk>| {
                 store.run(Op::Write {
                     oid: damaged_oid,
