@@ -52,10 +52,12 @@ pub enum Op {
     /// deleted) is left alone and the result is its current version; an explicit version
     /// always records a tombstone (peering propagates deletes this way).
     Delete { oid: ObjectId, version: u64 },
-    /// Forgets the object completely if its newest version is a tombstone with a version
-    /// <= `version` (afterwards `object_version` is 0 and `list` does not show it);
-    /// otherwise does nothing. Result: the purged tombstone's version, or 0 if nothing was
-    /// purged. Peering calls it once every OSD of the PG holds the tombstone.
+    /// Forgets the object completely, data or tombstone, if its newest version is
+    /// <= `version` (afterwards `object_version` is 0, `list` does not show it and its
+    /// blocks are free); otherwise does nothing. Result: the purged version, or 0 if
+    /// nothing was purged. Peering calls it for a tombstone once every OSD of the PG holds
+    /// it, and for every object of a PG on an OSD that left the PG's set once the set
+    /// holds everything (rebalance).
     Purge { oid: ObjectId, version: u64 },
 }
 
@@ -537,18 +539,6 @@ impl<D: Disk> Blockstore<D> {
         match self.dirty.get(oid).and_then(|chain| chain.last()) {
             Some(entry) => !matches!(entry.kind, DirtyKind::Delete),
             None => self.clean.get(oid).is_some_and(|c| !c.tombstone),
-        }
-    }
-
-    /// The version of the object's newest version if that is a tombstone.
-    pub(super) fn newest_tombstone(&self, oid: &ObjectId) -> Option<u64> {
-        match self.dirty.get(oid).and_then(|chain| chain.last()) {
-            Some(entry) => matches!(entry.kind, DirtyKind::Delete).then_some(entry.version),
-            None => self
-                .clean
-                .get(oid)
-                .filter(|c| c.tombstone)
-                .map(|c| c.version),
         }
     }
 

@@ -11,7 +11,7 @@
 //! Files: `inbound.rs` decodes requests and answers the connection-level ops,
 //! `secondary.rs` serves sub-ops (and fences deposed primaries by PG epoch), `primary.rs`
 //! serves client ops on active PGs, `pg.rs` holds a PG's state, `peering.rs` takes, peers,
-//! activates and stops PGs, `recovery.rs` copies objects while peering, `history.rs` is the
+//! activates and stops PGs, `recovery.rs` copies objects to members that lack them while the PG is active, `history.rs` is the
 //! activation rule and the `/pg/history` it leaves.
 
 mod history;
@@ -120,6 +120,11 @@ pub struct OpCounters {
     pub ops: BTreeMap<&'static str, (u64, u64)>,
     pub subops: BTreeMap<&'static str, (u64, u64)>,
     pub recovered_objects: u64,
+    pub recovered_bytes: u64,
+    /// Objects copied because they had too few copies (recovery) or copies outside the
+    /// set (rebalance).
+    pub recovered_degraded: u64,
+    pub recovered_misplaced: u64,
 }
 
 /// Whom a blockstore op or a peer request reports to.
@@ -139,11 +144,11 @@ enum Waiter {
     },
     /// The version listing of `osd` for the peering of `pg` in generation `gen`.
     List { pg: PgKey, gen: u64, osd: u64 },
-    /// Step of recovery item `item` of `pg` in generation `gen`.
+    /// Step of the copy of `oid` of `pg` in generation `gen`.
     Recovery {
         pg: PgKey,
         gen: u64,
-        item: usize,
+        oid: vitastor_proto::ObjectId,
         step: peering::RecoveryStep,
     },
     /// A tombstone purge (best effort: a tombstone left behind is purged next time).
@@ -182,6 +187,13 @@ pub struct Osd<D: Disk> {
     /// is enforced (tests that do not model leases).
     lease_deadline_ms: Option<u64>,
     counters: OpCounters,
+    /// Background copies in flight (at most `recovery_queue_depth`).
+    recovery_inflight: usize,
+    /// The PG background recovery works on, and how many copies it started there.
+    recovery_cursor: PgKey,
+    recovery_switch_count: u64,
+    /// Tombstone purge requests in flight (at most `peering::PURGES_IN_FLIGHT`).
+    purges_inflight: usize,
 }
 
 impl<D: Disk> Osd<D> {
@@ -205,6 +217,10 @@ impl<D: Disk> Osd<D> {
             now_ms: 0,
             lease_deadline_ms: None,
             counters: OpCounters::default(),
+            recovery_inflight: 0,
+            recovery_cursor: (0, 0),
+            recovery_switch_count: 0,
+            purges_inflight: 0,
         }
     }
 
@@ -361,6 +377,8 @@ impl<D: Disk> Osd<D> {
         self.view = view.clone();
         if !self.lease_lost {
             self.sync_pgs_with_view();
+            // Recovery settings may have changed.
+            self.pump_recovery();
         }
     }
 
@@ -373,6 +391,7 @@ impl<D: Disk> Osd<D> {
         self.check_lease_deadline();
         if !self.lease_lost {
             self.run_due_retries();
+            self.pump_recovery();
         }
     }
 
@@ -455,13 +474,11 @@ impl<D: Disk> Osd<D> {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
-            Waiter::List { .. } | Waiter::Purge => {}
-            Waiter::Recovery {
-                pg,
-                gen,
-                item,
-                step,
-            } => self.recovery_local_done(pg, gen, item, step, result),
+            Waiter::List { .. } => {}
+            Waiter::Purge => self.purge_done(),
+            Waiter::Recovery { pg, gen, oid, step } => {
+                self.recovery_local_done(pg, gen, oid, step, result)
+            }
         }
     }
 
@@ -481,19 +498,15 @@ impl<D: Disk> Osd<D> {
                 osd,
                 result.map(|reply| (reply, payload.unwrap_or_default())),
             ),
-            Waiter::Recovery {
+            Waiter::Recovery { pg, gen, oid, step } => self.recovery_peer_done(
                 pg,
                 gen,
-                item,
-                step,
-            } => self.recovery_peer_done(
-                pg,
-                gen,
-                (item, step),
+                (oid, step),
                 result.map(|reply| (reply, payload.unwrap_or_default())),
                 from,
             ),
-            Waiter::Secondary { .. } | Waiter::Purge => {}
+            Waiter::Purge => self.purge_done(),
+            Waiter::Secondary { .. } => {}
         }
     }
 

@@ -30,7 +30,11 @@ use vitastor_proto::wire::request::{SecDelete, SecList, LIST_TOMBSTONES};
 use vitastor_proto::wire::{decode_obj_versions, Reply, ReplyBody, RequestBody};
 use vitastor_proto::ObjectId;
 
-pub(super) use super::recovery::{RecoveryItem, RecoveryStep};
+pub(super) use super::recovery::RecoveryStep;
+use super::recovery::{CopyKind, RecoveryItem, RecoveryQueue};
+
+/// Tombstone purge requests in flight per OSD (local and to peers).
+pub(super) const PURGES_IN_FLIGHT: usize = 64;
 
 /// Delay before a failed peering step is tried again (ms).
 pub(super) const RETRY_MS: u64 = 500;
@@ -54,10 +58,10 @@ pub(super) struct Peering {
     pub based_on: Option<PgHistory>,
     /// The epoch announced to the members (`based_on.epoch + 1`).
     pub fence: u64,
-    pub items: Vec<RecoveryItem>,
-    pub next_item: usize,
-    pub inflight: usize,
-    pub finished: usize,
+    /// What the PG will copy once active (decided when every listing is in).
+    pub plan: BTreeMap<ObjectId, RecoveryItem>,
+    /// Objects found on OSDs outside the PG's set.
+    pub misplaced_copies: bool,
     /// Set once the history transaction is on its way.
     pub writing_history: Option<PgHistory>,
 }
@@ -256,6 +260,7 @@ impl<D: Disk> Osd<D> {
 
     /// Peering failed for a reason that may go away: try again a little later.
     pub(super) fn retry_peering_later(&mut self, key: PgKey, problem: &str) {
+        self.fail_queued_ops(key);
         let at = self.now_ms + RETRY_MS;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -269,6 +274,8 @@ impl<D: Disk> Osd<D> {
         pg.peering = None;
         pg.base = PgBase::Peering;
         pg.retry_at_ms = Some(at);
+        pg.purges.clear();
+        self.drop_recovery(key);
     }
 
     /// (Re)starts peering; waits for ops in flight first.
@@ -289,6 +296,11 @@ impl<D: Disk> Osd<D> {
         pg.peering = None;
         pg.retry_at_ms = None;
         pg.seen_history = history.clone();
+        pg.purges.clear();
+        self.drop_recovery(key);
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
         if pg.inflight > 0 {
             pg.base = PgBase::Repeering;
             self.publish_state(key);
@@ -451,7 +463,8 @@ impl<D: Disk> Osd<D> {
         }
     }
 
-    /// All listings are in: check the activation rule, then decide what to copy where.
+    /// All listings are in: check the activation rule, decide what to copy where, and
+    /// record the new epoch in `/pg/history`.
     fn plan_recovery(&mut self, key: PgKey) {
         let me = self.settings.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
@@ -496,9 +509,10 @@ impl<D: Disk> Osd<D> {
         }
         pg.live = live.iter().copied().filter(|&osd| osd != 0).collect();
         pg.live_slots = live;
-        pg.degraded = pg.live.len() < pg.osd_set.iter().filter(|&&o| o != 0).count();
+        let members = pg.osd_set.iter().filter(|&&o| o != 0).count();
+        pg.degraded = pg.live.len() < members;
         let peering = pg.peering.as_mut().expect("invariant: checked above");
-        let mut items = Vec::new();
+        let mut plan = BTreeMap::new();
         let mut misplaced = false;
         for (oid, holders) in &peering.versions {
             let newest = holders
@@ -527,24 +541,41 @@ impl<D: Disk> Osd<D> {
                     .map(|(osd, _)| osd)
                     .expect("invariant: some holder has the newest version")
             };
-            items.push(RecoveryItem::new(*oid, newest, source, targets));
+            // Enough copies of the newest version exist, some on OSDs outside the set:
+            // moving them is rebalance, not recovery.
+            let copies = holders
+                .values()
+                .filter(|l| l.version == newest.version)
+                .count();
+            let kind = if copies >= members {
+                CopyKind::Misplaced
+            } else {
+                CopyKind::Degraded
+            };
+            let whole = targets
+                .iter()
+                .any(|osd| holders.get(osd).is_some_and(|l| !l.deleted));
+            plan.insert(
+                *oid,
+                RecoveryItem::new(newest, source, targets, kind, whole),
+            );
         }
-        pg.has_degraded = !items.is_empty();
-        pg.has_misplaced = misplaced;
-        if !items.is_empty() {
+        if !plan.is_empty() {
             tracing::info!(
                 pool = key.0,
                 pg = key.1,
-                objects = items.len(),
-                "recovering objects while peering"
+                objects = plan.len(),
+                "objects to recover in the background once active"
             );
         }
-        peering.items = items;
-        self.run_recovery(key);
+        peering.plan = plan;
+        peering.misplaced_copies = misplaced;
+        self.write_history(key);
     }
 
-    /// Every live member has the newest version of every object: record the live set in
-    /// `/pg/history`, and serve once etcd confirmed it.
+    /// Peering decided: record the live set and the new epoch in `/pg/history`, and serve
+    /// once etcd confirmed it. While copies are outstanding the sets recorded before stay
+    /// in the history (a live member may still lack what only they hold).
     pub(super) fn write_history(&mut self, key: PgKey) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -571,7 +602,9 @@ impl<D: Disk> Osd<D> {
             .flat_map(|holders| holders.keys())
             .copied()
             .collect();
-        let new = history::activated_history(&old, &pg.osd_set, &pg.live_slots, &holders, epoch);
+        let clean = peering.plan.is_empty();
+        let new =
+            history::activated_history(&old, &pg.osd_set, &pg.live_slots, &holders, epoch, clean);
         peering.writing_history = Some(new.clone());
         let expected = peering
             .based_on
@@ -586,7 +619,8 @@ impl<D: Disk> Osd<D> {
         }));
     }
 
-    /// The answer to [`EtcdAction::PutPgHistory`]: `ok` when etcd took the new history.
+    /// The answer to [`EtcdAction::PutPgHistory`]: `ok` when etcd took the new history
+    /// (the activation's, or the trim after recovery).
     pub fn on_history_written(&mut self, key: PgKey, ok: bool) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -601,6 +635,9 @@ impl<D: Disk> Osd<D> {
             // Someone else changed the history (the monitor moved the set) or we lost
             // the PG: peer again on what etcd says now.
             return self.retry_peering_later(key, "the PG history changed under us");
+        }
+        if pg.base == PgBase::Active {
+            return self.history_trimmed(key);
         }
         self.activate(key);
     }
@@ -618,17 +655,9 @@ impl<D: Disk> Osd<D> {
             .expect("invariant: activation follows the history write");
         pg.epoch = history.epoch;
         pg.base = PgBase::Active;
-        pg.has_degraded = false; // every live member got the newest version of everything
         pg.seen_history = Some(history.clone());
-        let objects = peering.versions.len() as u64;
-        let stats = PgStats {
-            object_count: objects,
-            clean_count: if pg.degraded { 0 } else { objects },
-            misplaced_count: 0,
-            degraded_count: if pg.degraded { objects } else { 0 },
-            incomplete_count: 0,
-            write_osd_set: None,
-        };
+        pg.object_count = peering.versions.len() as u64;
+        pg.has_misplaced = peering.misplaced_copies;
         let tombstones: Vec<(ObjectId, u64)> = peering
             .versions
             .iter()
@@ -637,36 +666,140 @@ impl<D: Disk> Osd<D> {
                 newest.deleted.then_some((*oid, newest.version))
             })
             .collect();
-        let purge = !tombstones.is_empty() && history::may_purge(&history, &pg.live);
-        let live = pg.live.clone();
+        let untrimmed = history.osd_sets != [pg.live_slots.clone()];
+        let mut queue = RecoveryQueue::new(std::mem::take(&mut peering.plan), untrimmed);
+        queue.tombstones = tombstones;
+        let (degraded_objects, misplaced_objects) = queue.left();
+        pg.has_degraded = degraded_objects > 0;
+        pg.has_misplaced |= misplaced_objects > 0;
+        let empty = queue.is_empty();
+        pg.recovery = Some(queue);
         tracing::info!(
             pool = key.0,
             pg = key.1,
             epoch = pg.epoch,
-            objects,
+            objects = pg.object_count,
             degraded = pg.degraded,
+            degraded_objects,
+            misplaced_objects,
             live = ?pg.live_slots,
             "PG active"
         );
-        let stats_json = serde_json::to_string(&stats).expect("invariant: serializes");
         self.view.pg_history.insert(key, history);
         self.raise_fence(key, self.pgs[&key].epoch);
-        self.actions.push(Action::Etcd(EtcdAction::PutPgStats {
-            pg: key,
-            value: stats_json,
-        }));
+        self.put_pg_stats(key);
         self.publish_state(key);
-        if purge {
-            self.purge_tombstones(key, &live, &tombstones);
+        if empty {
+            self.recovery_finished(key);
+        } else {
+            self.pump_recovery();
         }
     }
 
-    /// Drops tombstones every OSD that may hold the objects has (see `history.rs`).
-    fn purge_tombstones(&mut self, key: PgKey, live: &[u64], tombstones: &[(ObjectId, u64)]) {
+    /// Every live member holds the newest version of every object: trim the history to
+    /// the live set (conditioned, like the activation's write), then the PG is clean.
+    pub(super) fn recovery_finished(&mut self, key: PgKey) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let gen = pg.generation;
+        let current = self.view.pg_history.get(&key).cloned();
+        let Some(queue) = pg.recovery.as_mut() else {
+            return;
+        };
+        debug_assert!(queue.is_empty(), "recovery finished with copies left");
+        if !queue.history_untrimmed {
+            return self.history_trimmed(key);
+        }
+        if queue.trimming {
+            return;
+        }
+        let current = current.unwrap_or_default();
+        let trimmed = PgHistory {
+            osd_sets: vec![pg.live_slots.clone()],
+            ..current.clone()
+        };
+        queue.trimming = true;
+        pg.history_gen = Some(gen);
+        let expected = Some(serde_json::to_string(&current).expect("invariant: serializes"));
+        let value = serde_json::to_string(&trimmed).expect("invariant: serializes");
+        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
+            pg: key,
+            expected,
+            value,
+        }));
+    }
+
+    /// The history names only the live set: the PG is clean (but for members that are
+    /// down and copies outside the set); purge tombstones if every OSD that may hold a
+    /// copy is live.
+    fn history_trimmed(&mut self, key: PgKey) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let Some(mut queue) = pg.recovery.take() else {
+            return;
+        };
+        let mut history = self.view.pg_history.get(&key).cloned().unwrap_or_default();
+        if queue.trimming {
+            history.osd_sets = vec![pg.live_slots.clone()];
+            pg.seen_history = Some(history.clone());
+            self.view.pg_history.insert(key, history.clone());
+        }
+        pg.has_degraded = false;
+        let tombstones = std::mem::take(&mut queue.tombstones);
+        if !tombstones.is_empty() && history::may_purge(&history, &pg.live) {
+            pg.purges.extend(tombstones);
+        }
+        if queue.done_objects > 0 {
+            tracing::info!(
+                pool = key.0,
+                pg = key.1,
+                objects = queue.done_objects,
+                bytes = queue.done_bytes,
+                "PG recovered"
+            );
+        }
+        self.put_pg_stats(key);
+        self.publish_state(key);
+        self.pump_purges();
+    }
+
+    /// Writes `/pg/stats` for the PG (object counts by state).
+    pub(super) fn put_pg_stats(&mut self, key: PgKey) {
+        let Some(pg) = self.pgs.get(&key) else {
+            return;
+        };
+        let objects = pg.object_count;
+        let (degraded, misplaced) = pg.recovery.as_ref().map_or((0, 0), |q| q.left());
+        let stats = PgStats {
+            object_count: objects,
+            clean_count: objects.saturating_sub(degraded + misplaced),
+            misplaced_count: misplaced,
+            degraded_count: degraded,
+            incomplete_count: 0,
+            write_osd_set: None,
+        };
+        let value = serde_json::to_string(&stats).expect("invariant: serializes");
+        self.actions
+            .push(Action::Etcd(EtcdAction::PutPgStats { pg: key, value }));
+    }
+
+    /// Sends queued tombstone purges, at most [`PURGES_IN_FLIGHT`] requests at a time.
+    pub(super) fn pump_purges(&mut self) {
         let me = self.settings.osd_num;
-        let epoch = self.pgs.get(&key).map_or(0, |pg| pg.epoch);
-        for &(oid, version) in tombstones {
+        while self.purges_inflight < PURGES_IN_FLIGHT {
+            let Some((&key, pg)) = self
+                .pgs
+                .iter_mut()
+                .find(|(_, pg)| pg.base == PgBase::Active && !pg.purges.is_empty())
+            else {
+                return;
+            };
+            let (oid, version) = pg.purges.pop_front().expect("invariant: not empty");
+            let (epoch, live) = (pg.epoch, pg.live.clone());
             debug_assert!(version >> 16 < epoch, "only earlier epochs' tombstones");
+            self.purges_inflight += 1;
             self.submit_store(Op::Purge { oid, version }, Waiter::Purge);
             for &osd in live.iter().filter(|&&osd| osd != me) {
                 let body = RequestBody::SecDelete(SecDelete {
@@ -676,9 +809,18 @@ impl<D: Disk> Osd<D> {
                     pg: key.1,
                     epoch,
                 });
-                self.send_to_peer(osd, body, &[], Waiter::Purge);
+                if self.send_to_peer(osd, body, &[], Waiter::Purge) {
+                    self.purges_inflight += 1;
+                }
             }
         }
+    }
+
+    /// A purge request finished (best effort: a tombstone left behind is purged after the
+    /// next peering).
+    pub(super) fn purge_done(&mut self) {
+        self.purges_inflight -= 1;
+        self.pump_purges();
     }
 
     /// Stops serving `key`: waits for ops in flight, then releases `/pg/state`.
@@ -691,6 +833,11 @@ impl<D: Disk> Osd<D> {
         pg.generation += 1;
         pg.peering = None;
         pg.retry_at_ms = None;
+        pg.purges.clear();
+        self.drop_recovery(key);
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
         if pg.inflight > 0 {
             pg.base = PgBase::Stopping;
             self.publish_state(key);

@@ -2,8 +2,9 @@
 //! per-object write queues that keep writes to one object in order.
 //!
 //! Lifecycle: `starting` (claiming `/pg/state` in etcd) -> `peering` (listing versions on
-//! every reachable member and history peer, copying the newest version of each object to
-//! members that lack it, recording the live set in `/pg/history`) -> `active`, or
+//! every reachable member and history peer, deciding the newest version of each object,
+//! recording the live set in `/pg/history`) -> `active` (copying objects to members that
+//! lack them in the background, `recovery.rs`), or
 //! `incomplete` when the activation rule (`history.rs`) fails: a set that may hold the
 //! newest writes has no reachable member, or fewer than `pg_minsize` members are
 //! reachable. An incomplete PG peers again whenever an OSD it waits for connects. A change
@@ -12,6 +13,7 @@
 //! the same and then releases the PG.
 
 use super::peering::Peering;
+use super::recovery::RecoveryQueue;
 use std::collections::{HashMap, VecDeque};
 use vitastor_proto::ObjectId;
 
@@ -46,10 +48,13 @@ pub struct PgStatus {
     pub base: PgBase,
     /// Some members of the PG's set are not reachable.
     pub degraded: bool,
-    /// Objects were found that some reachable member lacked (they are copied while peering).
+    /// Some live member lacks objects (they are being copied in the background).
     pub has_degraded: bool,
     /// Objects were found on OSDs outside the current set.
     pub has_misplaced: bool,
+    /// Copies still to make, or the history trim after them (not published: the flags
+    /// above say it the way Vitastor does).
+    pub recovering: bool,
 }
 
 impl PgStatus {
@@ -102,6 +107,12 @@ pub(super) struct Pg {
     /// Bumped at every (re)peering so late answers to an earlier one are ignored.
     pub generation: u64,
     pub peering: Option<Peering>,
+    /// Copies still to make while active (background recovery and rebalance).
+    pub recovery: Option<RecoveryQueue>,
+    /// Objects peering found (the base of `/pg/stats`).
+    pub object_count: u64,
+    /// Tombstones to purge everywhere (see `peering.rs`).
+    pub purges: VecDeque<(ObjectId, u64)>,
     /// Objects with a write or delete in flight, and the client ops queued behind it.
     pub busy: HashMap<ObjectId, VecDeque<u64>>,
     /// Client ops of this PG in flight.
@@ -136,6 +147,9 @@ impl Pg {
             has_misplaced: false,
             generation: 0,
             peering: None,
+            recovery: None,
+            object_count: 0,
+            purges: VecDeque::new(),
             busy: HashMap::new(),
             inflight: 0,
             claimed: false,
@@ -150,6 +164,7 @@ impl Pg {
             degraded: self.degraded,
             has_degraded: self.has_degraded,
             has_misplaced: self.has_misplaced,
+            recovering: self.recovery.is_some(),
         }
     }
 
