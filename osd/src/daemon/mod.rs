@@ -11,9 +11,11 @@
 //! Files: `inbound.rs` decodes requests and answers the connection-level ops,
 //! `secondary.rs` serves sub-ops (and fences deposed primaries by PG epoch), `primary.rs`
 //! serves client ops on active PGs, `pg.rs` holds a PG's state, `peering.rs` takes, peers,
-//! activates and stops PGs, `recovery.rs` copies objects to members that lack them while the PG is active, `history.rs` is the
+//! activates and stops PGs, `recovery.rs` copies objects to members that lack them while the PG is active,
+//! `cleanup.rs` drops copies left outside a PG's set, `history.rs` is the
 //! activation rule and the `/pg/history` it leaves.
 
+mod cleanup;
 mod history;
 mod inbound;
 mod peering;
@@ -153,6 +155,8 @@ enum Waiter {
     },
     /// A tombstone purge (best effort: a tombstone left behind is purged next time).
     Purge,
+    /// A purge of a copy on `osd`, outside the set of `pg` (`cleanup.rs`).
+    Cleanup { pg: PgKey, gen: u64, osd: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,7 +478,7 @@ impl<D: Disk> Osd<D> {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
-            Waiter::List { .. } => {}
+            Waiter::List { .. } | Waiter::Cleanup { .. } => {}
             Waiter::Purge => self.purge_done(),
             Waiter::Recovery { pg, gen, oid, step } => {
                 self.recovery_local_done(pg, gen, oid, step, result)
@@ -506,6 +510,10 @@ impl<D: Disk> Osd<D> {
                 from,
             ),
             Waiter::Purge => self.purge_done(),
+            Waiter::Cleanup { pg, gen, osd } => {
+                self.cleanup_purge_done(pg, gen, osd, result.is_ok());
+                self.purge_done();
+            }
             Waiter::Secondary { .. } => {}
         }
     }

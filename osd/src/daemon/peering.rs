@@ -19,7 +19,7 @@
 //! [`RETRY_MS`] or as soon as the view changes.
 
 use super::history::{self, Blocker};
-use super::pg::{Pg, PgBase};
+use super::pg::{HistoryWrite, Pg, PgBase};
 use super::{Action, EtcdAction, Osd, Waiter};
 use crate::blockstore::{Disk, Op};
 use crate::cluster::PgKey;
@@ -275,6 +275,7 @@ impl<D: Disk> Osd<D> {
         pg.base = PgBase::Peering;
         pg.retry_at_ms = Some(at);
         pg.purges.clear();
+        pg.cleanup = None;
         self.drop_recovery(key);
     }
 
@@ -297,6 +298,7 @@ impl<D: Disk> Osd<D> {
         pg.retry_at_ms = None;
         pg.seen_history = history.clone();
         pg.purges.clear();
+        pg.cleanup = None;
         self.drop_recovery(key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -611,7 +613,7 @@ impl<D: Disk> Osd<D> {
             .as_ref()
             .map(|h| serde_json::to_string(h).expect("invariant: serializes"));
         let value = serde_json::to_string(&new).expect("invariant: serializes");
-        pg.history_gen = Some(gen);
+        pg.history_write = Some((gen, HistoryWrite::Activation));
         self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
             pg: key,
             expected,
@@ -625,7 +627,7 @@ impl<D: Disk> Osd<D> {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let Some(gen) = pg.history_gen.take() else {
+        let Some((gen, purpose)) = pg.history_write.take() else {
             return;
         };
         if gen != pg.generation || self.lease_lost {
@@ -636,10 +638,11 @@ impl<D: Disk> Osd<D> {
             // the PG: peer again on what etcd says now.
             return self.retry_peering_later(key, "the PG history changed under us");
         }
-        if pg.base == PgBase::Active {
-            return self.history_trimmed(key);
+        match purpose {
+            HistoryWrite::Activation => self.activate(key),
+            HistoryWrite::Trim => self.history_trimmed(key),
+            HistoryWrite::ForgetPeers(history) => self.peers_forgotten(key, history),
         }
-        self.activate(key);
     }
 
     fn activate(&mut self, key: PgKey) {
@@ -666,9 +669,24 @@ impl<D: Disk> Osd<D> {
                 newest.deleted.then_some((*oid, newest.version))
             })
             .collect();
+        let mut foreign: BTreeMap<u64, Vec<(ObjectId, u64)>> = BTreeMap::new();
+        for (oid, holders) in &peering.versions {
+            for (&osd, listed) in holders {
+                if !pg.osd_set.contains(&osd) {
+                    foreign.entry(osd).or_default().push((*oid, listed.version));
+                }
+            }
+        }
+        // Listed OSDs outside the set that hold nothing leave all_peers too.
+        for &osd in &peering.listed {
+            if !pg.osd_set.contains(&osd) && history.all_peers.contains(&osd) {
+                foreign.entry(osd).or_default();
+            }
+        }
         let untrimmed = history.osd_sets != [pg.live_slots.clone()];
         let mut queue = RecoveryQueue::new(std::mem::take(&mut peering.plan), untrimmed);
         queue.tombstones = tombstones;
+        queue.foreign = foreign;
         let (degraded_objects, misplaced_objects) = queue.left();
         pg.has_degraded = degraded_objects > 0;
         pg.has_misplaced |= misplaced_objects > 0;
@@ -711,7 +729,7 @@ impl<D: Disk> Osd<D> {
         if !queue.history_untrimmed {
             return self.history_trimmed(key);
         }
-        if queue.trimming {
+        if queue.trimming || pg.history_write.is_some() {
             return;
         }
         let current = current.unwrap_or_default();
@@ -720,7 +738,7 @@ impl<D: Disk> Osd<D> {
             ..current.clone()
         };
         queue.trimming = true;
-        pg.history_gen = Some(gen);
+        pg.history_write = Some((gen, HistoryWrite::Trim));
         let expected = Some(serde_json::to_string(&current).expect("invariant: serializes"));
         let value = serde_json::to_string(&trimmed).expect("invariant: serializes");
         self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
@@ -747,6 +765,7 @@ impl<D: Disk> Osd<D> {
             self.view.pg_history.insert(key, history.clone());
         }
         pg.has_degraded = false;
+        let foreign = std::mem::take(&mut queue.foreign);
         let tombstones = std::mem::take(&mut queue.tombstones);
         if !tombstones.is_empty() && history::may_purge(&history, &pg.live) {
             pg.purges.extend(tombstones);
@@ -763,6 +782,7 @@ impl<D: Disk> Osd<D> {
         self.put_pg_stats(key);
         self.publish_state(key);
         self.pump_purges();
+        self.start_cleanup(key, foreign);
     }
 
     /// Writes `/pg/stats` for the PG (object counts by state).
@@ -785,7 +805,8 @@ impl<D: Disk> Osd<D> {
             .push(Action::Etcd(EtcdAction::PutPgStats { pg: key, value }));
     }
 
-    /// Sends queued tombstone purges, at most [`PURGES_IN_FLIGHT`] requests at a time.
+    /// Sends queued tombstone purges and cleanup purges (`cleanup.rs`), at most
+    /// [`PURGES_IN_FLIGHT`] requests at a time.
     pub(super) fn pump_purges(&mut self) {
         let me = self.settings.osd_num;
         while self.purges_inflight < PURGES_IN_FLIGHT {
@@ -794,6 +815,9 @@ impl<D: Disk> Osd<D> {
                 .iter_mut()
                 .find(|(_, pg)| pg.base == PgBase::Active && !pg.purges.is_empty())
             else {
+                if self.send_cleanup_purge() {
+                    continue;
+                }
                 return;
             };
             let (oid, version) = pg.purges.pop_front().expect("invariant: not empty");
@@ -834,6 +858,7 @@ impl<D: Disk> Osd<D> {
         pg.peering = None;
         pg.retry_at_ms = None;
         pg.purges.clear();
+        pg.cleanup = None;
         self.drop_recovery(key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;

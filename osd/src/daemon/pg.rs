@@ -12,8 +12,20 @@
 //! (new ops get -EPIPE, ops in flight finish) and then back to `peering`. `stopping` does
 //! the same and then releases the PG.
 
+use super::cleanup::Cleanup;
 use super::peering::Peering;
 use super::recovery::RecoveryQueue;
+
+/// Why the PG writes `/pg/history` (every write is conditioned on the value it replaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum HistoryWrite {
+    /// Peering decided: the new epoch and live set (the PG activates when it is taken).
+    Activation,
+    /// Recovery finished: only the live set is recorded.
+    Trim,
+    /// Copies outside the set were dropped: this is the history without those OSDs.
+    ForgetPeers(vitastor_proto::etcd::PgHistory),
+}
 use std::collections::{HashMap, VecDeque};
 use vitastor_proto::ObjectId;
 
@@ -52,8 +64,8 @@ pub struct PgStatus {
     pub has_degraded: bool,
     /// Objects were found on OSDs outside the current set.
     pub has_misplaced: bool,
-    /// Copies still to make, or the history trim after them (not published: the flags
-    /// above say it the way Vitastor does).
+    /// Copies still to make, the history trim after them, or copies outside the set to
+    /// drop (not published: the flags above say it the way Vitastor does).
     pub recovering: bool,
 }
 
@@ -93,8 +105,10 @@ pub(super) struct Pg {
     pub seen_history: Option<vitastor_proto::etcd::PgHistory>,
     /// When a failed peering is tried again (monotonic ms).
     pub retry_at_ms: Option<u64>,
-    /// The peering generation whose history write is on its way to etcd.
-    pub history_gen: Option<u64>,
+    /// The history write on its way to etcd, and the peering generation it belongs to.
+    pub history_write: Option<(u64, HistoryWrite)>,
+    /// Copies outside the set being dropped (`cleanup.rs`).
+    pub cleanup: Option<Cleanup>,
     /// Members that had no room for a copy, left out of the live set until then (ms).
     pub full_until: std::collections::BTreeMap<u64, u64>,
     /// The `/pg/state` value last written (unchanged states are not written again).
@@ -138,7 +152,8 @@ impl Pg {
             wanted: Default::default(),
             seen_history: None,
             retry_at_ms: None,
-            history_gen: None,
+            history_write: None,
+            cleanup: None,
             published: None,
             full_until: Default::default(),
             epoch: 0,
@@ -164,7 +179,7 @@ impl Pg {
             degraded: self.degraded,
             has_degraded: self.has_degraded,
             has_misplaced: self.has_misplaced,
-            recovering: self.recovery.is_some(),
+            recovering: self.recovery.is_some() || self.cleanup.is_some(),
         }
     }
 

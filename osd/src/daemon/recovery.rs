@@ -118,6 +118,8 @@ pub(super) struct RecoveryQueue {
     pub done_bytes: u64,
     /// Tombstones seen by peering: purged once the history is trimmed, if allowed.
     pub tombstones: Vec<(ObjectId, u64)>,
+    /// Listed OSDs outside the set and what they hold: dropped once clean (`cleanup.rs`).
+    pub foreign: BTreeMap<u64, Vec<(ObjectId, u64)>>,
     /// The history trim is on its way to etcd.
     pub trimming: bool,
     /// Whether `/pg/history` still names sets other than the live one.
