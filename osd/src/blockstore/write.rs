@@ -477,6 +477,8 @@ impl<D: Disk> Blockstore<D> {
                 );
             }
             JournalOpKind::Purge => {
+                let release = self.flusher.release_after_seq.unwrap_or(0).max(seq);
+                self.flusher.release_after_seq = Some(release);
                 if let Some(block) = self.forget_object(&oid, seq) {
                     self.pending_clears.push(PendingClear {
                         block,

@@ -511,7 +511,16 @@ impl<D: Disk> Osd<D> {
             ),
             Waiter::Purge => self.purge_done(),
             Waiter::Cleanup { pg, gen, osd } => {
-                self.cleanup_purge_done(pg, gen, osd, result.is_ok());
+                // Version 0: nothing was purged (the OSD has a newer version than it
+                // listed, or the op raced with something); it stays in all_peers.
+                let purged = matches!(
+                    result,
+                    Ok(Reply {
+                        body: vitastor_proto::wire::ReplyBody::SecDelete { version },
+                        ..
+                    }) if version != 0
+                );
+                self.cleanup_purge_done(pg, gen, osd, purged);
                 self.purge_done();
             }
             Waiter::Secondary { .. } => {}
