@@ -11,7 +11,8 @@
 //!    with `has_misplaced` and wait. The primary of such a PG is killed (`kill -9`) and
 //!    restarted in the middle of that rebalance; `no_rebalance` is cleared: every PG
 //!    becomes `["active"]`, the OSDs that left a PG's set drop their copies (they leave
-//!    the PG's `all_peers` and their free space grows).
+//!    the PG's `all_peers` and their free space grows). `vitastor-cli status` shows the
+//!    misplaced objects left while rebalance waits.
 //! 4. fio never stalls for more than `MAX_STALL` (failovers and repeering included),
 //!    exits 0 and read back and verified every block it wrote; the filled data (written
 //!    with fio's verify headers) verifies too.
@@ -22,7 +23,7 @@ use common::{now_ms, Fio};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use vitastor_testkit::{built_library, wait_for, LocalCluster};
+use vitastor_testkit::{built_library, wait_for, workspace_binary, LocalCluster};
 
 const PG_COUNT: usize = 16;
 const POOLS: &str = r#"{"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":16,"failure_domain":"osd"}}"#;
@@ -258,6 +259,24 @@ fn pgs_recover_and_rebalance_in_the_background_under_a_verified_load() {
     eprintln!(
         "rebalance paused with PGs waiting {:?} after adding OSD 4; killing their primary OSD {victim}",
         added.elapsed()
+    );
+    // `vitastor-cli status` shows what rebalance has left (the PG stats are refreshed at
+    // activation, so this waits at most for the next one).
+    wait_for(
+        "vitastor-cli status showing misplaced objects left",
+        DEADLINE,
+        || {
+            let output = std::process::Command::new(workspace_binary("vitastor-cli"))
+                .args(["--etcd_address", &cluster.etcd.address, "status"])
+                .output()
+                .expect("run vitastor-cli");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let found = text.lines().find(|l| l.contains("misplaced objects left"));
+            if let Some(line) = found {
+                eprintln!("vitastor-cli status:{line}");
+            }
+            found.is_some_and(|l| !l.contains(" 0 misplaced"))
+        },
     );
     cluster.kill(&format!("osd{victim}"));
     std::thread::sleep(Duration::from_millis(500));

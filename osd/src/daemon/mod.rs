@@ -121,12 +121,9 @@ pub struct OpCounters {
     /// op name -> (count, bytes).
     pub ops: BTreeMap<&'static str, (u64, u64)>,
     pub subops: BTreeMap<&'static str, (u64, u64)>,
-    pub recovered_objects: u64,
-    pub recovered_bytes: u64,
-    /// Objects copied because they had too few copies (recovery) or copies outside the
-    /// set (rebalance).
-    pub recovered_degraded: u64,
-    pub recovered_misplaced: u64,
+    /// Objects copied (count, bytes) by why: "degraded" (too few copies: recovery) or
+    /// "misplaced" (copies outside the set: rebalance), Vitastor's `recovery_stats`.
+    pub recovery: BTreeMap<&'static str, (u64, u64)>,
 }
 
 /// Whom a blockstore op or a peer request reports to.

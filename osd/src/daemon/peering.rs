@@ -787,9 +787,11 @@ impl<D: Disk> Osd<D> {
 
     /// Writes `/pg/stats` for the PG (object counts by state).
     pub(super) fn put_pg_stats(&mut self, key: PgKey) {
-        let Some(pg) = self.pgs.get(&key) else {
+        let now = self.now_ms;
+        let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
+        pg.stats_at_ms = now;
         let objects = pg.object_count;
         let (degraded, misplaced) = pg.recovery.as_ref().map_or((0, 0), |q| q.left());
         let stats = PgStats {

@@ -125,6 +125,8 @@ pub(super) struct Pg {
     pub recovery: Option<RecoveryQueue>,
     /// Objects peering found (the base of `/pg/stats`).
     pub object_count: u64,
+    /// When `/pg/stats` was last written (monotonic ms).
+    pub stats_at_ms: u64,
     /// Tombstones to purge everywhere (see `peering.rs`).
     pub purges: VecDeque<(ObjectId, u64)>,
     /// Objects with a write or delete in flight, and the client ops queued behind it.
@@ -164,6 +166,7 @@ impl Pg {
             peering: None,
             recovery: None,
             object_count: 0,
+            stats_at_ms: 0,
             purges: VecDeque::new(),
             busy: HashMap::new(),
             inflight: 0,

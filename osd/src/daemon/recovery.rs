@@ -545,13 +545,12 @@ impl<D: Disk> Osd<D> {
         queue.done_objects += 1;
         queue.done_bytes += item.bytes;
         let done = queue.is_empty();
-        let report = queue.done_objects.is_multiple_of(STATS_EVERY_OBJECTS);
-        self.counters.recovered_objects += 1;
-        self.counters.recovered_bytes += item.bytes;
-        match item.kind {
-            CopyKind::Degraded => self.counters.recovered_degraded += 1,
-            CopyKind::Misplaced => self.counters.recovered_misplaced += 1,
-        }
+        let report = pg.stats_at_ms + STATS_EVERY_MS <= self.now_ms;
+        let kind = match item.kind {
+            CopyKind::Degraded => "degraded",
+            CopyKind::Misplaced => "misplaced",
+        };
+        Self::count(&mut self.counters.recovery, kind, item.bytes);
         // The object is whole on every live member: ops that waited for it may run.
         self.release_object(key, oid);
         if done {
@@ -583,5 +582,5 @@ impl<D: Disk> Osd<D> {
     }
 }
 
-/// `/pg/stats` is refreshed every this many copied objects of a PG while it recovers.
-const STATS_EVERY_OBJECTS: u64 = 1024;
+/// `/pg/stats` of a recovering PG is refreshed at most this often (ms).
+const STATS_EVERY_MS: u64 = 1000;

@@ -73,6 +73,8 @@ struct Node {
     started: Instant,
     liveness: Liveness,
     liveness_overrides: LivenessOverrides,
+    /// (when, objects, bytes) copied by recovery at the last stats report.
+    recovery_sample: Cell<Option<(Instant, u64, u64)>>,
 }
 
 impl Node {
@@ -234,6 +236,7 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         started: Instant::now(),
         liveness: Liveness::new(&options.etcd_address, &options.etcd_prefix),
         liveness_overrides: options.liveness,
+        recovery_sample: Cell::new(None),
     });
     // The lease is fresh: serve until it could expire, even before the first keep-alive.
     let granted_ms = node.clock_ms();
@@ -305,6 +308,30 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
+/// Objects and bytes copied per second since the previous stats report (what
+/// `vitastor-cli status` shows as the recovery rate and uses for its ETA).
+fn recovery_rate(
+    node: &Node,
+    recovery: &std::collections::BTreeMap<&'static str, (u64, u64)>,
+) -> serde_json::Value {
+    let (count, bytes) = recovery
+        .values()
+        .fold((0, 0), |(c, b), (count, bytes)| (c + count, b + bytes));
+    let now = Instant::now();
+    let previous = node.recovery_sample.replace(Some((now, count, bytes)));
+    let (ops, bps) = match previous {
+        Some((then, old_count, old_bytes)) => {
+            let secs = now.duration_since(then).as_secs_f64().max(0.001);
+            (
+                (count.saturating_sub(old_count)) as f64 / secs,
+                (bytes.saturating_sub(old_bytes)) as f64 / secs,
+            )
+        }
+        None => (0.0, 0.0),
+    };
+    serde_json::json!({"ops": ops.round(), "bps": bps.round()})
+}
+
 fn stats_json(node: &Node, host: &str, options: &DaemonOptions) -> String {
     let osd = node.osd.borrow();
     let counters = osd.counters();
@@ -332,7 +359,8 @@ fn stats_json(node: &Node, host: &str, options: &DaemonOptions) -> String {
         "host": host,
         "op_stats": table(&counters.ops),
         "subop_stats": table(&counters.subops),
-        "recovery_stats": {"objects": counters.recovered_objects},
+        "recovery_stats": table(&counters.recovery),
+        "recovery_rate": recovery_rate(node, &counters.recovery),
     })
     .to_string()
 }
