@@ -357,7 +357,12 @@ impl Sim {
         let disk = self.dead.remove(&num).expect("restart a dead OSD");
         let store = Blockstore::open(disk, BlockstoreConfig::default())
             .unwrap_or_else(|e| self.fail(format!("OSD {num} does not open: {e}")));
-        let mut osd = Osd::new(OsdSettings::new(num), store);
+        // Listings come in pages of one object, so peering pages every time.
+        let settings = OsdSettings {
+            list_page_objects: 1,
+            ..OsdSettings::new(num)
+        };
+        let mut osd = Osd::new(settings, store);
         osd.set_clock(self.now);
         osd.set_lease_deadline(Some(self.now + TTL_MS - LEASE_MARGIN_MS));
         let id = self.new_lease_id();

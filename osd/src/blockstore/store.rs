@@ -443,6 +443,35 @@ impl<D: Disk> Blockstore<D> {
     /// Lists all versions of objects in PG `pg_num` of `pg_count` (objects of inodes in
     /// `min_inode..=max_inode` only), sorted by object and version. Tombstones (journaled
     /// and flushed deletes) are listed with `deleted: true`; purged objects are not listed.
+    /// One page of [`Blockstore::list`]: the versions of at most `max_objects` objects at
+    /// or after `from` (in object order), and whether more may follow.
+    pub fn list_page(
+        &self,
+        pg_num: u32,
+        pg_count: u32,
+        pg_stripe_size: u64,
+        from: ObjectId,
+        max_inode: u64,
+        max_objects: usize,
+    ) -> (Vec<ListedVersion>, bool) {
+        let mut all = self.list(pg_num, pg_count, pg_stripe_size, from.inode, max_inode);
+        all.retain(|v| v.oid >= from);
+        let mut objects = 0;
+        let mut end = all.len();
+        for (i, version) in all.iter().enumerate() {
+            if i == 0 || all[i - 1].oid != version.oid {
+                if objects == max_objects {
+                    end = i;
+                    break;
+                }
+                objects += 1;
+            }
+        }
+        let more = end < all.len();
+        all.truncate(end);
+        (all, more)
+    }
+
     pub fn list(
         &self,
         pg_num: u32,

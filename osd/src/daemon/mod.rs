@@ -100,8 +100,8 @@ pub struct OsdSettings {
     pub immediate_commit: ImmediateCommit,
     /// Lease TTL reported in SHOW_CONFIG (seconds).
     pub lease_timeout: u64,
-    /// Recovery copies in flight per PG.
-    pub recovery_parallelism: usize,
+    /// Objects per SEC_LIST page peering asks for (small in tests, to page).
+    pub list_page_objects: usize,
 }
 
 impl OsdSettings {
@@ -110,7 +110,7 @@ impl OsdSettings {
             osd_num,
             immediate_commit: ImmediateCommit::All,
             lease_timeout: 15,
-            recovery_parallelism: 8,
+            list_page_objects: 16_384,
         }
     }
 }

@@ -26,12 +26,38 @@ use crate::cluster::PgKey;
 use std::collections::{BTreeMap, BTreeSet};
 use vitastor_proto::errno;
 use vitastor_proto::etcd::{PgHistory, PgStats, PoolScheme};
-use vitastor_proto::wire::request::{SecDelete, SecList, LIST_TOMBSTONES};
+use vitastor_proto::wire::request::{SecDelete, SecList, LIST_PAGED, LIST_TOMBSTONES};
 use vitastor_proto::wire::{decode_obj_versions, Reply, ReplyBody, RequestBody};
 use vitastor_proto::ObjectId;
 
 pub(super) use super::recovery::RecoveryStep;
 use super::recovery::{CopyKind, RecoveryItem, RecoveryQueue};
+
+/// A SEC_LIST of one page of `pg`'s objects (tombstones included) from the cursor
+/// (`inode`, `stripe`) on, announcing the peering's `fence` epoch.
+fn list_page_request(
+    page_objects: usize,
+    pg: u32,
+    pg_count: u32,
+    pg_stripe_size: u64,
+    fence: u64,
+    inode: u64,
+    stripe: u64,
+) -> SecList {
+    let pool_inodes = inode & !((1 << 48) - 1);
+    SecList {
+        list_pg: pg,
+        pg_count,
+        pg_stripe_size,
+        min_inode: inode,
+        max_inode: pool_inodes | ((1 << 48) - 1),
+        min_stripe: stripe,
+        max_stripe: u64::MAX,
+        stable_limit: page_objects as u32,
+        flags: LIST_TOMBSTONES | LIST_PAGED,
+        epoch: fence,
+    }
+}
 
 /// Tombstone purge requests in flight per OSD (local and to peers).
 pub(super) const PURGES_IN_FLIGHT: usize = 64;
@@ -353,18 +379,8 @@ impl<D: Disk> Osd<D> {
         }
         peering.listed.insert(me);
         self.raise_fence(key, fence);
-        let list = SecList {
-            list_pg: key.1,
-            pg_count,
-            pg_stripe_size: stripe,
-            min_inode,
-            max_inode,
-            min_stripe: 0,
-            max_stripe: u64::MAX,
-            stable_limit: 0,
-            flags: LIST_TOMBSTONES,
-            epoch: fence,
-        };
+        let page = self.settings.list_page_objects;
+        let list = list_page_request(page, key.1, pg_count, stripe, fence, min_inode, 0);
         for &osd in reachable.iter().filter(|&&osd| osd != me) {
             let waiter = Waiter::List { pg: key, gen, osd };
             if self.send_to_peer(osd, RequestBody::SecList(list), &[], waiter) {
@@ -440,6 +456,7 @@ impl<D: Disk> Osd<D> {
             }
             Err(code) => Err(format!("error {code}")),
         };
+        let page = self.settings.list_page_objects;
         let Some(peering) = self.peering_mut(key, gen) else {
             return;
         };
@@ -452,6 +469,27 @@ impl<D: Disk> Osd<D> {
                 }
                 for (i, item) in items.iter().enumerate() {
                     peering.record(item.oid, osd, item.version, i >= first_deleted);
+                }
+                let objects: BTreeSet<ObjectId> = items.iter().map(|item| item.oid).collect();
+                if objects.len() >= page {
+                    // A full page: ask for the next one, after the last object listed.
+                    let last = *objects.last().expect("invariant: a full page");
+                    let (inode, stripe) = match last.stripe.checked_add(1) {
+                        Some(stripe) => (last.inode, stripe),
+                        None => (last.inode + 1, 0),
+                    };
+                    let fence = peering.fence;
+                    let Some(pg) = self.pgs.get(&key) else {
+                        return;
+                    };
+                    let (pg_count, stripe_size) = (pg.pg_count, self.pg_stripe_size(key));
+                    let list =
+                        list_page_request(page, key.1, pg_count, stripe_size, fence, inode, stripe);
+                    let waiter = Waiter::List { pg: key, gen, osd };
+                    if !self.send_to_peer(osd, RequestBody::SecList(list), &[], waiter) {
+                        self.retry_peering_later(key, &format!("OSD {osd} left while listing"));
+                    }
+                    return;
                 }
                 peering.pending.remove(&osd);
                 peering.listed.insert(osd);

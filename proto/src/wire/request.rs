@@ -47,6 +47,12 @@ pub struct SecDelete {
 
 /// SEC_LIST `flags` bit: include tombstones (the reply's last `deleted_count` entries).
 pub const LIST_TOMBSTONES: u32 = 1;
+/// SEC_LIST `flags` bit: one page of a listing. Only objects at or after the cursor
+/// (`min_inode`, `min_stripe`) in (inode, stripe) order are listed (and up to
+/// `max_inode`), at most `stable_limit` objects (with every listed version of each); a
+/// reply with fewer objects is the last page. Without it `min_stripe`/`max_stripe` and
+/// `stable_limit` are not interpreted (one reply holds everything).
+pub const LIST_PAGED: u32 = 2;
 
 /// Client read/write/delete of an image range inside one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
