@@ -582,7 +582,7 @@ async fn connect_peer(
             break reply;
         }
     };
-    let config: ShowConfigReply = serde_json::from_slice(&reply.1)
+    let config = ShowConfigReply::parse(&reply.1)
         .map_err(|e| other(format!("bad SHOW_CONFIG reply: {e}")))?;
     if config.osd_num != num {
         return Err(other(format!(
