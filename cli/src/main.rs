@@ -2,6 +2,7 @@
 //! Errors are one line on stderr and a non-zero exit code.
 
 mod cluster;
+mod df;
 mod etcd;
 mod images;
 mod output;
@@ -131,7 +132,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Rm { name } => images::rm(&ctx, &name).await,
         Command::Status => cluster::status(&ctx),
-        Command::Df => cluster::df(&ctx),
+        Command::Df => df::df(&ctx),
         Command::CreatePool(spec) => pools::create(&ctx, spec).await,
         Command::ModifyPool {
             name,
