@@ -51,6 +51,10 @@ pub struct ClientOptions {
     pub client_retry_interval: Option<u64>,
     /// Milliseconds before retrying a request an OSD answered with -EPIPE.
     pub up_wait_retry_interval: Option<u64>,
+    /// How long a request waits for a usable `/pg/config` while the key holds a value
+    /// that cannot be parsed and no valid one was ever seen (Vitastor's
+    /// `client_wait_up_timeout`, 16 s); then it fails naming the key.
+    pub client_wait_up_timeout: Duration,
 }
 
 impl ClientOptions {
@@ -64,6 +68,7 @@ impl ClientOptions {
             peer_connect_timeout: None,
             client_retry_interval: None,
             up_wait_retry_interval: None,
+            client_wait_up_timeout: Duration::from_secs(16),
         }
     }
 
@@ -204,7 +209,13 @@ impl Client {
             .lock()
             .expect("not poisoned")
             .find_image(name);
-        let (pool, number) = found.ok_or_else(|| ClientError::NoSuchImage(name.to_string()))?;
+        let Some((pool, number)) = found else {
+            let state = self.inner.state.lock().expect("not poisoned");
+            return Err(match state.image_error(name) {
+                Some(error) => ClientError::InvalidConfig(error),
+                None => ClientError::NoSuchImage(name.to_string()),
+            });
+        };
         self.open_inode(pool, number)
     }
 
@@ -212,6 +223,9 @@ impl Client {
     pub fn open_inode(&self, pool: u32, number: u64) -> Result<Image> {
         let state = self.inner.state.lock().expect("not poisoned");
         let pool_id = PoolId::new(pool).map_err(ClientError::InvalidArgument)?;
+        if let Some(error) = state.inode_error(pool, number) {
+            return Err(ClientError::InvalidConfig(error));
+        }
         if !state.view.pools.contains_key(&pool_id) {
             return Err(ClientError::NoSuchPool(pool.to_string()));
         }
@@ -365,6 +379,7 @@ impl Client {
         // The first retry after a lost connection is immediate (a crashed OSD refuses the
         // reconnect, which starts the failover); later ones wait.
         let mut reconnect_now = true;
+        let mut pg_config_logged = false;
         loop {
             if let Some(limit) = self.inner.options.request_timeout {
                 if started.elapsed() >= limit {
@@ -383,6 +398,7 @@ impl Client {
             };
             let settings = self.settings();
             let Some((osd, address)) = target else {
+                self.wait_for_pg_config(started, &mut pg_config_logged)?;
                 self.wait_for_change(settings.client_retry_interval()).await;
                 continue;
             };
@@ -420,6 +436,37 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// A request found no primary: if that is because `/pg/config` cannot be parsed and
+    /// there is no valid map to go on with, say so once, and fail after
+    /// `client_wait_up_timeout` with the key's error instead of waiting silently forever.
+    /// It proceeds by itself once the key is valid (the watch applies it).
+    fn wait_for_pg_config(&self, started: Instant, logged: &mut bool) -> Result<()> {
+        let error = {
+            let state = self.inner.state.lock().expect("not poisoned");
+            if !state.view.pg_config.is_empty() {
+                return Ok(());
+            }
+            match &state.view.pg_config_error {
+                Some(error) => error.clone(),
+                None => return Ok(()),
+            }
+        };
+        let limit = self.inner.options.client_wait_up_timeout;
+        if started.elapsed() >= limit {
+            return Err(ClientError::InvalidConfig(format!(
+                "{error}; no valid PG map after waiting {} s",
+                limit.as_secs()
+            )));
+        }
+        if !std::mem::replace(logged, true) {
+            tracing::warn!(
+                "waiting up to {} s for a valid /pg/config: {error}",
+                limit.as_secs()
+            );
+        }
+        Ok(())
     }
 
     /// Reads `len` bytes at `offset` of `inode`; never-written ranges read as zeros.
