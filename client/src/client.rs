@@ -263,7 +263,7 @@ impl Client {
         self.inner.options.merged(&state.view.global)
     }
 
-    async fn connection(
+    pub(crate) async fn connection(
         &self,
         osd: u64,
         address: &str,
