@@ -3,9 +3,9 @@
 //! Every request is split at object boundaries; each piece goes to the primary of its PG
 //! (only while `/pg/state` says the PG is active on that primary) and is retried when the
 //! OSD answers -EPIPE (PG not active there), the connection breaks, or no primary is
-//! active, after the next cluster state change or a short pause (`client_retry_interval`,
-//! or `up_wait_retry_interval` after -EPIPE), until it completes or the caller's timeout
-//! passes. A connection that is refused or stops answering PINGs gets the OSD's lease
+//! active, after the next cluster state change or a pause (`client_retry_interval`
+//! doubling to 1 s with jitter, at least `up_wait_retry_interval` after -EPIPE), until it
+//! completes or the caller's timeout passes. A connection that is refused or stops answering PINGs gets the OSD's lease
 //! revoked ([`crate::liveness`]), so its PGs move in about a second instead of after the
 //! lease TTL.
 //!
@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock};
+use vitastor_proto::backoff::Backoff;
 use vitastor_proto::errno;
 use vitastor_proto::etcd::watch::WatchCursor;
 use vitastor_proto::etcd::{endpoints, GlobalConfig, ImmediateCommit, InodeConfig};
@@ -33,6 +34,21 @@ use vitastor_proto::PoolId;
 
 /// Alignment every request must have (the OSDs' bitmap granularity).
 pub const ALIGNMENT: u64 = 4096;
+
+/// Cap of a request's retry backoff. Retries also wake on any cluster state change (a
+/// new primary, an OSD back up), so the cap only bounds how late a retry notices a
+/// recovery that etcd does not announce; it keeps a client whose etcd and OSDs are gone
+/// (fio at a high iodepth) from spinning.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A request's retry backoff: from `client_retry_interval` (Vitastor's fixed retry
+/// period) doubling to [`RETRY_MAX`], jittered.
+fn retry_backoff(settings: &GlobalConfig) -> Backoff {
+    let min = settings
+        .client_retry_interval()
+        .max(Duration::from_millis(1));
+    Backoff::new(min, RETRY_MAX.max(min))
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -106,6 +122,10 @@ struct Inner {
     /// OSDs whose lease revocation is being checked right now (one check at a time each,
     /// however many requests hit the failure).
     revoking: Mutex<HashSet<u64>>,
+    /// OSDs a connect to failed: no new attempt before the instant, whatever the number
+    /// of requests waiting for them (one attempt per OSD per backoff period, not one per
+    /// request), and the backoff that sets it. Cleared by a successful connect.
+    connect_failures: Mutex<HashMap<u64, (Instant, Backoff)>>,
     sync_order: RwLock<()>,
     unsynced: Mutex<Vec<UnsyncedWrite>>,
     watch_task: tokio::task::JoinHandle<()>,
@@ -177,6 +197,7 @@ impl Client {
             changes,
             connections: Mutex::default(),
             revoking: Mutex::default(),
+            connect_failures: Mutex::default(),
             sync_order: RwLock::new(()),
             unsynced: Mutex::default(),
             watch_task,
@@ -359,6 +380,29 @@ impl Client {
             .remove(&osd);
     }
 
+    /// How long until the next connect to `osd` may be tried, if one failed recently.
+    fn connect_penalty(&self, osd: u64) -> Option<Duration> {
+        let failures = self.inner.connect_failures.lock().expect("not poisoned");
+        let (until, _) = failures.get(&osd)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn connect_failed(&self, osd: u64, settings: &GlobalConfig) {
+        let mut failures = self.inner.connect_failures.lock().expect("not poisoned");
+        let (until, backoff) = failures
+            .entry(osd)
+            .or_insert_with(|| (Instant::now(), retry_backoff(settings)));
+        *until = Instant::now() + backoff.next_delay();
+    }
+
+    fn connect_succeeded(&self, osd: u64) {
+        self.inner
+            .connect_failures
+            .lock()
+            .expect("not poisoned")
+            .remove(&osd);
+    }
+
     fn forget_connection(&self, osd: u64) {
         let mut connections = self.inner.connections.lock().expect("not poisoned");
         if connections.get(&osd).is_some_and(|c| c.is_closed()) {
@@ -380,6 +424,7 @@ impl Client {
         // reconnect, which starts the failover); later ones wait.
         let mut reconnect_now = true;
         let mut pg_config_logged = false;
+        let mut retry: Option<Backoff> = None;
         loop {
             if let Some(limit) = self.inner.options.request_timeout {
                 if started.elapsed() >= limit {
@@ -397,29 +442,39 @@ impl Client {
                     .and_then(|osd| Some((osd, state.osd_address(osd)?)))
             };
             let settings = self.settings();
+            let retry = retry.get_or_insert_with(|| retry_backoff(&settings));
             let Some((osd, address)) = target else {
                 self.wait_for_pg_config(started, &mut pg_config_logged)?;
-                self.wait_for_change(settings.client_retry_interval()).await;
+                self.wait_for_change(retry.next_delay()).await;
                 continue;
             };
+            if let Some(wait) = self.connect_penalty(osd) {
+                self.wait_for_change(wait.min(retry.next_delay())).await;
+                continue;
+            }
             let connection = match self.connection(osd, &address).await {
-                Ok(connection) => connection,
+                Ok(connection) => {
+                    self.connect_succeeded(osd);
+                    connection
+                }
                 Err(ConnectError::Refused(error)) => {
                     tracing::debug!("{error}; checking whether it is dead");
+                    self.connect_failed(osd, &settings);
                     self.revoke_lease(osd, &address).await;
-                    self.wait_for_change(settings.client_retry_interval()).await;
+                    self.wait_for_change(retry.next_delay()).await;
                     continue;
                 }
                 Err(ConnectError::Other(error)) => {
                     tracing::debug!("{error}; retrying");
-                    self.wait_for_change(settings.client_retry_interval()).await;
+                    self.connect_failed(osd, &settings);
+                    self.wait_for_change(retry.next_delay()).await;
                     continue;
                 }
             };
             match connection.call(body, payload).await {
                 Ok((reply, _)) if reply.retval == -i64::from(errno::EPIPE) => {
-                    self.wait_for_change(settings.up_wait_retry_interval())
-                        .await;
+                    let delay = retry.next_delay().max(settings.up_wait_retry_interval());
+                    self.wait_for_change(delay).await;
                 }
                 Ok((reply, data)) => {
                     let bitmap_len = match reply.body {
@@ -431,7 +486,7 @@ impl Client {
                 Err(ConnectionLost) => {
                     self.forget_connection(osd);
                     if !std::mem::take(&mut reconnect_now) {
-                        self.wait_for_change(settings.client_retry_interval()).await;
+                        self.wait_for_change(retry.next_delay()).await;
                     }
                 }
             }
@@ -583,6 +638,7 @@ impl Client {
             return Ok(());
         }
         let started = Instant::now();
+        let mut sync_retry: Option<Backoff> = None;
         loop {
             // SYNC every primary currently serving a PG of the written objects.
             let mut targets: Vec<(u32, u64)> = Vec::new();
@@ -604,8 +660,11 @@ impl Client {
             if results.iter().all(|(retval, _, _)| *retval >= 0) {
                 return Ok(());
             }
-            // A primary lost unsynced data (restart): write it again, then SYNC again.
+            // A primary lost unsynced data (restart): write it again, then SYNC again,
+            // after a pause that grows while SYNCs keep failing.
             tracing::info!("SYNC failed; replaying {} unsynced writes", unsynced.len());
+            let backoff = sync_retry.get_or_insert_with(|| retry_backoff(&self.settings()));
+            tokio::time::sleep(backoff.next_delay()).await;
             for write in &unsynced {
                 self.write_unordered(write.inode, write.offset, &write.data)
                     .await?;

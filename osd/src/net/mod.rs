@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use vitastor_proto::backoff::Backoff;
 use vitastor_proto::etcd::ImmediateCommit;
 use vitastor_proto::wire::show_config::{ShowConfigReply, ShowConfigRequest};
 use vitastor_proto::wire::{encode_request, ReplyDecoder, Request, RequestBody};
@@ -54,6 +55,13 @@ pub struct DaemonOptions {
 /// after a connection drops is immediate: a crashed peer refuses it, and that refusal is
 /// the fast failover signal ([`liveness`]).
 const PEER_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+/// Cap of the reconnect backoff: a peer that stays unreachable while it keeps its
+/// registration (only possible while etcd is away, or the lease would be revoked) is
+/// tried every 2 s at most, and its failure logged as often.
+const PEER_RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// First and longest pause after a failed accept (out of descriptors, say).
+const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(100);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Outbound connection to a peer OSD.
 enum PeerLink {
@@ -351,12 +359,16 @@ fn view_changed(node: &Rc<Node>) {
 }
 
 async fn accept_loop(node: Rc<Node>, listener: TcpListener) {
+    let mut backoff = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
             Err(error) => {
                 tracing::warn!("accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -439,9 +451,10 @@ async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
 /// moves its PGs without waiting for the lease to expire.
 async fn peer_loop(node: Rc<Node>, num: u64) {
     let mut pause = false;
+    let mut backoff = Backoff::new(PEER_RECONNECT_PAUSE, PEER_RECONNECT_MAX);
     loop {
         if pause {
-            tokio::time::sleep(PEER_RECONNECT_PAUSE).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         pause = true;
         let address = {
@@ -460,7 +473,10 @@ async fn peer_loop(node: Rc<Node>, num: u64) {
         let settings = node.liveness_settings();
         let (read, write, leftover) =
             match connect_peer(node.osd_num, num, &host, port, settings.connect_timeout).await {
-                Ok(connected) => connected,
+                Ok(connected) => {
+                    backoff.reset();
+                    connected
+                }
                 Err(PeerConnectError::Refused(error)) => {
                     tracing::warn!(peer = num, "cannot connect: {error}");
                     node.liveness.revoke_if_refused(num, &host, port).await;
