@@ -81,6 +81,9 @@ struct Node {
     started: Instant,
     liveness: Liveness,
     liveness_overrides: LivenessOverrides,
+    /// Woken on every view change: a peer loop waiting out its reconnect backoff tries
+    /// at once when the cluster changed (a restarted peer registered again, say).
+    view_changes: tokio::sync::Notify,
 }
 
 impl Node {
@@ -236,6 +239,7 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         view: RefCell::new(ClusterView::default()),
         inbound: RefCell::new(HashMap::new()),
         peers: RefCell::new(HashMap::new()),
+        view_changes: tokio::sync::Notify::new(),
         etcd_actions: etcd_tx,
         next_conn: Cell::new(1),
         osd_num: options.osd_num,
@@ -356,6 +360,7 @@ fn view_changed(node: &Rc<Node>) {
         tokio::task::spawn_local(peer_loop(node.clone(), num));
     }
     node.with_osd(|osd| osd.on_view(&view));
+    node.view_changes.notify_waiters();
 }
 
 async fn accept_loop(node: Rc<Node>, listener: TcpListener) {
@@ -454,7 +459,10 @@ async fn peer_loop(node: Rc<Node>, num: u64) {
     let mut backoff = Backoff::new(PEER_RECONNECT_PAUSE, PEER_RECONNECT_MAX);
     loop {
         if pause {
-            tokio::time::sleep(backoff.next_delay()).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = node.view_changes.notified() => backoff.reset(),
+            }
         }
         pause = true;
         let address = {
