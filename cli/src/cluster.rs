@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use vitastor_proto::size::format_size;
 
 /// `key suffix -> JSON` for every key under a prefix, from the state snapshot in etcd.
-async fn prefix(ctx: &Context, relative: &str) -> Result<BTreeMap<String, Value>, String> {
+pub(crate) async fn prefix(
+    ctx: &Context,
+    relative: &str,
+) -> Result<BTreeMap<String, Value>, String> {
     let (mut etcd, root) = ctx.client.etcd();
     let full = format!("{root}{relative}");
     let response = etcd
@@ -29,7 +32,7 @@ async fn prefix(ctx: &Context, relative: &str) -> Result<BTreeMap<String, Value>
         .collect())
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
 
@@ -187,61 +190,6 @@ fn recovery_progress(
         progress.objects_per_sec += stats["recovery_rate"]["ops"].as_f64().unwrap_or(0.0);
     }
     Ok(progress)
-}
-
-pub fn df(ctx: &Context) -> Result<(), String> {
-    let state = ctx.state();
-    let pool_stats = block_on(prefix(ctx, "/pool/stats/"))?;
-    const TB: f64 = (1u64 << 40) as f64;
-    let rows: Vec<(String, String, u64, u64, f64)> = state
-        .view
-        .pools
-        .iter()
-        .map(|(id, p)| {
-            let stats = pool_stats
-                .get(&id.get().to_string())
-                .cloned()
-                .unwrap_or(Value::Null);
-            let total = stats["total_raw_tb"].as_f64().unwrap_or(0.0) * TB;
-            let used = stats["used_raw_tb"].as_f64().unwrap_or(0.0) * TB;
-            let ratio = f64::from(p.data_chunks()) / f64::from(p.pg_size.max(1));
-            (
-                p.name.clone(),
-                format!("{:?}", p.scheme).to_lowercase(),
-                (total * ratio) as u64,
-                (used * ratio) as u64,
-                stats["space_efficiency"].as_f64().unwrap_or(1.0),
-            )
-        })
-        .collect();
-    if ctx.json {
-        let list: Vec<Value> = rows
-            .iter()
-            .map(|(name, scheme, total, used, efficiency)| {
-                json!({"name": name, "scheme": scheme, "total_usable": total, "used_usable": used, "available": total.saturating_sub(*used), "space_efficiency": efficiency})
-            })
-            .collect();
-        output::json(&json!(list));
-        return Ok(());
-    }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|(name, scheme, total, used, efficiency)| {
-            vec![
-                name.clone(),
-                scheme.clone(),
-                format_size(*total),
-                format_size(*used),
-                format_size(total.saturating_sub(*used)),
-                format!("{:.1}%", efficiency * 100.0),
-            ]
-        })
-        .collect();
-    output::table(
-        &["NAME", "SCHEME", "TOTAL", "USED", "AVAILABLE", "EFFICIENCY"],
-        &table,
-    );
-    Ok(())
 }
 
 struct OsdRow {

@@ -117,7 +117,9 @@ pub fn decide(state: &MonState, now: f64, osd_out_time: f64) -> Decision {
                 .filter_map(move |(pg, item)| Some(((pool.parse().ok()?, pg.parse().ok()?), item)))
         })
         .collect();
-    decision.changed = old_items != new_items;
+    // An unparsable /pg/config in etcd is rewritten even when the map we decided equals
+    // the last valid one we hold.
+    decision.changed = old_items != new_items || state.view.pg_config_error.is_some();
     decision
 }
 

@@ -28,7 +28,7 @@ pub use pg::{PgBase, PgStatus};
 
 use crate::blockstore::{Blockstore, Completion, Disk, OpError, OpId, OpOutput};
 use crate::cluster::{ClusterView, PgKey};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use vitastor_proto::errno;
 use vitastor_proto::etcd::ImmediateCommit;
 use vitastor_proto::wire::{encode_request, Reply, ReplyDecoder, Request, RequestDecoder};
@@ -182,6 +182,9 @@ pub struct Osd<D: Disk> {
     /// Per PG: the newest epoch a primary announced to us (in a listing or a sub-op).
     /// Sub-ops of older epochs come from a deposed primary and are refused.
     fences: HashMap<PgKey, u64>,
+    /// Opcodes already logged as refused (unknown, unimplemented or unsealed): each is
+    /// logged once, so a stock client retrying cannot flood the log.
+    refused_opcodes: HashSet<u64>,
     /// Monotonic clock (ms) as last set by the driver (see [`Osd::set_clock`]).
     now_ms: u64,
     /// Until when the etcd lease is certainly alive (monotonic ms); `None` = no deadline
@@ -215,6 +218,7 @@ impl<D: Disk> Osd<D> {
             completions: Vec::new(),
             lease_lost: false,
             fences: HashMap::new(),
+            refused_opcodes: HashSet::new(),
             now_ms: 0,
             lease_deadline_ms: None,
             counters: OpCounters::default(),

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use vitastor_proto::backoff::Backoff;
 use vitastor_proto::etcd::ImmediateCommit;
 use vitastor_proto::wire::show_config::{ShowConfigReply, ShowConfigRequest};
 use vitastor_proto::wire::{encode_request, ReplyDecoder, Request, RequestBody};
@@ -54,6 +55,13 @@ pub struct DaemonOptions {
 /// after a connection drops is immediate: a crashed peer refuses it, and that refusal is
 /// the fast failover signal ([`liveness`]).
 const PEER_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+/// Cap of the reconnect backoff: a peer that stays unreachable while it keeps its
+/// registration (only possible while etcd is away, or the lease would be revoked) is
+/// tried every 2 s at most, and its failure logged as often.
+const PEER_RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// First and longest pause after a failed accept (out of descriptors, say).
+const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(100);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Outbound connection to a peer OSD.
 enum PeerLink {
@@ -75,6 +83,9 @@ struct Node {
     liveness_overrides: LivenessOverrides,
     /// (when, objects, bytes) copied by recovery at the last stats report.
     recovery_sample: Cell<Option<(Instant, u64, u64)>>,
+    /// Woken on every view change: a peer loop waiting out its reconnect backoff tries
+    /// at once when the cluster changed (a restarted peer registered again, say).
+    view_changes: tokio::sync::Notify,
 }
 
 impl Node {
@@ -230,6 +241,7 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         view: RefCell::new(ClusterView::default()),
         inbound: RefCell::new(HashMap::new()),
         peers: RefCell::new(HashMap::new()),
+        view_changes: tokio::sync::Notify::new(),
         etcd_actions: etcd_tx,
         next_conn: Cell::new(1),
         osd_num: options.osd_num,
@@ -376,15 +388,20 @@ fn view_changed(node: &Rc<Node>) {
         tokio::task::spawn_local(peer_loop(node.clone(), num));
     }
     node.with_osd(|osd| osd.on_view(&view));
+    node.view_changes.notify_waiters();
 }
 
 async fn accept_loop(node: Rc<Node>, listener: TcpListener) {
+    let mut backoff = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
             Err(error) => {
                 tracing::warn!("accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -467,9 +484,13 @@ async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
 /// moves its PGs without waiting for the lease to expire.
 async fn peer_loop(node: Rc<Node>, num: u64) {
     let mut pause = false;
+    let mut backoff = Backoff::new(PEER_RECONNECT_PAUSE, PEER_RECONNECT_MAX);
     loop {
         if pause {
-            tokio::time::sleep(PEER_RECONNECT_PAUSE).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = node.view_changes.notified() => backoff.reset(),
+            }
         }
         pause = true;
         let address = {
@@ -488,7 +509,10 @@ async fn peer_loop(node: Rc<Node>, num: u64) {
         let settings = node.liveness_settings();
         let (read, write, leftover) =
             match connect_peer(node.osd_num, num, &host, port, settings.connect_timeout).await {
-                Ok(connected) => connected,
+                Ok(connected) => {
+                    backoff.reset();
+                    connected
+                }
                 Err(PeerConnectError::Refused(error)) => {
                     tracing::warn!(peer = num, "cannot connect: {error}");
                     node.liveness.revoke_if_refused(num, &host, port).await;
@@ -610,7 +634,7 @@ async fn connect_peer(
             break reply;
         }
     };
-    let config: ShowConfigReply = serde_json::from_slice(&reply.1)
+    let config = ShowConfigReply::parse(&reply.1)
         .map_err(|e| other(format!("bad SHOW_CONFIG reply: {e}")))?;
     if config.osd_num != num {
         return Err(other(format!(
