@@ -941,6 +941,7 @@ impl Sim {
             }
             EtcdAction::PutPgHistory {
                 pg,
+                id,
                 expected,
                 value,
             } => {
@@ -952,7 +953,10 @@ impl Sim {
                     self.view
                         .apply(&key_of("/pg/history/", pg), Some(value.as_bytes()));
                 }
-                self.osds.get_mut(&num).unwrap().on_history_written(pg, ok);
+                self.osds
+                    .get_mut(&num)
+                    .unwrap()
+                    .on_history_written(pg, id, ok);
                 ok
             }
             EtcdAction::PutPgStats { .. } => false,
@@ -963,8 +967,8 @@ impl Sim {
         self.broadcast_view();
     }
 
-    /// At most one primary serves a PG per epoch, and at most one OSD with a valid lease
-    /// is active for a PG at any time.
+    /// At most one primary serves a PG per epoch, its epoch is recorded in etcd, and at
+    /// most one OSD with a valid lease is active for a PG at any time.
     fn check_one_primary(&mut self) {
         let mut active: BTreeMap<PgKey, Vec<u64>> = BTreeMap::new();
         for (&num, osd) in &self.osds {
@@ -973,6 +977,14 @@ impl Sim {
                     continue;
                 }
                 let epoch = osd.pg_epoch(key).unwrap_or(0);
+                // An activation is recorded in etcd before the PG serves: etcd's history
+                // is never behind an active epoch.
+                let recorded = self.view.pg_history.get(&key).map_or(0, |h| h.epoch);
+                if recorded < epoch {
+                    self.fail(format!(
+                        "PG {key:?} active on OSD {num} in epoch {epoch}, etcd's history is at epoch {recorded}"
+                    ));
+                }
                 let owner = *self.epoch_owner.entry((key, epoch)).or_insert(num);
                 if owner != num {
                     self.fail(format!(

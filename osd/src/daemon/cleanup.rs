@@ -11,7 +11,7 @@
 //! listed again by the next peering): a copy left behind costs space, never data.
 
 use super::pg::HistoryWrite;
-use super::{Action, EtcdAction, Osd, Waiter};
+use super::{Osd, Waiter};
 use crate::blockstore::Disk;
 use crate::cluster::PgKey;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -131,10 +131,10 @@ impl<D: Disk> Osd<D> {
 
     /// When every purge was answered: remove the cleaned OSDs from `all_peers`.
     fn cleanup_progress(&mut self, key: PgKey) {
-        let current = self.view.pg_history.get(&key).cloned().unwrap_or_default();
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
+        let current = pg.seen_history.clone().unwrap_or_default();
         let Some(cleanup) = pg.cleanup.as_ref() else {
             return;
         };
@@ -166,14 +166,12 @@ impl<D: Disk> Osd<D> {
                 .all(|osd| current.all_peers.contains(osd)),
             "cleanup only removes peers"
         );
-        pg.history_write = Some((pg.generation, HistoryWrite::ForgetPeers(new.clone())));
-        let expected = Some(serde_json::to_string(&current).expect("invariant: serializes"));
-        let value = serde_json::to_string(&new).expect("invariant: serializes");
-        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
-            pg: key,
-            expected,
-            value,
-        }));
+        self.put_history(
+            key,
+            HistoryWrite::ForgetPeers(new.clone()),
+            Some(&current),
+            &new,
+        );
     }
 
     /// etcd took the history without the cleaned OSDs: the PG has no misplaced copies.

@@ -85,9 +85,12 @@ pub enum EtcdAction {
     },
     /// Write `/pg/history/<pool>/<pg>` = `value` if it still equals `expected` (`None` =
     /// absent; compared as parsed JSON) and `/pg/state/<pool>/<pg>` carries our lease,
-    /// then report with [`Osd::on_history_written`].
+    /// then report with [`Osd::on_history_written`], quoting `id`. (Several writes of
+    /// one PG may be on their way, e.g. a trim queued while etcd was unreachable and the
+    /// activation of a later peering: each answer must reach the write it belongs to.)
     PutPgHistory {
         pg: PgKey,
+        id: u64,
         expected: Option<String>,
         value: String,
     },
@@ -198,6 +201,8 @@ pub struct Osd<D: Disk> {
     recovery_switch_count: u64,
     /// Tombstone purge requests in flight (at most `peering::PURGES_IN_FLIGHT`).
     purges_inflight: usize,
+    /// Numbers the history writes ([`EtcdAction::PutPgHistory`]).
+    next_history_write: u64,
 }
 
 impl<D: Disk> Osd<D> {
@@ -226,6 +231,7 @@ impl<D: Disk> Osd<D> {
             recovery_cursor: (0, 0),
             recovery_switch_count: 0,
             purges_inflight: 0,
+            next_history_write: 1,
         }
     }
 
@@ -533,6 +539,31 @@ impl<D: Disk> Osd<D> {
     pub(super) fn close_peer(&mut self, osd: u64) {
         self.on_peer_down(osd);
         self.actions.push(Action::ClosePeer { osd });
+    }
+
+    /// Queues a conditional write of PG `key`'s history (see [`EtcdAction::PutPgHistory`])
+    /// whose answer [`Osd::on_history_written`] hands to `purpose`.
+    fn put_history(
+        &mut self,
+        key: PgKey,
+        purpose: pg::HistoryWrite,
+        expected: Option<&vitastor_proto::etcd::PgHistory>,
+        value: &vitastor_proto::etcd::PgHistory,
+    ) {
+        let id = self.next_history_write;
+        self.next_history_write += 1;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.history_write = Some((id, pg.generation, purpose));
+        let expected = expected.map(|h| serde_json::to_string(h).expect("invariant: serializes"));
+        let value = serde_json::to_string(value).expect("invariant: serializes");
+        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
+            pg: key,
+            id,
+            expected,
+            value,
+        }));
     }
 
     /// Remembers that `epoch` of PG `key` was announced (fencing older primaries).

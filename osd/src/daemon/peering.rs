@@ -620,7 +620,6 @@ impl<D: Disk> Osd<D> {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let gen = pg.generation;
         let Some(peering) = pg.peering.as_mut() else {
             return;
         };
@@ -646,28 +645,26 @@ impl<D: Disk> Osd<D> {
         let new =
             history::activated_history(&old, &pg.osd_set, &pg.live_slots, &holders, epoch, clean);
         peering.writing_history = Some(new.clone());
-        let expected = peering
-            .based_on
-            .as_ref()
-            .map(|h| serde_json::to_string(h).expect("invariant: serializes"));
-        let value = serde_json::to_string(&new).expect("invariant: serializes");
-        pg.history_write = Some((gen, HistoryWrite::Activation));
-        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
-            pg: key,
-            expected,
-            value,
-        }));
+        let expected = peering.based_on.clone();
+        self.put_history(key, HistoryWrite::Activation, expected.as_ref(), &new);
     }
 
     /// The answer to [`EtcdAction::PutPgHistory`]: `ok` when etcd took the new history
     /// (the activation's, or the trim after recovery).
-    pub fn on_history_written(&mut self, key: PgKey, ok: bool) {
+    pub fn on_history_written(&mut self, key: PgKey, id: u64, ok: bool) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let Some((gen, purpose)) = pg.history_write.take() else {
+        if pg
+            .history_write
+            .as_ref()
+            .is_none_or(|(awaited, ..)| *awaited != id)
+        {
+            // An earlier write (of an earlier peering): if etcd took it, the writes that
+            // follow it see the change through their own conditions.
             return;
-        };
+        }
+        let (_, gen, purpose) = pg.history_write.take().expect("invariant: checked");
         if gen != pg.generation || self.lease_lost {
             return; // peering restarted meanwhile; it reads the history again
         }
@@ -758,8 +755,8 @@ impl<D: Disk> Osd<D> {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let gen = pg.generation;
-        let current = self.view.pg_history.get(&key).cloned();
+        // What this PG's activation wrote (the view may lag behind it).
+        let current = pg.seen_history.clone();
         let Some(queue) = pg.recovery.as_mut() else {
             return;
         };
@@ -776,14 +773,7 @@ impl<D: Disk> Osd<D> {
             ..current.clone()
         };
         queue.trimming = true;
-        pg.history_write = Some((gen, HistoryWrite::Trim));
-        let expected = Some(serde_json::to_string(&current).expect("invariant: serializes"));
-        let value = serde_json::to_string(&trimmed).expect("invariant: serializes");
-        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
-            pg: key,
-            expected,
-            value,
-        }));
+        self.put_history(key, HistoryWrite::Trim, Some(&current), &trimmed);
     }
 
     /// The history names only the live set: the PG is clean (but for members that are
@@ -796,7 +786,7 @@ impl<D: Disk> Osd<D> {
         let Some(mut queue) = pg.recovery.take() else {
             return;
         };
-        let mut history = self.view.pg_history.get(&key).cloned().unwrap_or_default();
+        let mut history = pg.seen_history.clone().unwrap_or_default();
         if queue.trimming {
             history.osd_sets = vec![pg.live_slots.clone()];
             pg.seen_history = Some(history.clone());

@@ -105,8 +105,9 @@ pub(super) struct Pg {
     pub seen_history: Option<vitastor_proto::etcd::PgHistory>,
     /// When a failed peering is tried again (monotonic ms).
     pub retry_at_ms: Option<u64>,
-    /// The history write on its way to etcd, and the peering generation it belongs to.
-    pub history_write: Option<(u64, HistoryWrite)>,
+    /// The history write whose answer is awaited: its id, the peering generation it
+    /// belongs to, and what it is for.
+    pub history_write: Option<(u64, u64, HistoryWrite)>,
     /// Copies outside the set being dropped (`cleanup.rs`).
     pub cleanup: Option<Cleanup>,
     /// Members that had no room for a copy, left out of the live set until then (ms).
