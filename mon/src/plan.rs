@@ -289,6 +289,11 @@ fn resize_pool(
                     for set in &old_history.osd_sets {
                         add_to_history(&mut history, set);
                     }
+                    // OSDs that may hold old copies or tombstones of the old PG's objects
+                    // keep blocking purges (and are listed) in the new PG.
+                    let mut peers: BTreeSet<u64> = history.all_peers.iter().copied().collect();
+                    peers.extend(old_history.all_peers.iter().copied());
+                    history.all_peers = peers.into_iter().collect();
                 }
             }
         }

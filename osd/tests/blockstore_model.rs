@@ -422,7 +422,8 @@ impl Harness {
             None if model.live() => model.latest_version,
             None => 0,
         };
-        let expected = if newest != 0 && newest <= requested {
+        let unstable = !model.unstable_versions().is_empty();
+        let expected = if newest != 0 && newest <= requested && !unstable {
             newest
         } else {
             0

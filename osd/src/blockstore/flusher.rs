@@ -132,10 +132,6 @@ pub(super) struct Flusher {
     header_buf: AlignedBuf,
     records_buf: AlignedBuf,
     trim_to_seq: u64,
-    /// The newest purge entry: flushing goes on until the journal start passes it, so the
-    /// purged object's blocks are free again soon (they stay held while older entries
-    /// naming them are in the journal), not only when the journal fills up.
-    pub release_after_seq: Option<u64>,
     /// Number of the last flush batch (its records carry it as their `seq`).
     pub batch_gen: u64,
     /// What the flusher's fsync in flight makes durable (see `Blockstore::durable_below`).
@@ -157,7 +153,6 @@ impl Flusher {
             header_buf: AlignedBuf::new(SECTOR as usize),
             records_buf: AlignedBuf::new(0),
             trim_to_seq: 0,
-            release_after_seq: None,
             batch_gen: 0,
             fsync_covers: 0,
             records_need_fsync: true,
@@ -180,10 +175,6 @@ impl<D: Disk> Blockstore<D> {
     fn flush_wanted(&self) -> bool {
         self.flusher.force
             || !self.space_waiters.is_empty()
-            || self
-                .flusher
-                .release_after_seq
-                .is_some_and(|seq| self.journal.start_seq <= seq)
             || self.journal.used_bytes() * 100
                 >= self.journal.size * self.config.flush_journal_percent
             || self.alloc.free_blocks() * 8 < u64::from(self.alloc.total_blocks())
@@ -239,19 +230,6 @@ impl<D: Disk> Blockstore<D> {
         }
         if items.is_empty() {
             let target = self.trim_target();
-            if let Some(seq) = self.flusher.release_after_seq.filter(|seq| target <= *seq) {
-                // An unstable version older than the purge pins the journal start: the
-                // purged blocks are released later by the ordinary flushing. (Entries still
-                // on their way to the disk become flushable soon: keep going.)
-                let pinned = self
-                    .dirty
-                    .values()
-                    .flatten()
-                    .any(|e| !e.stable && e.seq <= seq);
-                if pinned {
-                    self.flusher.release_after_seq = None;
-                }
-            }
             if target > self.journal.start_seq {
                 self.flusher.trim_to_seq = target;
                 self.write_header_async();

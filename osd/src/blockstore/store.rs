@@ -53,7 +53,7 @@ pub enum Op {
     /// always records a tombstone (peering propagates deletes this way).
     Delete { oid: ObjectId, version: u64 },
     /// Forgets the object completely, data or tombstone, if its newest version is
-    /// <= `version` (afterwards `object_version` is 0, `list` does not show it and its
+    /// <= `version` and none of its versions is unstable (afterwards `object_version` is 0, `list` does not show it and its
     /// blocks are free); otherwise does nothing. Result: the purged version, or 0 if
     /// nothing was purged. Peering calls it for a tombstone once every OSD of the PG holds
     /// it, and for every object of a PG on an OSD that left the PG's set once the set

@@ -430,8 +430,10 @@ impl<D: Disk> Blockstore<D> {
             }
             JournalOpKind::Purge => {
                 // The newest version, live data or tombstone, must be one the caller knows.
+                // Only whole, stable objects: an unstable version is still being decided
+                // (stabilize or rollback), and replay keeps those apart.
                 let newest = self.object_version(&oid);
-                if newest == 0 || newest > requested {
+                if newest == 0 || newest > requested || chain.iter().any(|e| !e.stable) {
                     return self.complete(index, Ok(OpOutput::Version(0)));
                 }
                 if self.flusher.is_flushing(&oid) || chain.iter().any(|e| !e.written) {
@@ -477,8 +479,6 @@ impl<D: Disk> Blockstore<D> {
                 );
             }
             JournalOpKind::Purge => {
-                let release = self.flusher.release_after_seq.unwrap_or(0).max(seq);
-                self.flusher.release_after_seq = Some(release);
                 if let Some(block) = self.forget_object(&oid, seq) {
                     self.pending_clears.push(PendingClear {
                         block,
