@@ -6,12 +6,12 @@
 //! `pg_minsize` 1, immediate_commit=all) whose image (`--size_mib`) is written in full:
 //!
 //! ```text
-//!  fill ── baseline load ──┬─ kill -9 OSD 3 ─── out ─────────────── clean
-//!  (4M writes)  (no        │   t_kill          t_out               t_clean
-//!               recovery)  │  (PGs degraded,   (the monitor moved  (every PG exactly
-//!                          │   1 copy)          its PGs: copies     ["active"])
-//!                          │                    start)
-//!                          └─ the same load, started right after the kill, until clean
+//!  fill ── load ──┬─ kill -9 OSD 3 ── out ─────────────── clean ── stats ── load
+//!  (4M    (before │  t_kill           t_out               t_clean  (the      (after
+//!  writes) the    │  (PGs degraded,   (the monitor moved  (every   survivors' clean)
+//!          kill)  │   1 copy)          its PGs: copies     PG       reports)
+//!                 │                    start)              ["active"])
+//!                 └─ the same load, from right after the kill until clean
 //! ```
 //!
 //! Throughput: the objects copied (the survivors' `/osd/stats` `recovery_stats.objects`,
@@ -20,8 +20,9 @@
 //! waits, `osd_out_time` included). The bytes the dead OSD held (its `size - free` before
 //! the kill) are shown beside as a cross-check. Client impact: fio 4k randwrite through our
 //! engine, every completion logged with its Unix time (`write_lat_log`, `log_unix_epoch`);
-//! latency and IOPS are computed over out -> clean and over the baseline run before the
-//! kill. The load `none` gives the copy rate with no client I/O.
+//! latency and IOPS are computed over out -> clean, over a run of the same load before the
+//! kill (3 OSDs) and over one after clean (the 2 survivors, the copy window's topology).
+//! The load `none` gives the copy rate with no client I/O.
 //!
 //! `--bin_dir` picks the binaries as in bench-failover; `--label` names the result
 //! (`<results>/<label>.json`); `report.md` there is rebuilt from every result present, with
@@ -83,7 +84,12 @@ struct Args {
 
 const PGS: usize = 32;
 const OSDS: u64 = 3;
+/// The OSD killed; the survivors are `1..VICTIM`.
 const VICTIM: u64 = 3;
+const _: () = assert!(
+    VICTIM == OSDS,
+    "the survivors are the OSDs below the victim"
+);
 const PREFIX: &str = "/vitastor";
 const MIB: u64 = 1 << 20;
 /// How long after clean the survivors have to publish `/osd/stats` (their report interval
@@ -196,6 +202,19 @@ impl Bench {
             })
     }
 
+    /// Waits until each of `osds` published `/osd/stats` made after `after_ms` (Unix ms).
+    fn wait_for_reports(&mut self, osds: &[u64], after_ms: u64) -> Result<(), String> {
+        let after_s = after_ms as f64 / 1000.0;
+        self.wait("/osd/stats reports", STATS_WAIT, |b| {
+            osds.iter().all(|&osd| {
+                b.osd_stats(osd)["time"]
+                    .as_str()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(|t| t > after_s)
+            })
+        })
+    }
+
     fn osd_stats(&self, osd: u64) -> Value {
         parse(
             &self
@@ -226,6 +245,17 @@ impl Bench {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run fio: {e}"))
+    }
+
+    /// The load for `runtime_s` with no recovery running, its first second left out (it
+    /// warms up: connections, the image's metadata).
+    fn reference_load(&self, iodepth: u32, runtime_s: u64, name: &str) -> Result<RunStats, String> {
+        let prefix = self.dir.join(name);
+        let fio = self.start_load(iodepth, runtime_s, &prefix)?;
+        let samples = finish_load(fio, &prefix, false)?;
+        let first = samples.first().map_or(0, |s| s.0);
+        let last = samples.last().map_or(0, |s| s.0);
+        Ok(window_stats(&samples, first + 1000, last + 1))
     }
 
     /// Writes the whole image (4M sequential, QD32); returns the seconds it took.
@@ -330,6 +360,8 @@ struct RecoveryRun {
     states_seen: BTreeMap<String, u64>,
     baseline: Option<RunStats>,
     during: Option<RunStats>,
+    /// The same load on the two survivors once clean (the topology of the copy window).
+    after: Option<RunStats>,
     /// The load over kill -> out (failover and the degraded wait).
     degraded: Option<RunStats>,
 }
@@ -385,15 +417,18 @@ fn run(args: Args) -> Result<(), String> {
             eprintln!("recovery_queue_depth {queue_depth}, load {load}: {size_mib} MiB");
             let mut bench = start_cluster(&args.dir, &bin_dir, &global, size_mib * MIB)?;
             let result = one_run(&mut bench, queue_depth, load, baseline_s, args.timeout);
-            if result.is_err() {
-                let logs = args.dir.with_extension("failed");
-                let _ = std::fs::create_dir_all(&logs);
-                for log in ["osd1", "osd2", "osd3", "mon"] {
-                    let from = bench.dir.join(format!("{log}.log"));
-                    let _ = std::fs::copy(from, logs.join(format!("{log}.log")));
-                }
-                eprintln!("  logs kept in {}", logs.display());
+            // The next run empties the cluster's directory: keep this one's logs.
+            let failed = if result.is_err() { "-failed" } else { "" };
+            let logs = args
+                .dir
+                .with_extension("logs")
+                .join(format!("depth{queue_depth}-{load}{failed}"));
+            let _ = std::fs::create_dir_all(&logs);
+            for log in ["osd1", "osd2", "osd3", "mon"] {
+                let from = bench.dir.join(format!("{log}.log"));
+                let _ = std::fs::copy(from, logs.join(format!("{log}.log")));
             }
+            eprintln!("  logs kept in {}", logs.display());
             let result = result?;
             print_run(&result);
             runs.push(result);
@@ -490,19 +525,12 @@ fn one_run(
         Bench::clean(&b.states())
     })?;
     let iodepth = load_iodepth(load);
-    let baseline = match iodepth {
-        Some(depth) => {
-            let prefix = bench.dir.join("baseline");
-            let fio = bench.start_load(depth, baseline_s, &prefix)?;
-            let samples = finish_load(fio, &prefix, false)?;
-            let first = samples.first().map_or(0, |s| s.0);
-            let last = samples.last().map_or(0, |s| s.0);
-            // The first second warms up (connections, the image's metadata).
-            Some(window_stats(&samples, first + 1000, last + 1))
-        }
-        None => None,
-    };
-    // What the survivors copied so far, and what the victim holds.
+    let baseline = iodepth
+        .map(|depth| bench.reference_load(depth, baseline_s, "baseline"))
+        .transpose()?;
+    // What the survivors copied so far, and what the victim holds, from reports made now.
+    let all: Vec<u64> = (1..=OSDS).collect();
+    bench.wait_for_reports(&all, now_ms())?;
     let recovered_before: Vec<Option<u64>> = (1..OSDS)
         .map(|osd| bench.osd_stats(osd)["recovery_stats"]["objects"].as_u64())
         .collect();
@@ -564,16 +592,8 @@ fn one_run(
     };
     // The survivors publish their counters every report interval: wait for a report made
     // after clean.
-    let clean_unix_s = (kill_ms + clean_ms) as f64 / 1000.0;
-    let reported_after = |b: &Bench| {
-        (1..OSDS).all(|osd| {
-            b.osd_stats(osd)["time"]
-                .as_str()
-                .and_then(|t| t.parse::<f64>().ok())
-                .is_some_and(|t| t > clean_unix_s)
-        })
-    };
-    let copied_objects = match bench.wait("/osd/stats after clean", STATS_WAIT, reported_after) {
+    let survivors: Vec<u64> = (1..OSDS).collect();
+    let copied_objects = match bench.wait_for_reports(&survivors, kill_ms + clean_ms) {
         Ok(()) => (1..OSDS)
             .zip(recovered_before)
             .map(|(osd, before)| {
@@ -586,6 +606,9 @@ fn one_run(
             None
         }
     };
+    let after = iodepth
+        .map(|depth| bench.reference_load(depth, baseline_s, "after"))
+        .transpose()?;
     Ok(RecoveryRun {
         queue_depth,
         load: load.to_string(),
@@ -599,6 +622,7 @@ fn one_run(
         states_seen,
         baseline,
         during,
+        after,
         degraded,
     })
 }
@@ -613,11 +637,17 @@ fn print_run(run: &RecoveryRun) {
         run.clean_ms as f64 / 1000.0,
         run.victim_used_bytes / MIB
     );
-    if let (Some(base), Some(during)) = (&run.baseline, &run.during) {
-        eprintln!(
-            "  load without recovery: {:.0} us (p99 {:.0}), {:.0} iops; during: {:.0} us (p99 {:.0}), {:.0} iops",
-            base.lat_avg_us, base.lat_p99_us, base.iops, during.lat_avg_us, during.lat_p99_us, during.iops
-        );
+    for (name, stats) in [
+        ("before the kill", &run.baseline),
+        ("during recovery", &run.during),
+        ("after clean", &run.after),
+    ] {
+        if let Some(stats) = stats {
+            eprintln!(
+                "  load {name}: {:.0} us (p99 {:.0}), {:.0} iops",
+                stats.lat_avg_us, stats.lat_p99_us, stats.iops
+            );
+        }
     }
     eprintln!("  states seen: {:?}", run.states_seen);
 }
@@ -671,6 +701,7 @@ fn publish(
             "states_seen_ms": r.states_seen,
             "baseline": r.baseline.as_ref().map(stats_json),
             "during_recovery": r.during.as_ref().map(stats_json),
+            "after_clean": r.after.as_ref().map(stats_json),
             "kill_to_out": r.degraded.as_ref().map(stats_json),
         })).collect::<Vec<_>>(),
     });
@@ -704,7 +735,7 @@ fn load_cell(load: &str, stats: &Value) -> String {
     }
 }
 
-/// during / without recovery: latency ratio for T1Q1 (lower is better), IOPS for QD32.
+/// during / a reference without recovery: latency ratio for T1Q1 (lower is better), IOPS for QD32.
 fn load_ratio(load: &str, base: &Value, during: &Value) -> String {
     let key = if load == "t1q1" { "lat_avg_us" } else { "iops" };
     match (base[key].as_f64(), during[key].as_f64()) {
@@ -735,10 +766,12 @@ fn write_report(results: &Path) -> Result<(), String> {
          `recovery_stats.objects` after minus before, times the block size (a fully written \
          object is copied whole); \"dead OSD held\" = its `size - free` before the kill. \
          Load = fio 4k randwrite through libfio_vitastor.so: T1Q1 shows mean latency, QD32 \
-         IOPS; \"without\" = the same load on the same cluster before the kill, \"during\" = \
-         completions between out and clean (the copy window); ratio = during / without.\n\n\
-         | run | recovery_queue_depth | load | data | copied | dead OSD held | kill -> out | out -> clean | kill -> clean | copy rate (out -> clean) | kill -> clean rate | time per copy x depth | load without recovery | load during recovery | ratio |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         IOPS; \"before\" = the same load on the same cluster before the kill (3 OSDs), \
+         \"after\" = once clean (the 2 survivors, the topology of the copy window), \
+         \"during\" = completions between out and clean (the copy window); ratio = during / \
+         after (latency for T1Q1, IOPS for QD32).\n\n\
+         | run | recovery_queue_depth | load | data | copied | dead OSD held | kill -> out | out -> clean | kill -> clean | copy rate (out -> clean) | kill -> clean rate | time per copy x depth | load before the kill | load after clean | load during recovery | during / after |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut configs = String::new();
     for (date, json) in &entries {
@@ -761,7 +794,7 @@ fn write_report(results: &Path) -> Result<(), String> {
                 format!("{:.2} ms", copy_ms as f64 * depth as f64 / o as f64)
             });
             out.push_str(&format!(
-                "| {label} ({date}) | {depth} | {} | {} MiB | {} | {} MiB | {:.1} s | {:.1} s | {:.1} s | {} | {} | {per_copy} | {} | {} | {} |\n",
+                "| {label} ({date}) | {depth} | {} | {} MiB | {} | {} MiB | {:.1} s | {:.1} s | {:.1} s | {} | {} | {per_copy} | {} | {} | {} | {} |\n",
                 match load {
                     "t1q1" => "T1Q1",
                     "qd32" => "QD32",
@@ -779,8 +812,9 @@ fn write_report(results: &Path) -> Result<(), String> {
                 rate(copy_ms),
                 rate(clean_ms.max(1)),
                 load_cell(load, &run["baseline"]),
+                load_cell(load, &run["after_clean"]),
                 load_cell(load, &run["during_recovery"]),
-                load_ratio(load, &run["baseline"], &run["during_recovery"]),
+                load_ratio(load, &run["after_clean"], &run["during_recovery"]),
             ));
         }
         configs.push_str(&format!(
