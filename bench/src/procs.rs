@@ -55,6 +55,14 @@ impl Processes {
         }
     }
 
+    /// The process id of the process started as `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, child)| child.id())
+    }
+
     /// The name of a started process that has exited, if any.
     pub fn exited(&mut self) -> Option<String> {
         self.children

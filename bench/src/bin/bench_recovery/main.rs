@@ -38,7 +38,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vitastor_bench::procs::Processes;
 use vitastor_bench::stats::{LatencyRecorder, RunStats};
+use vitastor_bench::usage::{disk_of, Usage};
 use vitastor_testkit::Etcd;
+
+mod report;
+use report::{usage_cell, write_report};
 
 #[derive(Parser, Debug)]
 #[command(name = "bench-recovery")]
@@ -364,6 +368,8 @@ struct RecoveryRun {
     after: Option<RunStats>,
     /// The load over kill -> out (failover and the degraded wait).
     degraded: Option<RunStats>,
+    /// CPU and disk use over out -> clean (`Usage::since`).
+    window_usage: Value,
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -548,6 +554,11 @@ fn one_run(
         Some(depth) => Some(bench.start_load(depth, timeout_s + 60, &prefix)?),
         None => None,
     };
+    let survivor_pids: Vec<u32> = (1..OSDS)
+        .filter_map(|osd| bench.processes.pid(&format!("osd{osd}")))
+        .collect();
+    let disk = disk_of(&bench.dir);
+    let mut usage_at_out = Usage::default();
     let mut states_seen = BTreeMap::new();
     let (mut out_ms, mut state_gone_ms) = (None, None);
     let clean_ms = loop {
@@ -562,6 +573,7 @@ fn one_run(
         }
         if out_ms.is_none() && bench.moved_off(VICTIM) {
             out_ms = Some(since);
+            usage_at_out = Usage::sample(&survivor_pids, disk);
         }
         let states = bench.states();
         for state in states.values() {
@@ -580,7 +592,9 @@ fn one_run(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    let usage_at_clean = Usage::sample(&survivor_pids, disk);
     let out_ms = out_ms.expect("invariant: clean only after out");
+    let window_usage = usage_at_out.since(&usage_at_clean, clean_ms - out_ms);
     let (during, degraded) = match fio {
         Some(fio) => {
             let samples = finish_load(fio, &prefix, true)?;
@@ -624,6 +638,7 @@ fn one_run(
         during,
         after,
         degraded,
+        window_usage,
     })
 }
 
@@ -650,6 +665,7 @@ fn print_run(run: &RecoveryRun) {
         }
     }
     eprintln!("  states seen: {:?}", run.states_seen);
+    eprintln!("  copy window: {}", usage_cell(&run.window_usage));
 }
 
 fn publish(
@@ -703,6 +719,7 @@ fn publish(
             "during_recovery": r.during.as_ref().map(stats_json),
             "after_clean": r.after.as_ref().map(stats_json),
             "kill_to_out": r.degraded.as_ref().map(stats_json),
+            "copy_window_usage": r.window_usage,
         })).collect::<Vec<_>>(),
     });
     let path = args.results.join(format!("{}.json", args.label));
@@ -713,146 +730,4 @@ fn publish(
     .map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("wrote {}", path.display());
     write_report(&args.results)
-}
-
-/// A load's numbers as the table shows them: latency for T1Q1, IOPS for QD32.
-fn load_cell(load: &str, stats: &Value) -> String {
-    if stats.is_null() {
-        return "-".to_string();
-    }
-    let number = |key: &str| stats[key].as_f64().unwrap_or(f64::NAN);
-    match load {
-        "t1q1" => format!(
-            "{:.0} us (p99 {:.0})",
-            number("lat_avg_us"),
-            number("lat_p99_us")
-        ),
-        _ => format!(
-            "{:.0} iops (p99 {:.0} us)",
-            number("iops"),
-            number("lat_p99_us")
-        ),
-    }
-}
-
-/// during / a reference without recovery: latency ratio for T1Q1 (lower is better), IOPS for QD32.
-fn load_ratio(load: &str, base: &Value, during: &Value) -> String {
-    let key = if load == "t1q1" { "lat_avg_us" } else { "iops" };
-    match (base[key].as_f64(), during[key].as_f64()) {
-        (Some(base), Some(during)) if base > 0.0 => format!("{:.2}x", during / base),
-        _ => "-".to_string(),
-    }
-}
-
-/// Rebuilds `report.md` from every `<label>.json` in the results folder, then `notes.md`.
-fn write_report(results: &Path) -> Result<(), String> {
-    let mut entries: Vec<(String, Value)> = std::fs::read_dir(results)
-        .map_err(|e| format!("{}: {e}", results.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter_map(|p| {
-            let json = parse(&std::fs::read_to_string(&p).ok()?);
-            Some((json["date"].as_str().unwrap_or("").to_string(), json))
-        })
-        .collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::from(
-        "# bench-recovery: time to full redundancy after losing an OSD, and the client cost\n\n\
-         Fresh cluster per row: etcd, vitastor-mon, 3 vitastor-osd on files of one ext4/virtio \
-         disk, a 2-replica pool (pg_minsize 1) of 32 PGs, immediate_commit=all, 128 KiB \
-         objects; the image written in full (4M writes), then `kill -9` of OSD 3. \
-         out = the monitor moved every PG off it (`osd_out_time` after the kill); clean = \
-         every `/pg/state` exactly `[\"active\"]`. Copied = the survivors' \
-         `recovery_stats.objects` after minus before, times the block size (a fully written \
-         object is copied whole); \"dead OSD held\" = its `size - free` before the kill. \
-         Load = fio 4k randwrite through libfio_vitastor.so: T1Q1 shows mean latency, QD32 \
-         IOPS; \"before\" = the same load on the same cluster before the kill (3 OSDs), \
-         \"after\" = once clean (the 2 survivors, the topology of the copy window), \
-         \"during\" = completions between out and clean (the copy window); ratio = during / \
-         after (latency for T1Q1, IOPS for QD32).\n\n\
-         | run | recovery_queue_depth | load | data | copied | dead OSD held | kill -> out | out -> clean | kill -> clean | copy rate (out -> clean) | kill -> clean rate | time per copy x depth | load before the kill | load after clean | load during recovery | during / after |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    let mut configs = String::new();
-    for (date, json) in &entries {
-        let label = json["label"].as_str().unwrap_or("?");
-        for run in json["runs"].as_array().into_iter().flatten() {
-            let load = run["load"].as_str().unwrap_or("?");
-            let out_ms = run["out_ms"].as_u64().unwrap_or(0);
-            let clean_ms = run["clean_ms"].as_u64().unwrap_or(0);
-            let copy_ms = clean_ms.saturating_sub(out_ms).max(1);
-            let block = run["block_size"].as_u64().unwrap_or(128 << 10);
-            let depth = run["recovery_queue_depth"].as_u64().unwrap_or(1);
-            let objects = run["copied_objects"].as_u64();
-            let copied_bytes = objects.map(|o| o * block);
-            let rate = |ms: u64| {
-                copied_bytes.map_or("?".to_string(), |b| {
-                    format!("{:.1} MB/s", b as f64 / (ms as f64 / 1000.0) / 1e6)
-                })
-            };
-            let per_copy = objects.filter(|&o| o > 0).map_or("?".to_string(), |o| {
-                format!("{:.2} ms", copy_ms as f64 * depth as f64 / o as f64)
-            });
-            out.push_str(&format!(
-                "| {label} ({date}) | {depth} | {} | {} MiB | {} | {} MiB | {:.1} s | {:.1} s | {:.1} s | {} | {} | {per_copy} | {} | {} | {} | {} |\n",
-                match load {
-                    "t1q1" => "T1Q1",
-                    "qd32" => "QD32",
-                    _ => "none",
-                },
-                json["size_mib"],
-                match (objects, copied_bytes) {
-                    (Some(o), Some(b)) => format!("{o} objects, {} MiB", b / MIB),
-                    _ => "?".to_string(),
-                },
-                run["victim_used_bytes"].as_u64().unwrap_or(0) / MIB,
-                out_ms as f64 / 1000.0,
-                copy_ms as f64 / 1000.0,
-                clean_ms as f64 / 1000.0,
-                rate(copy_ms),
-                rate(clean_ms.max(1)),
-                load_cell(load, &run["baseline"]),
-                load_cell(load, &run["after_clean"]),
-                load_cell(load, &run["during_recovery"]),
-                load_ratio(load, &run["after_clean"], &run["during_recovery"]),
-            ));
-        }
-        configs.push_str(&format!(
-            "- {label}: {date}, binaries {} (commit {}), {} MiB image, osd_out_time {} s, baseline {} s per load, {} CPUs, load average at start {}{}\n",
-            json["bin_dir"].as_str().unwrap_or("next to bench-recovery"),
-            json["commit"].as_str().unwrap_or("unknown"),
-            json["size_mib"],
-            json["osd_out_time_s"],
-            json["baseline_s"],
-            json["cpus"],
-            json["load_average_at_start"].as_str().unwrap_or("?"),
-            if json["short"] == true { " (short mode)" } else { "" },
-        ));
-        for run in json["runs"].as_array().into_iter().flatten() {
-            let states: Vec<String> = run["states_seen_ms"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(state, ms)| format!("{state} (+{ms} ms)"))
-                .collect();
-            configs.push_str(&format!(
-                "  - depth {}, load {}: PG states seen after the kill (first seen): {}; load over kill -> out: {}\n",
-                run["recovery_queue_depth"],
-                run["load"].as_str().unwrap_or("?"),
-                states.join(", "),
-                load_cell(run["load"].as_str().unwrap_or("?"), &run["kill_to_out"]),
-            ));
-        }
-    }
-    out.push_str("\nRuns:\n\n");
-    out.push_str(&configs);
-    if let Ok(notes) = std::fs::read_to_string(results.join("notes.md")) {
-        out.push('\n');
-        out.push_str(&notes);
-    }
-    let path = results.join("report.md");
-    std::fs::write(&path, &out).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("{out}");
-    eprintln!("wrote {}", path.display());
-    Ok(())
 }
