@@ -731,3 +731,32 @@ fn publish(
     eprintln!("wrote {}", path.display());
     write_report(&args.results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_counts_only_its_completions() {
+        // (unix ms, latency ns): 10 completions inside [1000, 2000), two outside.
+        let mut samples = vec![(999, 1_000_000), (2000, 1_000_000)];
+        samples.extend((0..10).map(|i| (1000 + i * 100, (i + 1) * 100_000)));
+        let stats = window_stats(&samples, 1000, 2000);
+        assert_eq!(stats.ops, 10);
+        assert!((stats.iops - 10.0).abs() < 1e-9);
+        assert!((stats.lat_avg_us - 550.0).abs() < 1e-9);
+        assert!((stats.lat_p99_us - 1000.0).abs() < 1e-9);
+        assert_eq!(window_stats(&samples, 5000, 6000).ops, 0);
+    }
+
+    #[test]
+    fn report_cells() {
+        let stats = json!({"iops": 1000.4, "lat_avg_us": 250.0, "lat_p99_us": 900.0});
+        assert_eq!(report::load_cell("t1q1", &stats), "250 us (p99 900)");
+        assert_eq!(report::load_cell("qd32", &stats), "1000 iops (p99 900 us)");
+        let slower = json!({"iops": 500.2, "lat_avg_us": 500.0});
+        assert_eq!(report::load_ratio("t1q1", &stats, &slower), "2.00x");
+        assert_eq!(report::load_ratio("qd32", &stats, &slower), "0.50x");
+        assert_eq!(report::load_cell("t1q1", &Value::Null), "-");
+    }
+}

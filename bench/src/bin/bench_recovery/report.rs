@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// A load's numbers as the table shows them: latency for T1Q1, IOPS for QD32.
-fn load_cell(load: &str, stats: &Value) -> String {
+pub(super) fn load_cell(load: &str, stats: &Value) -> String {
     if stats.is_null() {
         return "-".to_string();
     }
@@ -43,7 +43,7 @@ pub(super) fn usage_cell(usage: &Value) -> String {
 }
 
 /// during / a reference without recovery: latency ratio for T1Q1 (lower is better), IOPS for QD32.
-fn load_ratio(load: &str, base: &Value, during: &Value) -> String {
+pub(super) fn load_ratio(load: &str, base: &Value, during: &Value) -> String {
     let key = if load == "t1q1" { "lat_avg_us" } else { "iops" };
     match (base[key].as_f64(), during[key].as_f64()) {
         (Some(base), Some(during)) if base > 0.0 => format!("{:.2}x", during / base),
