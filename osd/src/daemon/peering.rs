@@ -821,7 +821,11 @@ impl<D: Disk> Osd<D> {
         };
         pg.stats_at_ms = now;
         let objects = pg.object_count;
-        let (degraded, misplaced) = pg.recovery.as_ref().map_or((0, 0), |q| q.left());
+        let (mut degraded, misplaced) = pg.recovery.as_ref().map_or((0, 0), |q| q.left());
+        if pg.degraded {
+            // Members are missing: every object has fewer copies than the PG should.
+            degraded = objects.saturating_sub(misplaced);
+        }
         let stats = PgStats {
             object_count: objects,
             clean_count: objects.saturating_sub(degraded + misplaced),

@@ -14,7 +14,7 @@
 //!                 └─ the same load, from right after the kill until clean
 //! ```
 //!
-//! Throughput: the objects copied (the survivors' `/osd/stats` `recovery_stats.objects`,
+//! Throughput: the objects copied (the survivors' `/osd/stats` `recovery_stats` counts, degraded plus misplaced,
 //! after minus before; every object of a fully written image is whole, so each copy moves
 //! one block) over out -> clean (the copy rate) and over kill -> clean (what an operator
 //! waits, `osd_out_time` included). The bytes the dead OSD held (its `size - free` before
@@ -538,7 +538,7 @@ fn one_run(
     let all: Vec<u64> = (1..=OSDS).collect();
     bench.wait_for_reports(&all, now_ms())?;
     let recovered_before: Vec<Option<u64>> = (1..OSDS)
-        .map(|osd| bench.osd_stats(osd)["recovery_stats"]["objects"].as_u64())
+        .map(|osd| copied_objects(&bench.osd_stats(osd)))
         .collect();
     let victim = bench.osd_stats(VICTIM);
     let victim_used_bytes = victim["size"]
@@ -611,7 +611,7 @@ fn one_run(
         Ok(()) => (1..OSDS)
             .zip(recovered_before)
             .map(|(osd, before)| {
-                let after = bench.osd_stats(osd)["recovery_stats"]["objects"].as_u64()?;
+                let after = copied_objects(&bench.osd_stats(osd))?;
                 Some(after.saturating_sub(before.unwrap_or(0)))
             })
             .sum::<Option<u64>>(),
@@ -759,4 +759,16 @@ mod tests {
         assert_eq!(report::load_ratio("qd32", &stats, &slower), "0.50x");
         assert_eq!(report::load_cell("t1q1", &Value::Null), "-");
     }
+}
+
+/// Objects an OSD copied so far: its `recovery_stats` counts (Vitastor's form,
+/// `{"degraded": {"count", "bytes"}, "misplaced": {...}}`).
+fn copied_objects(stats: &serde_json::Value) -> Option<u64> {
+    let kinds = stats["recovery_stats"].as_object()?;
+    Some(
+        kinds
+            .values()
+            .filter_map(|kind| kind["count"].as_u64())
+            .sum(),
+    )
 }

@@ -70,7 +70,7 @@ pub(super) fn write_report(results: &Path) -> Result<(), String> {
          objects; the image written in full (4M writes), then `kill -9` of OSD 3. \
          out = the monitor moved every PG off it (`osd_out_time` after the kill); clean = \
          every `/pg/state` exactly `[\"active\"]`. Copied = the survivors' \
-         `recovery_stats.objects` after minus before, times the block size (a fully written \
+         `recovery_stats` counts (degraded plus misplaced) after minus before, times the block size (a fully written \
          object is copied whole); \"dead OSD held\" = its `size - free` before the kill. \
          Load = fio 4k randwrite through libfio_vitastor.so: T1Q1 shows mean latency, QD32 \
          IOPS; \"before\" = the same load on the same cluster before the kill (3 OSDs), \
