@@ -319,7 +319,7 @@ impl Sim {
                 );
                 if !left.is_empty() {
                     self.fail(format!(
-                        "OSD {num} still holds {} objects of PG {pg} (set {set:?})",
+                        "OSD {num} still holds {} objects of PG {pg} (set {set:?}): {left:?}",
                         left.len()
                     ));
                 }

@@ -29,6 +29,11 @@ pub(super) struct Cleanup {
     pub left: BTreeMap<u64, usize>,
     /// OSDs where a purge failed or could not be sent.
     pub failed: BTreeSet<u64>,
+    /// OSDs whose purges were all answered, waiting for their SYNC (a purge is answered
+    /// before it is durable; an OSD leaves all_peers only once its purges are).
+    pub syncing: BTreeSet<u64>,
+    /// OSDs whose purges are durable.
+    pub synced: BTreeSet<u64>,
 }
 
 impl Cleanup {
@@ -129,7 +134,28 @@ impl<D: Disk> Osd<D> {
         self.cleanup_progress(key);
     }
 
-    /// When every purge was answered: remove the cleaned OSDs from `all_peers`.
+    /// The SYNC after an OSD's purges finished (`ok`: they are durable there).
+    pub(super) fn cleanup_sync_done(&mut self, key: PgKey, gen: u64, osd: u64, ok: bool) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        if pg.generation != gen {
+            return;
+        }
+        let Some(cleanup) = pg.cleanup.as_mut() else {
+            return;
+        };
+        cleanup.syncing.remove(&osd);
+        if ok {
+            cleanup.synced.insert(osd);
+        } else {
+            cleanup.failed.insert(osd);
+        }
+        self.cleanup_progress(key);
+    }
+
+    /// When every purge was answered and made durable: remove the cleaned OSDs from
+    /// `all_peers`.
     fn cleanup_progress(&mut self, key: PgKey) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -141,12 +167,43 @@ impl<D: Disk> Osd<D> {
         if !cleanup.finished() || pg.history_write.is_some() {
             return;
         }
-        let cleaned: BTreeSet<u64> = cleanup
+        // Every purge answered: make them durable on each OSD that took them all.
+        let gen = pg.generation;
+        let to_sync: Vec<u64> = cleanup
             .left
             .keys()
-            .filter(|osd| !cleanup.failed.contains(osd))
+            .filter(|osd| {
+                !cleanup.failed.contains(osd)
+                    && !cleanup.syncing.contains(osd)
+                    && !cleanup.synced.contains(osd)
+            })
             .copied()
             .collect();
+        if !to_sync.is_empty() || !cleanup.syncing.is_empty() {
+            for osd in to_sync {
+                let waiter = Waiter::CleanupSync { pg: key, gen, osd };
+                let sent = self.send_to_peer(osd, RequestBody::SecSync, &[], waiter);
+                let Some(cleanup) = self.pgs.get_mut(&key).and_then(|pg| pg.cleanup.as_mut())
+                else {
+                    return;
+                };
+                if sent {
+                    cleanup.syncing.insert(osd);
+                } else {
+                    cleanup.failed.insert(osd);
+                }
+            }
+            let pending = self
+                .pgs
+                .get(&key)
+                .and_then(|pg| pg.cleanup.as_ref())
+                .is_some_and(|c| !c.syncing.is_empty());
+            if pending {
+                return;
+            }
+            return self.cleanup_progress(key);
+        }
+        let cleaned: BTreeSet<u64> = cleanup.synced.clone();
         let new = PgHistory {
             all_peers: current
                 .all_peers

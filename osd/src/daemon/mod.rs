@@ -157,6 +157,8 @@ enum Waiter {
     Purge,
     /// A purge of a copy on `osd`, outside the set of `pg` (`cleanup.rs`).
     Cleanup { pg: PgKey, gen: u64, osd: u64 },
+    /// The SYNC that makes those purges durable on `osd`.
+    CleanupSync { pg: PgKey, gen: u64, osd: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,7 +487,7 @@ impl<D: Disk> Osd<D> {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
-            Waiter::List { .. } | Waiter::Cleanup { .. } => {}
+            Waiter::List { .. } | Waiter::Cleanup { .. } | Waiter::CleanupSync { .. } => {}
             Waiter::Purge => self.purge_done(),
             Waiter::Recovery { pg, gen, oid, step } => {
                 self.recovery_local_done(pg, gen, oid, step, result)
@@ -529,6 +531,9 @@ impl<D: Disk> Osd<D> {
                 );
                 self.cleanup_purge_done(pg, gen, osd, purged);
                 self.purge_done();
+            }
+            Waiter::CleanupSync { pg, gen, osd } => {
+                self.cleanup_sync_done(pg, gen, osd, result.is_ok())
             }
             Waiter::Secondary { .. } => {}
         }
