@@ -732,6 +732,18 @@ fn publish(
     write_report(&args.results)
 }
 
+/// Objects an OSD copied so far: its `recovery_stats` counts (Vitastor's form,
+/// `{"degraded": {"count", "bytes"}, "misplaced": {...}}`).
+fn copied_objects(stats: &serde_json::Value) -> Option<u64> {
+    let kinds = stats["recovery_stats"].as_object()?;
+    Some(
+        kinds
+            .values()
+            .filter_map(|kind| kind["count"].as_u64())
+            .sum(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,16 +771,4 @@ mod tests {
         assert_eq!(report::load_ratio("qd32", &stats, &slower), "0.50x");
         assert_eq!(report::load_cell("t1q1", &Value::Null), "-");
     }
-}
-
-/// Objects an OSD copied so far: its `recovery_stats` counts (Vitastor's form,
-/// `{"degraded": {"count", "bytes"}, "misplaced": {...}}`).
-fn copied_objects(stats: &serde_json::Value) -> Option<u64> {
-    let kinds = stats["recovery_stats"].as_object()?;
-    Some(
-        kinds
-            .values()
-            .filter_map(|kind| kind["count"].as_u64())
-            .sum(),
-    )
 }
