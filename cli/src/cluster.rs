@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use vitastor_proto::size::format_size;
 
 /// `key suffix -> JSON` for every key under a prefix, from the state snapshot in etcd.
-async fn prefix(ctx: &Context, relative: &str) -> Result<BTreeMap<String, Value>, String> {
+pub(crate) async fn prefix(
+    ctx: &Context,
+    relative: &str,
+) -> Result<BTreeMap<String, Value>, String> {
     let (mut etcd, root) = ctx.client.etcd();
     let full = format!("{root}{relative}");
     let response = etcd
@@ -29,7 +32,7 @@ async fn prefix(ctx: &Context, relative: &str) -> Result<BTreeMap<String, Value>
         .collect())
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
 
@@ -60,8 +63,10 @@ pub fn status(ctx: &Context) -> Result<(), String> {
         )
     });
     let pgs = pg_states(ctx);
+    let recovery = recovery_progress(ctx, &stats)?;
     if ctx.json {
         output::json(&json!({
+            "recovery": recovery.json(),
             "mon_master": !master.is_empty(),
             "osd_up": up,
             "osd_total": stats.len(),
@@ -100,62 +105,91 @@ pub fn status(ctx: &Context) -> Result<(), String> {
     for (pg_state, count) in pgs {
         println!("             {count} {pg_state}");
     }
+    if let Some(line) = recovery.line() {
+        println!("  recovery:");
+        println!("    {line}");
+    }
     Ok(())
 }
 
-pub fn df(ctx: &Context) -> Result<(), String> {
-    let state = ctx.state();
-    let pool_stats = block_on(prefix(ctx, "/pool/stats/"))?;
-    const TB: f64 = (1u64 << 40) as f64;
-    let rows: Vec<(String, String, u64, u64, f64)> = state
-        .view
-        .pools
-        .iter()
-        .map(|(id, p)| {
-            let stats = pool_stats
-                .get(&id.get().to_string())
-                .cloned()
-                .unwrap_or(Value::Null);
-            let total = stats["total_raw_tb"].as_f64().unwrap_or(0.0) * TB;
-            let used = stats["used_raw_tb"].as_f64().unwrap_or(0.0) * TB;
-            let ratio = f64::from(p.data_chunks()) / f64::from(p.pg_size.max(1));
-            (
-                p.name.clone(),
-                format!("{:?}", p.scheme).to_lowercase(),
-                (total * ratio) as u64,
-                (used * ratio) as u64,
-                stats["space_efficiency"].as_f64().unwrap_or(1.0),
-            )
-        })
-        .collect();
-    if ctx.json {
-        let list: Vec<Value> = rows
-            .iter()
-            .map(|(name, scheme, total, used, efficiency)| {
-                json!({"name": name, "scheme": scheme, "total_usable": total, "used_usable": used, "available": total.saturating_sub(*used), "space_efficiency": efficiency})
-            })
-            .collect();
-        output::json(&json!(list));
-        return Ok(());
+/// What background recovery and rebalance still have to copy, and how fast they go.
+struct RecoveryProgress {
+    degraded_objects: u64,
+    misplaced_objects: u64,
+    /// Objects left times the pool's block size: an upper bound (copies move only the
+    /// written part of each object).
+    bytes_left: u64,
+    /// Copied per second over the OSDs' last stats interval.
+    bytes_per_sec: f64,
+    objects_per_sec: f64,
+}
+
+impl RecoveryProgress {
+    fn eta_secs(&self) -> Option<f64> {
+        (self.bytes_per_sec > 0.0).then(|| self.bytes_left as f64 / self.bytes_per_sec)
     }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|(name, scheme, total, used, efficiency)| {
-            vec![
-                name.clone(),
-                scheme.clone(),
-                format_size(*total),
-                format_size(*used),
-                format_size(total.saturating_sub(*used)),
-                format!("{:.1}%", efficiency * 100.0),
-            ]
+
+    fn json(&self) -> Value {
+        json!({
+            "degraded_objects": self.degraded_objects,
+            "misplaced_objects": self.misplaced_objects,
+            "bytes_left_max": self.bytes_left,
+            "bytes_per_sec": self.bytes_per_sec,
+            "objects_per_sec": self.objects_per_sec,
+            "eta_secs": self.eta_secs(),
         })
-        .collect();
-    output::table(
-        &["NAME", "SCHEME", "TOTAL", "USED", "AVAILABLE", "EFFICIENCY"],
-        &table,
-    );
-    Ok(())
+    }
+
+    fn line(&self) -> Option<String> {
+        if self.degraded_objects + self.misplaced_objects == 0 {
+            return None;
+        }
+        let eta = match self.eta_secs() {
+            Some(secs) => format!("ETA {secs:.0} s"),
+            None => "ETA unknown (no copies in the last interval)".to_string(),
+        };
+        Some(format!(
+            "{} degraded, {} misplaced objects left (at most {}), {}/s, {:.0} objects/s, {eta}",
+            self.degraded_objects,
+            self.misplaced_objects,
+            format_size(self.bytes_left),
+            format_size(self.bytes_per_sec as u64),
+            self.objects_per_sec
+        ))
+    }
+}
+
+fn recovery_progress(
+    ctx: &Context,
+    osd_stats: &BTreeMap<String, Value>,
+) -> Result<RecoveryProgress, String> {
+    let state = ctx.state();
+    let pg_stats = block_on(prefix(ctx, "/pgstats/"))?;
+    let mut progress = RecoveryProgress {
+        degraded_objects: 0,
+        misplaced_objects: 0,
+        bytes_left: 0,
+        bytes_per_sec: 0.0,
+        objects_per_sec: 0.0,
+    };
+    for (key, stats) in &pg_stats {
+        let pool = key.split('/').next().and_then(|p| p.parse::<u32>().ok());
+        let block_size = pool
+            .and_then(|p| vitastor_proto::PoolId::new(p).ok())
+            .and_then(|id| state.view.pools.get(&id))
+            .and_then(|p| p.block_size)
+            .unwrap_or(state.view.global.block_size());
+        let degraded = stats["degraded_count"].as_u64().unwrap_or(0);
+        let misplaced = stats["misplaced_count"].as_u64().unwrap_or(0);
+        progress.degraded_objects += degraded;
+        progress.misplaced_objects += misplaced;
+        progress.bytes_left += (degraded + misplaced) * u64::from(block_size);
+    }
+    for stats in osd_stats.values() {
+        progress.bytes_per_sec += stats["recovery_rate"]["bps"].as_f64().unwrap_or(0.0);
+        progress.objects_per_sec += stats["recovery_rate"]["ops"].as_f64().unwrap_or(0.0);
+    }
+    Ok(progress)
 }
 
 struct OsdRow {

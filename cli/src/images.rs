@@ -1,10 +1,9 @@
-//! Image commands: create, ls, modify, rm.
+//! Image commands: create, ls, modify (rm and rm-data are in rm.rs).
 
 use crate::etcd::Context;
 use crate::output;
 use etcd_client::TxnOp;
 use serde_json::json;
-use std::io::Write;
 use vitastor_proto::etcd::{keys, InodeConfig};
 use vitastor_proto::size::{format_size, parse_size};
 
@@ -18,9 +17,24 @@ fn parse_image_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
+/// Longest image name, in bytes. Vitastor's CLI sets no explicit limit; its NFS proxy,
+/// which shows images as files, announces `name_max` = 255, so a longer name would be an
+/// image some of Vitastor's own tools cannot reach.
+pub const IMAGE_NAME_MAX_BYTES: usize = 255;
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
         return Err(format!("invalid image name {name:?}"));
+    }
+    if name.len() > IMAGE_NAME_MAX_BYTES {
+        return Err(format!(
+            "image name is {} bytes long, the limit is {IMAGE_NAME_MAX_BYTES}",
+            name.len()
+        ));
+    }
+    // Vitastor refuses it too: `@` separates an image from its snapshot.
+    if name.contains('@') {
+        return Err(format!("image name {name:?} can't contain @"));
     }
     Ok(())
 }
@@ -143,7 +157,7 @@ pub fn ls(ctx: &Context, long: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn find(ctx: &Context, name: &str) -> Result<((u32, u64), InodeConfig), String> {
+pub(crate) fn find(ctx: &Context, name: &str) -> Result<((u32, u64), InodeConfig), String> {
     let state = ctx.state();
     let key = state
         .find_image(name)
@@ -222,45 +236,5 @@ pub async fn modify(
         return Err(format!("image {name:?} changed meanwhile; try again"));
     }
     println!("Image {name} modified");
-    Ok(())
-}
-
-pub async fn rm(ctx: &Context, name: &str) -> Result<(), String> {
-    let ((pool, id), config) = find(ctx, name)?;
-    if config.readonly {
-        return Err(format!(
-            "image {name:?} is read-only; make it --readwrite first"
-        ));
-    }
-    let image = ctx.client.open_inode(pool, id).map_err(|e| e.to_string())?;
-    let object = image.object_size().map_err(|e| e.to_string())?;
-    let objects = config.size.div_ceil(object);
-    // Objects are deleted in batches; the progress goes to stderr.
-    const BATCH: u64 = 64;
-    let mut done = 0;
-    let mut stderr = std::io::stderr();
-    while done < objects {
-        let count = BATCH.min(objects - done);
-        image
-            .trim_objects(done * object, count * object)
-            .await
-            .map_err(|e| e.to_string())?;
-        done += count;
-        let _ = write!(
-            stderr,
-            "\rremoving data: {done}/{objects} objects ({}%)",
-            done * 100 / objects
-        );
-    }
-    if objects > 0 {
-        let _ = writeln!(stderr);
-    }
-    let inode_key = format!("{}{pool}/{id}", keys::CONFIG_INODE);
-    let ops = vec![
-        TxnOp::delete(ctx.key(&inode_key), None),
-        TxnOp::delete(ctx.key(&format!("{}{name}", keys::INDEX_IMAGE)), None),
-    ];
-    ctx.txn(Vec::new(), ops).await?;
-    println!("Image {name} removed");
     Ok(())
 }

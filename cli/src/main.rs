@@ -2,10 +2,12 @@
 //! Errors are one line on stderr and a non-zero exit code.
 
 mod cluster;
+mod df;
 mod etcd;
 mod images;
 mod output;
 mod pools;
+mod rm;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -57,8 +59,21 @@ pub enum Command {
         #[arg(long)]
         readwrite: bool,
     },
-    /// Delete an image's data, then its metadata.
-    Rm { name: String },
+    /// Delete an image's data, then its metadata; refused while the image is being
+    /// written unless --writers-stopped.
+    Rm {
+        name: String,
+        /// The image's writers are stopped: skip the check (Vitastor's flag).
+        #[arg(long)]
+        writers_stopped: bool,
+    },
+    /// Delete the data of an inode, with or without its config (Vitastor's rm-data).
+    RmData {
+        #[arg(long)]
+        pool: String,
+        #[arg(long)]
+        inode: u64,
+    },
     /// Cluster summary.
     Status,
     /// Space per pool.
@@ -129,9 +144,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             images::modify(&ctx, &name, resize.as_deref(), rename.as_deref(), readonly).await
         }
-        Command::Rm { name } => images::rm(&ctx, &name).await,
+        Command::Rm {
+            name,
+            writers_stopped,
+        } => rm::rm(&ctx, &name, writers_stopped).await,
+        Command::RmData { pool, inode } => rm::rm_data(&ctx, &pool, inode).await,
         Command::Status => cluster::status(&ctx),
-        Command::Df => cluster::df(&ctx),
+        Command::Df => df::df(&ctx),
         Command::CreatePool(spec) => pools::create(&ctx, spec).await,
         Command::ModifyPool {
             name,

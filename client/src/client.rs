@@ -3,9 +3,9 @@
 //! Every request is split at object boundaries; each piece goes to the primary of its PG
 //! (only while `/pg/state` says the PG is active on that primary) and is retried when the
 //! OSD answers -EPIPE (PG not active there), the connection breaks, or no primary is
-//! active, after the next cluster state change or a short pause (`client_retry_interval`,
-//! or `up_wait_retry_interval` after -EPIPE), until it completes or the caller's timeout
-//! passes. A connection that is refused or stops answering PINGs gets the OSD's lease
+//! active, after the next cluster state change or a pause (`client_retry_interval`
+//! doubling to 1 s with jitter, at least `up_wait_retry_interval` after -EPIPE), until it
+//! completes or the caller's timeout passes. A connection that is refused or stops answering PINGs gets the OSD's lease
 //! revoked ([`crate::liveness`]), so its PGs move in about a second instead of after the
 //! lease TTL.
 //!
@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock};
+use vitastor_proto::backoff::Backoff;
 use vitastor_proto::errno;
 use vitastor_proto::etcd::watch::WatchCursor;
 use vitastor_proto::etcd::{endpoints, GlobalConfig, ImmediateCommit, InodeConfig};
@@ -33,6 +34,21 @@ use vitastor_proto::PoolId;
 
 /// Alignment every request must have (the OSDs' bitmap granularity).
 pub const ALIGNMENT: u64 = 4096;
+
+/// Cap of a request's retry backoff. Retries also wake on any cluster state change (a
+/// new primary, an OSD back up), so the cap only bounds how late a retry notices a
+/// recovery that etcd does not announce; it keeps a client whose etcd and OSDs are gone
+/// (fio at a high iodepth) from spinning.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A request's retry backoff: from `client_retry_interval` (Vitastor's fixed retry
+/// period) doubling to [`RETRY_MAX`], jittered.
+fn retry_backoff(settings: &GlobalConfig) -> Backoff {
+    let min = settings
+        .client_retry_interval()
+        .max(Duration::from_millis(1));
+    Backoff::new(min, RETRY_MAX.max(min))
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -51,6 +67,10 @@ pub struct ClientOptions {
     pub client_retry_interval: Option<u64>,
     /// Milliseconds before retrying a request an OSD answered with -EPIPE.
     pub up_wait_retry_interval: Option<u64>,
+    /// How long a request waits for a usable `/pg/config` while the key holds a value
+    /// that cannot be parsed and no valid one was ever seen (Vitastor's
+    /// `client_wait_up_timeout`, 16 s); then it fails naming the key.
+    pub client_wait_up_timeout: Duration,
 }
 
 impl ClientOptions {
@@ -64,6 +84,7 @@ impl ClientOptions {
             peer_connect_timeout: None,
             client_retry_interval: None,
             up_wait_retry_interval: None,
+            client_wait_up_timeout: Duration::from_secs(16),
         }
     }
 
@@ -101,6 +122,10 @@ struct Inner {
     /// OSDs whose lease revocation is being checked right now (one check at a time each,
     /// however many requests hit the failure).
     revoking: Mutex<HashSet<u64>>,
+    /// OSDs a connect to failed: no new attempt before the instant, whatever the number
+    /// of requests waiting for them (one attempt per OSD per backoff period, not one per
+    /// request), and the backoff that sets it. Cleared by a successful connect.
+    connect_failures: Mutex<HashMap<u64, (Instant, Backoff)>>,
     sync_order: RwLock<()>,
     unsynced: Mutex<Vec<UnsyncedWrite>>,
     watch_task: tokio::task::JoinHandle<()>,
@@ -172,6 +197,7 @@ impl Client {
             changes,
             connections: Mutex::default(),
             revoking: Mutex::default(),
+            connect_failures: Mutex::default(),
             sync_order: RwLock::new(()),
             unsynced: Mutex::default(),
             watch_task,
@@ -204,7 +230,13 @@ impl Client {
             .lock()
             .expect("not poisoned")
             .find_image(name);
-        let (pool, number) = found.ok_or_else(|| ClientError::NoSuchImage(name.to_string()))?;
+        let Some((pool, number)) = found else {
+            let state = self.inner.state.lock().expect("not poisoned");
+            return Err(match state.image_error(name) {
+                Some(error) => ClientError::InvalidConfig(error),
+                None => ClientError::NoSuchImage(name.to_string()),
+            });
+        };
         self.open_inode(pool, number)
     }
 
@@ -212,6 +244,9 @@ impl Client {
     pub fn open_inode(&self, pool: u32, number: u64) -> Result<Image> {
         let state = self.inner.state.lock().expect("not poisoned");
         let pool_id = PoolId::new(pool).map_err(ClientError::InvalidArgument)?;
+        if let Some(error) = state.inode_error(pool, number) {
+            return Err(ClientError::InvalidConfig(error));
+        }
         if !state.view.pools.contains_key(&pool_id) {
             return Err(ClientError::NoSuchPool(pool.to_string()));
         }
@@ -249,7 +284,7 @@ impl Client {
         self.inner.options.merged(&state.view.global)
     }
 
-    async fn connection(
+    pub(crate) async fn connection(
         &self,
         osd: u64,
         address: &str,
@@ -345,6 +380,29 @@ impl Client {
             .remove(&osd);
     }
 
+    /// How long until the next connect to `osd` may be tried, if one failed recently.
+    fn connect_penalty(&self, osd: u64) -> Option<Duration> {
+        let failures = self.inner.connect_failures.lock().expect("not poisoned");
+        let (until, _) = failures.get(&osd)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn connect_failed(&self, osd: u64, settings: &GlobalConfig) {
+        let mut failures = self.inner.connect_failures.lock().expect("not poisoned");
+        let (until, backoff) = failures
+            .entry(osd)
+            .or_insert_with(|| (Instant::now(), retry_backoff(settings)));
+        *until = Instant::now() + backoff.next_delay();
+    }
+
+    fn connect_succeeded(&self, osd: u64) {
+        self.inner
+            .connect_failures
+            .lock()
+            .expect("not poisoned")
+            .remove(&osd);
+    }
+
     fn forget_connection(&self, osd: u64) {
         let mut connections = self.inner.connections.lock().expect("not poisoned");
         if connections.get(&osd).is_some_and(|c| c.is_closed()) {
@@ -365,6 +423,8 @@ impl Client {
         // The first retry after a lost connection is immediate (a crashed OSD refuses the
         // reconnect, which starts the failover); later ones wait.
         let mut reconnect_now = true;
+        let mut pg_config_logged = false;
+        let mut retry: Option<Backoff> = None;
         loop {
             if let Some(limit) = self.inner.options.request_timeout {
                 if started.elapsed() >= limit {
@@ -382,28 +442,39 @@ impl Client {
                     .and_then(|osd| Some((osd, state.osd_address(osd)?)))
             };
             let settings = self.settings();
+            let retry = retry.get_or_insert_with(|| retry_backoff(&settings));
             let Some((osd, address)) = target else {
-                self.wait_for_change(settings.client_retry_interval()).await;
+                self.wait_for_pg_config(started, &mut pg_config_logged)?;
+                self.wait_for_change(retry.next_delay()).await;
                 continue;
             };
+            if let Some(wait) = self.connect_penalty(osd) {
+                self.wait_for_change(wait.min(retry.next_delay())).await;
+                continue;
+            }
             let connection = match self.connection(osd, &address).await {
-                Ok(connection) => connection,
+                Ok(connection) => {
+                    self.connect_succeeded(osd);
+                    connection
+                }
                 Err(ConnectError::Refused(error)) => {
                     tracing::debug!("{error}; checking whether it is dead");
+                    self.connect_failed(osd, &settings);
                     self.revoke_lease(osd, &address).await;
-                    self.wait_for_change(settings.client_retry_interval()).await;
+                    self.wait_for_change(retry.next_delay()).await;
                     continue;
                 }
                 Err(ConnectError::Other(error)) => {
                     tracing::debug!("{error}; retrying");
-                    self.wait_for_change(settings.client_retry_interval()).await;
+                    self.connect_failed(osd, &settings);
+                    self.wait_for_change(retry.next_delay()).await;
                     continue;
                 }
             };
             match connection.call(body, payload).await {
                 Ok((reply, _)) if reply.retval == -i64::from(errno::EPIPE) => {
-                    self.wait_for_change(settings.up_wait_retry_interval())
-                        .await;
+                    let delay = retry.next_delay().max(settings.up_wait_retry_interval());
+                    self.wait_for_change(delay).await;
                 }
                 Ok((reply, data)) => {
                     let bitmap_len = match reply.body {
@@ -415,11 +486,42 @@ impl Client {
                 Err(ConnectionLost) => {
                     self.forget_connection(osd);
                     if !std::mem::take(&mut reconnect_now) {
-                        self.wait_for_change(settings.client_retry_interval()).await;
+                        self.wait_for_change(retry.next_delay()).await;
                     }
                 }
             }
         }
+    }
+
+    /// A request found no primary: if that is because `/pg/config` cannot be parsed and
+    /// there is no valid map to go on with, say so once, and fail after
+    /// `client_wait_up_timeout` with the key's error instead of waiting silently forever.
+    /// It proceeds by itself once the key is valid (the watch applies it).
+    fn wait_for_pg_config(&self, started: Instant, logged: &mut bool) -> Result<()> {
+        let error = {
+            let state = self.inner.state.lock().expect("not poisoned");
+            if !state.view.pg_config.is_empty() {
+                return Ok(());
+            }
+            match &state.view.pg_config_error {
+                Some(error) => error.clone(),
+                None => return Ok(()),
+            }
+        };
+        let limit = self.inner.options.client_wait_up_timeout;
+        if started.elapsed() >= limit {
+            return Err(ClientError::InvalidConfig(format!(
+                "{error}; no valid PG map after waiting {} s",
+                limit.as_secs()
+            )));
+        }
+        if !std::mem::replace(logged, true) {
+            tracing::warn!(
+                "waiting up to {} s for a valid /pg/config: {error}",
+                limit.as_secs()
+            );
+        }
+        Ok(())
     }
 
     /// Reads `len` bytes at `offset` of `inode`; never-written ranges read as zeros.
@@ -536,6 +638,7 @@ impl Client {
             return Ok(());
         }
         let started = Instant::now();
+        let mut sync_retry: Option<Backoff> = None;
         loop {
             // SYNC every primary currently serving a PG of the written objects.
             let mut targets: Vec<(u32, u64)> = Vec::new();
@@ -557,8 +660,11 @@ impl Client {
             if results.iter().all(|(retval, _, _)| *retval >= 0) {
                 return Ok(());
             }
-            // A primary lost unsynced data (restart): write it again, then SYNC again.
+            // A primary lost unsynced data (restart): write it again, then SYNC again,
+            // after a pause that grows while SYNCs keep failing.
             tracing::info!("SYNC failed; replaying {} unsynced writes", unsynced.len());
+            let backoff = sync_retry.get_or_insert_with(|| retry_backoff(&self.settings()));
+            tokio::time::sleep(backoff.next_delay()).await;
             for write in &unsynced {
                 self.write_unordered(write.inode, write.offset, &write.data)
                     .await?;

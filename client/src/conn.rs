@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use vitastor_proto::wire::show_config::ShowConfigRequest;
+use vitastor_proto::wire::show_config::{ShowConfigReply, ShowConfigRequest};
 use vitastor_proto::wire::{encode_request, Reply, ReplyDecoder, Request, RequestBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl OsdConnection {
         let body = RequestBody::ShowConfig {
             json_len: hello.len() as u64,
         };
-        let (reply, _) = tokio::time::timeout(timeout, connection.call(body, &hello))
+        let (reply, payload) = tokio::time::timeout(timeout, connection.call(body, &hello))
             .await
             .map_err(|_| {
                 ConnectError::Other(format!("OSD {osd} at {address} did not answer SHOW_CONFIG"))
@@ -176,6 +176,16 @@ impl OsdConnection {
             return Err(ConnectError::Other(format!(
                 "OSD {osd} refused SHOW_CONFIG: {}",
                 reply.retval
+            )));
+        }
+        // Either form (JSON + NUL as Vitastor's OSD and ours send, or bare JSON).
+        let config = ShowConfigReply::parse(&payload).map_err(|error| {
+            ConnectError::Other(format!("OSD {osd} sent a bad SHOW_CONFIG reply: {error}"))
+        })?;
+        if config.osd_num != osd {
+            return Err(ConnectError::Other(format!(
+                "{address} is OSD {}, not OSD {osd} (outdated address)",
+                config.osd_num
             )));
         }
         tokio::spawn(ping_loop(

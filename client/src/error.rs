@@ -12,6 +12,10 @@ pub enum ClientError {
     NoSuchImage(String),
     #[error("pool {0} does not exist")]
     NoSuchPool(String),
+    /// A key the operation needs is invalid in etcd (the text names the key and field);
+    /// other images and pools are not affected.
+    #[error("invalid cluster configuration: {0}")]
+    InvalidConfig(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("image is read-only")]
@@ -30,7 +34,7 @@ impl ClientError {
         match self {
             ClientError::EtcdUnreachable { .. } | ClientError::Etcd(_) => errno::EIO,
             ClientError::NoSuchImage(_) | ClientError::NoSuchPool(_) => errno::ENOENT,
-            ClientError::InvalidArgument(_) => errno::EINVAL,
+            ClientError::InvalidArgument(_) | ClientError::InvalidConfig(_) => errno::EINVAL,
             ClientError::ReadOnly => errno::EROFS,
             ClientError::Timeout(_) => libc::ETIMEDOUT,
             ClientError::Osd(code) => code.abs(),

@@ -9,9 +9,11 @@ pub mod capi;
 mod client;
 mod conn;
 mod error;
+mod list;
 mod liveness;
 pub mod state;
 mod watch;
 
 pub use client::{Client, ClientOptions, Image, ALIGNMENT};
 pub use error::{ClientError, Result};
+pub use list::ObjectListing;

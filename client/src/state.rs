@@ -1,5 +1,10 @@
 //! What the client knows of the cluster: the shared [`ClusterView`] (pools, PG map, PG
 //! states, OSD states) plus images: `/config/inode/<pool>/<n>` and `/index/image/<name>`.
+//!
+//! Like the daemons, the client takes the state key by key: an invalid value keeps the
+//! last valid one, and when there is none the key's error is remembered, so that opening
+//! that one image (or an image of that one pool) fails with the key and field at fault
+//! while every other image works.
 
 use std::collections::BTreeMap;
 use vitastor_proto::cluster::ClusterView;
@@ -7,12 +12,22 @@ use vitastor_proto::etcd::{keys, parse_value, ImageIndex, InodeConfig};
 use vitastor_proto::placement::Striping;
 use vitastor_proto::PoolId;
 
+/// An inode config (the error names the key and field).
+fn parse_inode(key: &str, json: &[u8]) -> Result<InodeConfig, vitastor_proto::etcd::SchemaError> {
+    parse_value(key, json)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ClientState {
     pub view: ClusterView,
     /// (pool, local inode number) -> config.
     pub inodes: BTreeMap<(u32, u64), InodeConfig>,
     pub images: BTreeMap<String, ImageIndex>,
+    /// Inode configs whose current value is invalid: the name (when the JSON still has a
+    /// string `name`) and the error naming the key and field.
+    pub invalid_inodes: BTreeMap<(u32, u64), (Option<String>, String)>,
+    /// `/index/image/<name>` entries whose current value is invalid, with the error.
+    pub invalid_images: BTreeMap<String, String>,
 }
 
 impl ClientState {
@@ -27,18 +42,27 @@ impl ClientState {
                 tracing::warn!(key, "ignoring an inode key that is not <pool>/<inode>");
                 return;
             };
+            self.invalid_inodes.remove(&(pool, inode));
             match value {
                 None => {
                     self.inodes.remove(&(pool, inode));
                 }
-                Some(json) => match parse_value::<InodeConfig>(key, json) {
+                Some(json) => match parse_inode(key, json) {
                     Ok(config) => {
                         self.inodes.insert((pool, inode), config);
                     }
-                    Err(error) => tracing::warn!(key, "ignoring invalid inode config: {error}"),
+                    Err(error) => {
+                        tracing::warn!(key, "ignoring invalid inode config: {error}");
+                        let name = serde_json::from_slice::<serde_json::Value>(json)
+                            .ok()
+                            .and_then(|v| v["name"].as_str().map(str::to_string));
+                        self.invalid_inodes
+                            .insert((pool, inode), (name, error.to_string()));
+                    }
                 },
             }
         } else if let Some(name) = key.strip_prefix(keys::INDEX_IMAGE) {
+            self.invalid_images.remove(name);
             match value {
                 None => {
                     self.images.remove(name);
@@ -47,7 +71,11 @@ impl ClientState {
                     Ok(index) => {
                         self.images.insert(name.to_string(), index);
                     }
-                    Err(error) => tracing::warn!(key, "ignoring invalid image index: {error}"),
+                    Err(error) => {
+                        tracing::warn!(key, "ignoring invalid image index: {error}");
+                        self.invalid_images
+                            .insert(name.to_string(), error.to_string());
+                    }
                 },
             }
         } else {
@@ -65,6 +93,40 @@ impl ClientState {
             .iter()
             .find(|(_, config)| config.name == name)
             .map(|(key, _)| *key)
+    }
+
+    /// Why image `name` cannot be opened although something by that name exists: its
+    /// index entry or its inode config is invalid (and there is no valid one).
+    pub fn image_error(&self, name: &str) -> Option<String> {
+        if let Some(error) = self.invalid_images.get(name) {
+            if !self.images.contains_key(name) {
+                return Some(error.clone());
+            }
+        }
+        self.invalid_inodes
+            .iter()
+            .find(|(key, (invalid_name, _))| {
+                invalid_name.as_deref() == Some(name) && !self.inodes.contains_key(key)
+            })
+            .map(|(_, (_, error))| error.clone())
+    }
+
+    /// Why inode `number` of `pool` cannot be opened although its keys exist: the pool's
+    /// entry in `/config/pools` or the inode's config is invalid (with no valid one).
+    pub fn inode_error(&self, pool: u32, number: u64) -> Option<String> {
+        let pool_known = PoolId::new(pool).is_ok_and(|id| self.view.pools.contains_key(&id));
+        if !pool_known {
+            if let Some(error) = self.view.invalid_pools.get(&pool) {
+                return Some(error.clone());
+            }
+        }
+        if !self.inodes.contains_key(&(pool, number)) {
+            return self
+                .invalid_inodes
+                .get(&(pool, number))
+                .map(|(_, error)| error.clone());
+        }
+        None
     }
 
     /// Striping of a pool, if it exists.

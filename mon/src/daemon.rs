@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use vitastor_proto::backoff::Backoff;
 use vitastor_proto::etcd::watch::WatchCursor;
 use vitastor_proto::etcd::{endpoints, keys, MonMaster};
 
@@ -289,6 +290,8 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
     let mut last_decision_time = 0.0;
     let mut last_stats: Option<(Instant, serde_json::Value)> = None;
     let mut uniformity = BTreeMap::new();
+    let mut campaign_retry = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+    let mut next_campaign = Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -319,9 +322,16 @@ async fn run_async(options: MonOptions) -> Result<(), String> {
             last_renewal_try = Instant::now();
             election.renew().await;
         }
-        if !election.is_master {
-            if let Err(error) = election.campaign().await {
-                tracing::warn!("master election: {error}");
+        if !election.is_master && Instant::now() >= next_campaign {
+            match election.campaign().await {
+                Ok(()) => campaign_retry.reset(),
+                Err(error) => {
+                    // etcd away: try again later and later (up to 2 s, jittered), not
+                    // on every tick, and log each failed attempt only.
+                    let delay = campaign_retry.next_delay();
+                    tracing::warn!("master election: {error}; retrying in {delay:?}");
+                    next_campaign = Instant::now() + delay;
+                }
             }
             if election.is_master {
                 dirty_since = Some(Instant::now() - options.mon_change_timeout);

@@ -11,14 +11,18 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_HEAD: usize = 8192;
 
 pub async fn serve(listener: TcpListener, metrics: Rc<RefCell<String>>) {
+    // A failing accept (out of descriptors) is retried later and later, up to 2 s.
+    let mut retry =
+        vitastor_proto::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                retry.reset();
                 tokio::task::spawn_local(answer(stream, metrics.clone()));
             }
             Err(error) => {
                 tracing::warn!("metrics endpoint: accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(retry.next_delay()).await;
             }
         }
     }

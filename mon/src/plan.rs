@@ -117,7 +117,9 @@ pub fn decide(state: &MonState, now: f64, osd_out_time: f64) -> Decision {
                 .filter_map(move |(pg, item)| Some(((pool.parse().ok()?, pg.parse().ok()?), item)))
         })
         .collect();
-    decision.changed = old_items != new_items;
+    // An unparsable /pg/config in etcd is rewritten even when the map we decided equals
+    // the last valid one we hold.
+    decision.changed = old_items != new_items || state.view.pg_config_error.is_some();
     decision
 }
 
@@ -287,6 +289,11 @@ fn resize_pool(
                     for set in &old_history.osd_sets {
                         add_to_history(&mut history, set);
                     }
+                    // OSDs that may hold old copies or tombstones of the old PG's objects
+                    // keep blocking purges (and are listed) in the new PG.
+                    let mut peers: BTreeSet<u64> = history.all_peers.iter().copied().collect();
+                    peers.extend(old_history.all_peers.iter().copied());
+                    history.all_peers = peers.into_iter().collect();
                 }
             }
         }

@@ -69,6 +69,16 @@ impl MonState {
             self.apply_node_placement(key, value)
         } else if let Some(rest) = key.strip_prefix(keys::PGSTATS) {
             apply_pgstats(&mut self.pgstats, key, rest, value)
+        } else if key == keys::PG_CONFIG {
+            // An unparsable /pg/config is a placement change too: the master rewrites it
+            // (from the last valid map) instead of leaving new clients without one until
+            // the next real change.
+            let changed = self.view.apply(key, value);
+            return if changed || self.view.pg_config_error.is_some() {
+                Change::Placement
+            } else {
+                Change::None
+            };
         } else if self.view.apply(key, value) {
             return if key.starts_with(keys::PG_HISTORY) {
                 Change::None

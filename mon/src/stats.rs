@@ -76,6 +76,63 @@ pub fn pg_state_counts(state: &MonState) -> BTreeMap<u32, BTreeMap<String, u64>>
     counts
 }
 
+/// Vitastor's `raw_to_usable`: raw bytes per usable byte, `pg_real_size` for replicated
+/// pools (2 for two replicas) and `pg_real_size / data_chunks` for EC/XOR ((k+m)/k).
+/// Readers divide raw sizes by it (`vitastor-cli df`).
+pub fn raw_to_usable(pg_real_size: u32, data_chunks: u32) -> f64 {
+    f64::from(pg_real_size) / f64::from(data_chunks.max(1))
+}
+
+/// The raw space a pool's placement can use, as Vitastor's monitor estimates it.
+struct PoolSpace {
+    /// Smallest number of OSDs in any PG set of the pool (`pg_size` when all are full).
+    pg_real_size: u32,
+    /// `pg_real_size` x the most data one set slot can take before some member is full:
+    /// a PG is picked in 1/pg_count of the cases, an OSD serving x PG slots fills at
+    /// `size * pg_count / x`, and the first OSD to fill bounds the pool.
+    total_raw_bytes: f64,
+    /// Sum of the sizes of the OSDs the pool's sets use (`space_efficiency` divisor).
+    member_bytes: u64,
+}
+
+impl PoolSpace {
+    fn of(state: &MonState, pool_num: u32, pg_size: u32) -> PoolSpace {
+        let mut slots = BTreeMap::<u64, u64>::new();
+        let mut pg_real_size = pg_size;
+        let mut pg_count = 0u64;
+        for (_, item) in state
+            .view
+            .pg_config
+            .range((pool_num, 0)..=(pool_num, u32::MAX))
+        {
+            pg_count += 1;
+            let members = item.osd_set.iter().filter(|osd| **osd != 0);
+            let size = members.clone().count() as u32;
+            if size > 0 {
+                pg_real_size = pg_real_size.min(size);
+            }
+            for osd in members {
+                *slots.entry(*osd).or_default() += 1;
+            }
+        }
+        let mut per_slot: Option<f64> = None;
+        let mut member_bytes = 0;
+        for (osd, count) in &slots {
+            let Some(stats) = state.osd_stats.get(osd) else {
+                continue;
+            };
+            member_bytes += stats.size;
+            let estimate = stats.size as f64 * pg_count as f64 / *count as f64;
+            per_slot = Some(per_slot.map_or(estimate, |s: f64| s.min(estimate)));
+        }
+        PoolSpace {
+            pg_real_size,
+            total_raw_bytes: per_slot.unwrap_or(0.0) * f64::from(pg_real_size),
+            member_bytes,
+        }
+    }
+}
+
 /// `/pool/stats/<pool>` values and the `/stats` value.
 pub fn aggregate(
     state: &MonState,
@@ -103,21 +160,22 @@ pub fn aggregate(
             }
         }
         let object_count = objects.get("object").copied().unwrap_or(0);
-        // Each object (one block per chunk) occupies pg_size blocks for replicas, or
-        // pg_size chunks of block_size/data_chunks for EC.
-        let raw_per_object = match pool.scheme {
-            vitastor_proto::etcd::PoolScheme::Replicated => block_size * u64::from(pool.pg_size),
-            _ => block_size * u64::from(pool.pg_size) / u64::from(pool.data_chunks().max(1)),
+        let space = PoolSpace::of(state, pool_num, pool.pg_size);
+        // Each object has at most one block per member of its set.
+        let used_raw = object_count * block_size * u64::from(space.pg_real_size);
+        let efficiency = if space.member_bytes > 0 {
+            space.total_raw_bytes / space.member_bytes as f64
+        } else {
+            uniformity.get(&pool_num).copied().unwrap_or(1.0)
         };
-        let raw_to_usable = f64::from(pool.data_chunks()) / f64::from(pool.pg_size.max(1));
         pools.insert(
             pool_num,
             json!({
-                "used_raw_tb": (object_count * raw_per_object) as f64 / TB,
-                "total_raw_tb": total_raw as f64 / TB,
-                "raw_to_usable": raw_to_usable,
-                "space_efficiency": uniformity.get(&pool_num).copied().unwrap_or(1.0),
-                "pg_real_size": pool.pg_size,
+                "used_raw_tb": used_raw as f64 / TB,
+                "total_raw_tb": space.total_raw_bytes / TB,
+                "raw_to_usable": raw_to_usable(space.pg_real_size, pool.data_chunks()),
+                "space_efficiency": efficiency,
+                "pg_real_size": space.pg_real_size,
                 "pg_states": pg_counts.get(&pool_num).cloned().unwrap_or_default(),
                 "object_counts": objects,
             }),
@@ -327,6 +385,13 @@ mod tests {
         assert_eq!(pools[&1]["pg_states"]["offline"], 1);
         let used = pools[&1]["used_raw_tb"].as_f64().unwrap() * TB;
         assert_eq!(used as u64, 3 * 131072 * 2);
+        // Issue 18: Vitastor's meaning. Two replicas: 2 raw bytes per usable byte; both
+        // OSDs (1000 bytes each) serve both PGs, so the pool holds 1000 bytes per slot.
+        assert_eq!(pools[&1]["raw_to_usable"], 2.0);
+        assert_eq!(pools[&1]["pg_real_size"], 2);
+        let total = pools[&1]["total_raw_tb"].as_f64().unwrap() * TB;
+        assert!((total - 2000.0).abs() < 0.01, "{total}");
+        assert_eq!(pools[&1]["space_efficiency"], 1.0);
 
         let mut later = cluster.clone();
         later["op_stats"]["write"]["count"] = json!(50);
@@ -340,5 +405,13 @@ mod tests {
             .contains("vitastor_pool_pgs{pool=\"1\",pool_name=\"p\\\"q\",state=\"degraded\"} 1"));
         assert!(text.contains("vitastor_ops_total{op=\"write\"} 50"));
         assert!(text.contains("vitastor_op_rate{op=\"write\"} 10.0"));
+    }
+
+    #[test]
+    fn raw_to_usable_is_raw_per_usable_byte() {
+        assert_eq!(raw_to_usable(2, 1), 2.0);
+        assert_eq!(raw_to_usable(3, 1), 3.0);
+        assert_eq!(raw_to_usable(6, 4), 1.5, "EC 4+2");
+        assert_eq!(raw_to_usable(3, 2), 1.5, "XOR 2+1");
     }
 }

@@ -411,8 +411,8 @@ impl Harness {
         }
     }
 
-    /// A purge of the object's tombstone (or of an older or newer version, or of a live
-    /// object, which must do nothing).
+    /// A purge of the object's newest version, tombstone or live data (or of an older
+    /// version, which must do nothing, or a newer one, which purges).
     fn purge(&mut self) {
         let object = self.rng.gen_range(0..OBJECTS as usize);
         let model = &self.model[object];
@@ -423,7 +423,17 @@ impl Harness {
             2 => around.saturating_sub(1),
             _ => around + 2,
         };
-        let expected = tombstone.filter(|t| *t <= requested).unwrap_or(0);
+        let newest = match tombstone {
+            Some(version) => version,
+            None if model.live() => model.latest_version,
+            None => 0,
+        };
+        let unstable = !model.unstable_versions().is_empty();
+        let expected = if newest != 0 && newest <= requested && !unstable {
+            newest
+        } else {
+            0
+        };
         self.log.push(format!(
             "purge obj {object} v{requested} (tombstone {tombstone:?}, expect {expected})"
         ));

@@ -26,6 +26,12 @@ pub struct ClusterView {
     pub pg_history: BTreeMap<PgKey, PgHistory>,
     /// OSDs whose `/osd/state/<n>` key exists (their lease is alive).
     pub osd_states: BTreeMap<u64, OsdState>,
+    /// Pools whose current entry in `/config/pools` is invalid, with the reason (key and
+    /// field). A pool here and not in `pools` (never seen valid) is unavailable; one in
+    /// both runs on its last valid config.
+    pub invalid_pools: BTreeMap<u32, String>,
+    /// Why the current `/pg/config` value cannot be used (`None` = it is valid or absent).
+    pub pg_config_error: Option<String>,
 }
 
 impl ClusterView {
@@ -85,11 +91,28 @@ impl ClusterView {
         let (mut pools, errors) = parse_pools(json).map_err(|e| e.to_string())?;
         let named: BTreeMap<String, serde_json::Value> =
             serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        self.invalid_pools.clear();
         for error in &errors {
             tracing::warn!(
                 key,
                 "invalid pool, its last valid config stays in force: {error}"
             );
+        }
+        for id in named.keys() {
+            let Ok(number) = id.parse::<u32>() else {
+                continue;
+            };
+            if PoolId::new(number).is_ok_and(|pool_id| pools.contains_key(&pool_id)) {
+                continue;
+            }
+            // parse_pools names every error "pool <id> ..."; keep the one of this pool.
+            let prefix = format!("pool {id}");
+            let reason = errors
+                .iter()
+                .find(|e| e.what == prefix || e.what.starts_with(&format!("{prefix} ")))
+                .map_or_else(|| format!("{prefix}: invalid"), |e| e.to_string());
+            self.invalid_pools
+                .insert(number, format!("{key}: {reason}"));
         }
         // A pool that is present but invalid keeps its previous configuration.
         for (id, old) in &self.pools {
@@ -101,12 +124,18 @@ impl ClusterView {
         Ok(true)
     }
 
+    /// Applies `/pg/config`; an invalid value keeps the last valid map and is remembered
+    /// in `pg_config_error` (clients waiting for a first map report it).
     fn apply_pg_config(&mut self, key: &str, value: Option<&[u8]>) -> Result<bool, String> {
+        self.pg_config_error = None;
         let Some(json) = value else {
             self.pg_config.clear();
             return Ok(true);
         };
-        let config: PgConfig = parse_value(key, json).map_err(|e| e.to_string())?;
+        let config: PgConfig = parse_value(key, json).map_err(|e| {
+            self.pg_config_error = Some(e.to_string());
+            e.to_string()
+        })?;
         let mut map = BTreeMap::new();
         for (pool, pgs) in &config.items {
             for (pg, item) in pgs {
@@ -191,6 +220,17 @@ mod tests {
             Some(br#"{"items":{"1":{"1":{"osd_set":"x"}}}}"#)
         ));
         assert_eq!(view.pg_config[&(1, 1)].osd_set, vec![1, 2]);
+        assert!(view
+            .pg_config_error
+            .as_deref()
+            .unwrap()
+            .contains("/pg/config"));
+        assert!(view.invalid_pools.contains_key(&1));
+        assert!(view.apply(
+            "/pg/config",
+            Some(br#"{"items":{"1":{"1":{"osd_set":[1,"2"],"primary":1}}}}"#)
+        ));
+        assert_eq!(view.pg_config_error, None);
 
         assert!(view.apply(
             "/osd/state/3",

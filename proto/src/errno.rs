@@ -1,6 +1,7 @@
 //! Linux errno values used as negative `retval` on the wire and as blockstore results.
 //! Numbers are the Linux x86_64/aarch64 ones, which is what Vitastor's clients expect.
 
+pub const EPERM: i32 = 1;
 pub const ENOENT: i32 = 2;
 pub const EINTR: i32 = 4;
 pub const EIO: i32 = 5;
@@ -18,6 +19,7 @@ pub const ENOTSUP: i32 = 95;
 /// Short symbolic name of an errno for logs and JSON output.
 pub fn name(errno: i32) -> &'static str {
     match errno.abs() {
+        EPERM => "EPERM",
         ENOENT => "ENOENT",
         EINTR => "EINTR",
         EIO => "EIO",

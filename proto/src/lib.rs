@@ -4,6 +4,7 @@
 //! This crate does no I/O. Everything here is pure and is tested with property tests;
 //! decoders never panic on any input (see `fuzz/` for the cargo-fuzz target).
 
+pub mod backoff;
 pub mod cluster;
 pub mod errno;
 pub mod etcd;

@@ -229,32 +229,9 @@ impl LocalCluster {
             etcd,
             scratch,
         };
-        let report_interval: &[&str] = if osd_args.contains(&"--etcd_report_interval") {
-            &[]
-        } else {
-            &["--etcd_report_interval", "1"]
-        };
         for osd in 1..=osd_count {
-            let path = cluster.scratch.0.join(format!("osd{osd}.bin"));
-            std::fs::File::create(&path)
-                .and_then(|f| f.set_len(osd_size))
-                .expect("create the OSD file");
-            let status = Command::new(workspace_binary("vitastor-disk"))
-                .args(["prepare", "--data_device", path.to_str().expect("utf-8")])
-                .args(["--journal_size", "16M"])
-                .stdout(Stdio::null())
-                .status()
-                .expect("run vitastor-disk");
-            assert!(status.success(), "vitastor-disk prepare failed");
-            cluster.spawn(
-                &format!("osd{osd}"),
-                Command::new(workspace_binary("vitastor-osd"))
-                    .args(["--osd_num", &osd.to_string()])
-                    .args(["--data_device", path.to_str().expect("utf-8")])
-                    .args(["--etcd_address", &cluster.etcd.address])
-                    .args(report_interval)
-                    .args(osd_args),
-            );
+            cluster.prepare_osd(osd, osd_size);
+            cluster.start_osd(&format!("osd{osd}"), osd, osd_args);
         }
         cluster.spawn(
             "mon",
@@ -264,6 +241,44 @@ impl LocalCluster {
         );
         cluster.etcd.put("/vitastor/config/pools", pools);
         cluster
+    }
+
+    /// Creates `osd<N>.bin` of `osd_size` bytes in the scratch directory and formats it
+    /// with `vitastor-disk prepare`.
+    pub fn prepare_osd(&self, osd: u64, osd_size: u64) -> PathBuf {
+        let path = self.scratch.0.join(format!("osd{osd}.bin"));
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(osd_size))
+            .expect("create the OSD file");
+        let status = Command::new(workspace_binary("vitastor-disk"))
+            .args(["prepare", "--data_device", path.to_str().expect("utf-8")])
+            .args(["--journal_size", "16M"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run vitastor-disk");
+        assert!(status.success(), "vitastor-disk prepare failed");
+        path
+    }
+
+    /// Starts `vitastor-osd` number `osd` on its prepared file as process `name` (an
+    /// `--etcd_report_interval` in `osd_args` replaces the default of 1 s, a 3 s lease).
+    pub fn start_osd(&mut self, name: &str, osd: u64, osd_args: &[&str]) {
+        let path = self.scratch.0.join(format!("osd{osd}.bin"));
+        let report_interval: &[&str] = if osd_args.contains(&"--etcd_report_interval") {
+            &[]
+        } else {
+            &["--etcd_report_interval", "1"]
+        };
+        let etcd = self.etcd.address.clone();
+        self.spawn(
+            name,
+            Command::new(workspace_binary("vitastor-osd"))
+                .args(["--osd_num", &osd.to_string()])
+                .args(["--data_device", path.to_str().expect("utf-8")])
+                .args(["--etcd_address", &etcd])
+                .args(report_interval)
+                .args(osd_args),
+        );
     }
 
     /// Starts a process with its stderr in `<dir>/<name>.log`.

@@ -17,8 +17,9 @@
 use clap::Parser;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use vitastor_bench::procs::Processes;
 use vitastor_testkit::Etcd;
 
 #[derive(Parser, Debug)]
@@ -75,63 +76,6 @@ fn main() -> std::process::ExitCode {
         Err(error) => {
             eprintln!("bench-failover: {error}");
             std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Processes started by the benchmark, killed on drop (also on error).
-struct Processes {
-    dir: PathBuf,
-    children: Vec<(String, Child)>,
-}
-
-impl Processes {
-    fn spawn(&mut self, name: &str, command: &mut Command) -> Result<(), String> {
-        let log_path = self.dir.join(format!("{name}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {name}: {e}"))?;
-        self.children.push((name.to_string(), child));
-        Ok(())
-    }
-
-    fn kill(&mut self, name: &str) {
-        if let Some(index) = self.children.iter().position(|(n, _)| n == name) {
-            let (_, mut child) = self.children.remove(index);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&mut self, name: &str, signal: i32) {
-        if let Some((_, child)) = self.children.iter().find(|(n, _)| n == name) {
-            // SAFETY: signals a child we started and have not reaped (it stays in
-            // `children` until killed and waited for).
-            unsafe { libc::kill(child.id() as i32, signal) };
-        }
-    }
-
-    /// The name of a started process that has exited, if any.
-    fn exited(&mut self) -> Option<String> {
-        self.children
-            .iter_mut()
-            .find_map(|(name, child)| matches!(child.try_wait(), Ok(Some(_))).then(|| name.clone()))
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -312,10 +256,7 @@ fn start_cluster(dir: &Path, bin_dir: &Path, global: &str) -> Result<Bench, Stri
         bin_dir: bin_dir.to_path_buf(),
         dir: dir.clone(),
         etcd,
-        processes: Processes {
-            dir: dir.clone(),
-            children: Vec::new(),
-        },
+        processes: Processes::new(dir.clone()),
     };
     bench.etcd.put(&format!("{PREFIX}/config/global"), global);
     for osd in 1..=OSDS {

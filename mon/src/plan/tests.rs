@@ -219,3 +219,23 @@ fn a_pool_with_no_candidates_keeps_its_map() {
     assert!(!decision.changed);
     assert_eq!(sets(&state, 1), before);
 }
+
+/// Issue 18: a `/pg/config` that cannot be parsed is a placement change and is rewritten
+/// (with the same map), not left broken until the next real change.
+#[test]
+fn an_unparsable_pg_config_is_rewritten() {
+    let mut state = cluster(&[1, 1, 1], ONE_POOL);
+    let first = decide(&state, NOW, 600.0);
+    commit(&mut state, &first);
+    assert!(!decide(&state, NOW, 600.0).changed, "settled");
+    let change = state.apply("/pg/config", Some(b"garbage{"), 4, NOW);
+    assert_eq!(change, crate::state::Change::Placement);
+    let again = decide(&state, NOW, 600.0);
+    assert!(again.changed, "the garbage is replaced");
+    assert_eq!(
+        again.pg_config.items, first.pg_config.items,
+        "by the same map"
+    );
+    commit(&mut state, &again);
+    assert!(!decide(&state, NOW, 600.0).changed);
+}

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How long a lock still held by a process that has exited is waited for.
 pub const DEAD_HOLDER_WAIT_MS: u64 = 5000;
+/// First and longest pause between lock attempts while a dead holder's lock lingers.
 const RETRY_MS: u64 = 20;
+const RETRY_MAX_MS: u64 = 500;
 /// Longest holder command line quoted in a message.
 const CMDLINE_MAX_CHARS: usize = 300;
 
@@ -62,6 +64,10 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), DeviceLockError> {
         error,
     };
     let deadline = Instant::now() + Duration::from_millis(DEAD_HOLDER_WAIT_MS);
+    let mut retry = vitastor_proto::backoff::Backoff::new(
+        Duration::from_millis(RETRY_MS),
+        Duration::from_millis(RETRY_MAX_MS),
+    );
     loop {
         // SAFETY: flock on a descriptor we own; no memory is passed.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
@@ -79,7 +85,8 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), DeviceLockError> {
                 holder,
             });
         }
-        std::thread::sleep(Duration::from_millis(RETRY_MS));
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(retry.next_delay().min(left));
     }
 }
 

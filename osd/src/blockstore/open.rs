@@ -279,8 +279,9 @@ impl<D: Disk> Blockstore<D> {
     /// Objects whose flushed state is newer than a purge in the journal (versions start
     /// again at 1 after a purge, and a new life may have been flushed already): entries
     /// up to that purge (its sequence number here) belong to an earlier life and are not
-    /// applied. The clean slot predates a purge only if it is in the block the purge
-    /// names (that block is not handed out again while the purge is in the journal).
+    /// applied. The clean slot predates a purge if it is in the block the purge names
+    /// (that block is not handed out again while the purge is in the journal); a slot
+    /// no purge names was flushed after the last one.
     fn earlier_lives(&self, entries: &[(EntryHeader, u64)]) -> HashMap<ObjectId, u64> {
         let mut purges: HashMap<ObjectId, Vec<(u64, u32)>> = HashMap::new();
         for (entry, _) in entries.iter().filter(|(e, _)| e.kind == EntryKind::Purge) {
@@ -294,7 +295,14 @@ impl<D: Disk> Blockstore<D> {
             let Some(clean_block) = self.clean.block_of(&oid) else {
                 continue;
             };
-            if let Some((seq, _)) = list.iter().rev().find(|(_, block)| *block != clean_block) {
+            // A purge that names the slot's block is newer than the slot (the block is
+            // not handed out again while that purge is in the journal) and forgets
+            // everything before it: every entry may be applied in order. Otherwise the
+            // slot was flushed after the last purge, by a later life.
+            if list.iter().any(|(_, block)| *block == clean_block) {
+                continue;
+            }
+            if let Some((seq, _)) = list.last() {
                 lives.insert(oid, *seq);
             }
         }

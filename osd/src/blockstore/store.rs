@@ -52,10 +52,12 @@ pub enum Op {
     /// deleted) is left alone and the result is its current version; an explicit version
     /// always records a tombstone (peering propagates deletes this way).
     Delete { oid: ObjectId, version: u64 },
-    /// Forgets the object completely if its newest version is a tombstone with a version
-    /// <= `version` (afterwards `object_version` is 0 and `list` does not show it);
-    /// otherwise does nothing. Result: the purged tombstone's version, or 0 if nothing was
-    /// purged. Peering calls it once every OSD of the PG holds the tombstone.
+    /// Forgets the object completely, data or tombstone, if its newest version is
+    /// <= `version` and none of its versions is unstable (afterwards `object_version` is 0, `list` does not show it and its
+    /// blocks are free); otherwise does nothing. Result: the purged version, or 0 if
+    /// nothing was purged. Peering calls it for a tombstone once every OSD of the PG holds
+    /// it, and for every object of a PG on an OSD that left the PG's set once the set
+    /// holds everything (rebalance).
     Purge { oid: ObjectId, version: u64 },
 }
 
@@ -444,6 +446,35 @@ impl<D: Disk> Blockstore<D> {
     /// Lists all versions of objects in PG `pg_num` of `pg_count` (objects of inodes in
     /// `min_inode..=max_inode` only), sorted by object and version. Tombstones (journaled
     /// and flushed deletes) are listed with `deleted: true`; purged objects are not listed.
+    /// One page of [`Blockstore::list`]: the versions of at most `max_objects` objects at
+    /// or after `from` (in object order), and whether more may follow.
+    pub fn list_page(
+        &self,
+        pg_num: u32,
+        pg_count: u32,
+        pg_stripe_size: u64,
+        from: ObjectId,
+        max_inode: u64,
+        max_objects: usize,
+    ) -> (Vec<ListedVersion>, bool) {
+        let mut all = self.list(pg_num, pg_count, pg_stripe_size, from.inode, max_inode);
+        all.retain(|v| v.oid >= from);
+        let mut objects = 0;
+        let mut end = all.len();
+        for (i, version) in all.iter().enumerate() {
+            if i == 0 || all[i - 1].oid != version.oid {
+                if objects == max_objects {
+                    end = i;
+                    break;
+                }
+                objects += 1;
+            }
+        }
+        let more = end < all.len();
+        all.truncate(end);
+        (all, more)
+    }
+
     pub fn list(
         &self,
         pg_num: u32,
@@ -540,18 +571,6 @@ impl<D: Disk> Blockstore<D> {
         match self.dirty.get(oid).and_then(|chain| chain.last()) {
             Some(entry) => !matches!(entry.kind, DirtyKind::Delete),
             None => self.clean.get(oid).is_some_and(|c| !c.tombstone),
-        }
-    }
-
-    /// The version of the object's newest version if that is a tombstone.
-    pub(super) fn newest_tombstone(&self, oid: &ObjectId) -> Option<u64> {
-        match self.dirty.get(oid).and_then(|chain| chain.last()) {
-            Some(entry) => matches!(entry.kind, DirtyKind::Delete).then_some(entry.version),
-            None => self
-                .clean
-                .get(oid)
-                .filter(|c| c.tombstone)
-                .map(|c| c.version),
         }
     }
 

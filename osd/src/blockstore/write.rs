@@ -446,16 +446,17 @@ impl<D: Disk> Blockstore<D> {
                 (version, EntryKind::Delete, true)
             }
             JournalOpKind::Purge => {
-                let Some(tombstone) = self
-                    .newest_tombstone(&oid)
-                    .filter(|version| *version <= requested)
-                else {
+                // The newest version, live data or tombstone, must be one the caller knows.
+                // Only whole, stable objects: an unstable version is still being decided
+                // (stabilize or rollback), and replay keeps those apart.
+                let newest = self.object_version(&oid);
+                if newest == 0 || newest > requested || chain.iter().any(|e| !e.stable) {
                     return self.complete(index, Ok(OpOutput::Version(0)));
-                };
+                }
                 if self.flusher.is_flushing(&oid) || chain.iter().any(|e| !e.written) {
                     return self.wait_for_progress(index);
                 }
-                (tombstone, EntryKind::Purge, true)
+                (newest, EntryKind::Purge, true)
             }
         };
         let class = if matches!(kind, JournalOpKind::Delete | JournalOpKind::Purge) {

@@ -20,10 +20,13 @@
 //! | any case | the reachable members of the PG map's set number at least `pg_minsize` and include the primary |
 //! | otherwise | `incomplete`: I/O gets -EPIPE (retry), and peering runs again whenever a missing OSD connects |
 //!
-//! When peering has copied the newest version of every object (tombstones included) to
-//! every live member, those members together hold everything every recorded set held, so
-//! the activation *replaces* `osd_sets` by the one live set: history is trimmed exactly
-//! when the data is on the set that is recorded. `all_peers` only grows (copies left on
+//! Activation happens as soon as peering decided the newest version of every object; the
+//! copies to live members that lack some are made in the background (`recovery.rs`).
+//! Until they are, the activation *adds* the live set to the sets recorded before (any of
+//! them may hold what a live member lacks); a PG with nothing to copy records only its
+//! live set. When the last copy is made, every live member holds everything every
+//! recorded set held, and the primary *trims* `osd_sets` to the live set (same
+//! conditions): history shrinks exactly when the data is on the set that is recorded. `all_peers` only grows (copies left on
 //! OSDs outside the set are not removed yet), and tombstones are purged only while every
 //! OSD in `all_peers` is a live member.
 
@@ -127,14 +130,24 @@ pub fn activated_history(
     live: &[u64],
     holders: &BTreeSet<u64>,
     epoch: u64,
+    clean: bool,
 ) -> PgHistory {
     debug_assert!(epoch > old.epoch, "every activation starts a new epoch");
     let mut all_peers: BTreeSet<u64> = old.all_peers.iter().copied().collect();
     all_peers.extend(osd_set.iter().copied());
     all_peers.extend(holders.iter().copied());
     all_peers.remove(&0);
+    // Until every live member holds everything, the sets that held it stay recorded.
+    let mut osd_sets = if clean {
+        Vec::new()
+    } else {
+        sets_to_check(osd_set, old)
+    };
+    if !osd_sets.iter().any(|set| set == live) {
+        osd_sets.push(live.to_vec());
+    }
     PgHistory {
-        osd_sets: vec![live.to_vec()],
+        osd_sets,
         all_peers: all_peers.into_iter().collect(),
         epoch,
     }
@@ -234,13 +247,36 @@ mod tests {
     #[test]
     fn activation_records_only_the_live_set_and_keeps_every_peer() {
         let old = history(&[&[1, 0], &[1, 2]], &[1, 2, 5]);
-        let new = activated_history(&old, &[1, 2], &[1, 2], &up(&[7]), 9);
+        let new = activated_history(&old, &[1, 2], &[1, 2], &up(&[7]), 9, true);
         assert_eq!(new.osd_sets, vec![vec![1, 2]]);
         assert_eq!(new.all_peers, vec![1, 2, 5, 7]);
         assert_eq!(new.epoch, 9);
         assert!(!may_purge(&new, &[1, 2]));
-        let clean = activated_history(&history(&[], &[1, 2]), &[1, 2], &[1, 2], &up(&[]), 4);
+        let clean = activated_history(&history(&[], &[1, 2]), &[1, 2], &[1, 2], &up(&[]), 4, true);
         assert!(may_purge(&clean, &[1, 2]));
         assert!(!may_purge(&clean, &[1, 0]));
+    }
+
+    /// Background recovery: until the copies are made, the sets that held the data stay.
+    #[test]
+    fn activation_with_copies_left_keeps_the_old_sets() {
+        let old = history(&[&[1, 0]], &[1, 2]);
+        let new = activated_history(&old, &[1, 2], &[1, 2], &up(&[]), 5, false);
+        assert_eq!(new.osd_sets, vec![vec![1, 0], vec![1, 2]]);
+        // OSD 2 alone cannot serve: it may lack what only OSD 1 held.
+        assert!(decide_activation(&[1, 2], &new, &up(&[2]), 2, 1).is_err());
+        // Without a recorded set, the PG map's set is what held the data.
+        let fresh = activated_history(
+            &PgHistory::default(),
+            &[1, 2, 3],
+            &[1, 2, 0],
+            &up(&[]),
+            2,
+            false,
+        );
+        assert_eq!(fresh.osd_sets, vec![vec![1, 2, 3], vec![1, 2, 0]]);
+        // The same live set is recorded once.
+        let again = activated_history(&new, &[1, 2], &[1, 2], &up(&[]), 6, false);
+        assert_eq!(again.osd_sets, vec![vec![1, 0], vec![1, 2]]);
     }
 }

@@ -1,6 +1,9 @@
 //! Inbound connections: decode requests as bytes arrive and route them. A stream that cannot
 //! be trusted (bad magic, bad header checksum, oversized payload) closes that connection
-//! only; an unknown opcode gets -EINVAL and the stream goes on.
+//! only; an unknown or unimplemented opcode gets -EINVAL (what Vitastor's OSD answers), a
+//! mutating sub-op without the header seal gets -EPERM, and the stream goes on: closing
+//! would only make a stock Vitastor client reconnect and resend in a loop. Each such
+//! opcode is logged once per OSD process, not once per request.
 
 use super::{Action, ConnId, Osd};
 use crate::blockstore::Disk;
@@ -25,9 +28,22 @@ impl<D: Disk> Osd<D> {
                     self.handle_request(conn, request, payload)
                 }
                 Ok(Some(RequestEvent::Unknown { id, opcode })) => {
-                    tracing::warn!(conn, id, opcode, "unknown opcode");
+                    if self.refused_opcodes.insert(opcode) {
+                        tracing::warn!(conn, opcode, "unknown opcode, answering -EINVAL");
+                    }
                     let bytes = Reply::unknown_opcode(id, opcode, errno::EINVAL).to_vec();
                     self.actions.push(Action::Reply { conn, bytes });
+                }
+                Ok(Some(RequestEvent::Unsealed { id, opcode })) => {
+                    if self.refused_opcodes.insert(opcode as u64) {
+                        tracing::warn!(
+                            conn,
+                            ?opcode,
+                            "a mutating sub-op without the header seal (not from one of our \
+                             OSDs), answering -EPERM"
+                        );
+                    }
+                    self.reply(conn, Reply::error(id, opcode, errno::EPERM), &[]);
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -59,7 +75,9 @@ impl<D: Disk> Osd<D> {
             | RequestBody::SecDelete { .. }
             | RequestBody::SecList(_) => self.secondary_op(conn, request, payload),
             _ => {
-                tracing::debug!(conn, ?request, "unsupported op");
+                if self.refused_opcodes.insert(request.body.opcode() as u64) {
+                    tracing::warn!(conn, ?request, "unimplemented op, answering -EINVAL");
+                }
                 self.reply(
                     conn,
                     Reply::error(id, request.body.opcode(), errno::EINVAL),
@@ -70,16 +88,14 @@ impl<D: Disk> Osd<D> {
     }
 
     fn show_config(&mut self, conn: ConnId, id: u64, payload: &[u8]) {
-        if !payload.is_empty() {
-            if let Err(error) = serde_json::from_slice::<ShowConfigRequest>(payload) {
-                tracing::warn!(conn, "invalid SHOW_CONFIG JSON: {error}");
-                self.reply(
-                    conn,
-                    Reply::error(id, Opcode::ShowConfig, errno::EINVAL),
-                    &[],
-                );
-                return;
-            }
+        if let Err(error) = ShowConfigRequest::parse(payload) {
+            tracing::warn!(conn, "invalid SHOW_CONFIG JSON: {error}");
+            self.reply(
+                conn,
+                Reply::error(id, Opcode::ShowConfig, errno::EINVAL),
+                &[],
+            );
+            return;
         }
         let config = ShowConfigReply {
             osd_num: self.settings.osd_num,
@@ -88,17 +104,19 @@ impl<D: Disk> Osd<D> {
             bitmap_granularity: self.store.bitmap_granularity(),
             primary_enabled: true,
             blockstore_enabled: true,
+            readonly: false,
             immediate_commit: self.settings.immediate_commit,
             lease_timeout: self.settings.lease_timeout,
             features: serde_json::Map::new(),
         };
-        let json = serde_json::to_vec(&config).expect("invariant: the config serializes");
+        // JSON + NUL, retval = its length: Vitastor's convention (see show_config.rs).
+        let payload = config.to_payload();
         let reply = Reply {
             id,
             opcode: Opcode::ShowConfig,
-            retval: json.len() as i64,
+            retval: payload.len() as i64,
             body: ReplyBody::Empty,
         };
-        self.reply(conn, reply, &json);
+        self.reply(conn, reply, &payload);
     }
 }

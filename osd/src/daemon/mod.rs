@@ -11,9 +11,11 @@
 //! Files: `inbound.rs` decodes requests and answers the connection-level ops,
 //! `secondary.rs` serves sub-ops (and fences deposed primaries by PG epoch), `primary.rs`
 //! serves client ops on active PGs, `pg.rs` holds a PG's state, `peering.rs` takes, peers,
-//! activates and stops PGs, `recovery.rs` copies objects while peering, `history.rs` is the
+//! activates and stops PGs, `recovery.rs` copies objects to members that lack them while the PG is active,
+//! `cleanup.rs` drops copies left outside a PG's set, `history.rs` is the
 //! activation rule and the `/pg/history` it leaves.
 
+mod cleanup;
 mod history;
 mod inbound;
 mod peering;
@@ -26,7 +28,7 @@ pub use pg::{PgBase, PgStatus};
 
 use crate::blockstore::{Blockstore, Completion, Disk, OpError, OpId, OpOutput};
 use crate::cluster::{ClusterView, PgKey};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use vitastor_proto::errno;
 use vitastor_proto::etcd::ImmediateCommit;
 use vitastor_proto::wire::{encode_request, Reply, ReplyDecoder, Request, RequestDecoder};
@@ -83,9 +85,12 @@ pub enum EtcdAction {
     },
     /// Write `/pg/history/<pool>/<pg>` = `value` if it still equals `expected` (`None` =
     /// absent; compared as parsed JSON) and `/pg/state/<pool>/<pg>` carries our lease,
-    /// then report with [`Osd::on_history_written`].
+    /// then report with [`Osd::on_history_written`], quoting `id`. (Several writes of
+    /// one PG may be on their way, e.g. a trim queued while etcd was unreachable and the
+    /// activation of a later peering: each answer must reach the write it belongs to.)
     PutPgHistory {
         pg: PgKey,
+        id: u64,
         expected: Option<String>,
         value: String,
     },
@@ -98,8 +103,8 @@ pub struct OsdSettings {
     pub immediate_commit: ImmediateCommit,
     /// Lease TTL reported in SHOW_CONFIG (seconds).
     pub lease_timeout: u64,
-    /// Recovery copies in flight per PG.
-    pub recovery_parallelism: usize,
+    /// Objects per SEC_LIST page peering asks for (small in tests, to page).
+    pub list_page_objects: usize,
 }
 
 impl OsdSettings {
@@ -108,7 +113,7 @@ impl OsdSettings {
             osd_num,
             immediate_commit: ImmediateCommit::All,
             lease_timeout: 15,
-            recovery_parallelism: 8,
+            list_page_objects: 16_384,
         }
     }
 }
@@ -119,7 +124,9 @@ pub struct OpCounters {
     /// op name -> (count, bytes).
     pub ops: BTreeMap<&'static str, (u64, u64)>,
     pub subops: BTreeMap<&'static str, (u64, u64)>,
-    pub recovered_objects: u64,
+    /// Objects copied (count, bytes) by why: "degraded" (too few copies: recovery) or
+    /// "misplaced" (copies outside the set: rebalance), Vitastor's `recovery_stats`.
+    pub recovery: BTreeMap<&'static str, (u64, u64)>,
 }
 
 /// Whom a blockstore op or a peer request reports to.
@@ -139,15 +146,19 @@ enum Waiter {
     },
     /// The version listing of `osd` for the peering of `pg` in generation `gen`.
     List { pg: PgKey, gen: u64, osd: u64 },
-    /// Step of recovery item `item` of `pg` in generation `gen`.
+    /// Step of the copy of `oid` of `pg` in generation `gen`.
     Recovery {
         pg: PgKey,
         gen: u64,
-        item: usize,
+        oid: vitastor_proto::ObjectId,
         step: peering::RecoveryStep,
     },
     /// A tombstone purge (best effort: a tombstone left behind is purged next time).
     Purge,
+    /// A purge of a copy on `osd`, outside the set of `pg` (`cleanup.rs`).
+    Cleanup { pg: PgKey, gen: u64, osd: u64 },
+    /// The SYNC that makes those purges durable on `osd`.
+    CleanupSync { pg: PgKey, gen: u64, osd: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,12 +187,24 @@ pub struct Osd<D: Disk> {
     /// Per PG: the newest epoch a primary announced to us (in a listing or a sub-op).
     /// Sub-ops of older epochs come from a deposed primary and are refused.
     fences: HashMap<PgKey, u64>,
+    /// Opcodes already logged as refused (unknown, unimplemented or unsealed): each is
+    /// logged once, so a stock client retrying cannot flood the log.
+    refused_opcodes: HashSet<u64>,
     /// Monotonic clock (ms) as last set by the driver (see [`Osd::set_clock`]).
     now_ms: u64,
     /// Until when the etcd lease is certainly alive (monotonic ms); `None` = no deadline
     /// is enforced (tests that do not model leases).
     lease_deadline_ms: Option<u64>,
     counters: OpCounters,
+    /// Background copies in flight (at most `recovery_queue_depth`).
+    recovery_inflight: usize,
+    /// The PG background recovery works on, and how many copies it started there.
+    recovery_cursor: PgKey,
+    recovery_switch_count: u64,
+    /// Tombstone purge requests in flight (at most `peering::PURGES_IN_FLIGHT`).
+    purges_inflight: usize,
+    /// Numbers the history writes ([`EtcdAction::PutPgHistory`]).
+    next_history_write: u64,
 }
 
 impl<D: Disk> Osd<D> {
@@ -202,9 +225,15 @@ impl<D: Disk> Osd<D> {
             completions: Vec::new(),
             lease_lost: false,
             fences: HashMap::new(),
+            refused_opcodes: HashSet::new(),
             now_ms: 0,
             lease_deadline_ms: None,
             counters: OpCounters::default(),
+            recovery_inflight: 0,
+            recovery_cursor: (0, 0),
+            recovery_switch_count: 0,
+            purges_inflight: 0,
+            next_history_write: 1,
         }
     }
 
@@ -361,6 +390,8 @@ impl<D: Disk> Osd<D> {
         self.view = view.clone();
         if !self.lease_lost {
             self.sync_pgs_with_view();
+            // Recovery settings may have changed.
+            self.pump_recovery();
         }
     }
 
@@ -373,6 +404,7 @@ impl<D: Disk> Osd<D> {
         self.check_lease_deadline();
         if !self.lease_lost {
             self.run_due_retries();
+            self.pump_recovery();
         }
     }
 
@@ -455,13 +487,11 @@ impl<D: Disk> Osd<D> {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
-            Waiter::List { .. } | Waiter::Purge => {}
-            Waiter::Recovery {
-                pg,
-                gen,
-                item,
-                step,
-            } => self.recovery_local_done(pg, gen, item, step, result),
+            Waiter::List { .. } | Waiter::Cleanup { .. } | Waiter::CleanupSync { .. } => {}
+            Waiter::Purge => self.purge_done(),
+            Waiter::Recovery { pg, gen, oid, step } => {
+                self.recovery_local_done(pg, gen, oid, step, result)
+            }
         }
     }
 
@@ -481,19 +511,31 @@ impl<D: Disk> Osd<D> {
                 osd,
                 result.map(|reply| (reply, payload.unwrap_or_default())),
             ),
-            Waiter::Recovery {
+            Waiter::Recovery { pg, gen, oid, step } => self.recovery_peer_done(
                 pg,
                 gen,
-                item,
-                step,
-            } => self.recovery_peer_done(
-                pg,
-                gen,
-                (item, step),
+                (oid, step),
                 result.map(|reply| (reply, payload.unwrap_or_default())),
                 from,
             ),
-            Waiter::Secondary { .. } | Waiter::Purge => {}
+            Waiter::Purge => self.purge_done(),
+            Waiter::Cleanup { pg, gen, osd } => {
+                // Version 0: nothing was purged (the OSD has a newer version than it
+                // listed, or the op raced with something); it stays in all_peers.
+                let purged = matches!(
+                    result,
+                    Ok(Reply {
+                        body: vitastor_proto::wire::ReplyBody::SecDelete { version },
+                        ..
+                    }) if version != 0
+                );
+                self.cleanup_purge_done(pg, gen, osd, purged);
+                self.purge_done();
+            }
+            Waiter::CleanupSync { pg, gen, osd } => {
+                self.cleanup_sync_done(pg, gen, osd, result.is_ok())
+            }
+            Waiter::Secondary { .. } => {}
         }
     }
 
@@ -502,6 +544,31 @@ impl<D: Disk> Osd<D> {
     pub(super) fn close_peer(&mut self, osd: u64) {
         self.on_peer_down(osd);
         self.actions.push(Action::ClosePeer { osd });
+    }
+
+    /// Queues a conditional write of PG `key`'s history (see [`EtcdAction::PutPgHistory`])
+    /// whose answer [`Osd::on_history_written`] hands to `purpose`.
+    fn put_history(
+        &mut self,
+        key: PgKey,
+        purpose: pg::HistoryWrite,
+        expected: Option<&vitastor_proto::etcd::PgHistory>,
+        value: &vitastor_proto::etcd::PgHistory,
+    ) {
+        let id = self.next_history_write;
+        self.next_history_write += 1;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.history_write = Some((id, pg.generation, purpose));
+        let expected = expected.map(|h| serde_json::to_string(h).expect("invariant: serializes"));
+        let value = serde_json::to_string(value).expect("invariant: serializes");
+        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
+            pg: key,
+            id,
+            expected,
+            value,
+        }));
     }
 
     /// Remembers that `epoch` of PG `key` was announced (fencing older primaries).

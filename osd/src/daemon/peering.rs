@@ -19,18 +19,48 @@
 //! [`RETRY_MS`] or as soon as the view changes.
 
 use super::history::{self, Blocker};
-use super::pg::{Pg, PgBase};
+use super::pg::{HistoryWrite, Pg, PgBase};
 use super::{Action, EtcdAction, Osd, Waiter};
 use crate::blockstore::{Disk, Op};
 use crate::cluster::PgKey;
 use std::collections::{BTreeMap, BTreeSet};
 use vitastor_proto::errno;
 use vitastor_proto::etcd::{PgHistory, PgStats, PoolScheme};
-use vitastor_proto::wire::request::{SecDelete, SecList, LIST_TOMBSTONES};
+use vitastor_proto::wire::request::{SecDelete, SecList, LIST_PAGED, LIST_TOMBSTONES};
 use vitastor_proto::wire::{decode_obj_versions, Reply, ReplyBody, RequestBody};
 use vitastor_proto::ObjectId;
 
-pub(super) use super::recovery::{RecoveryItem, RecoveryStep};
+pub(super) use super::recovery::RecoveryStep;
+use super::recovery::{CopyKind, RecoveryItem, RecoveryQueue};
+
+/// A SEC_LIST of one page of `pg`'s objects (tombstones included) from the cursor
+/// (`inode`, `stripe`) on, announcing the peering's `fence` epoch.
+fn list_page_request(
+    page_objects: usize,
+    pg: u32,
+    pg_count: u32,
+    pg_stripe_size: u64,
+    fence: u64,
+    inode: u64,
+    stripe: u64,
+) -> SecList {
+    let pool_inodes = inode & !((1 << 48) - 1);
+    SecList {
+        list_pg: pg,
+        pg_count,
+        pg_stripe_size,
+        min_inode: inode,
+        max_inode: pool_inodes | ((1 << 48) - 1),
+        min_stripe: stripe,
+        max_stripe: u64::MAX,
+        stable_limit: page_objects as u32,
+        flags: LIST_TOMBSTONES | LIST_PAGED,
+        epoch: fence,
+    }
+}
+
+/// Tombstone purge requests in flight per OSD (local and to peers).
+pub(super) const PURGES_IN_FLIGHT: usize = 64;
 
 /// Delay before a failed peering step is tried again (ms).
 pub(super) const RETRY_MS: u64 = 500;
@@ -54,10 +84,10 @@ pub(super) struct Peering {
     pub based_on: Option<PgHistory>,
     /// The epoch announced to the members (`based_on.epoch + 1`).
     pub fence: u64,
-    pub items: Vec<RecoveryItem>,
-    pub next_item: usize,
-    pub inflight: usize,
-    pub finished: usize,
+    /// What the PG will copy once active (decided when every listing is in).
+    pub plan: BTreeMap<ObjectId, RecoveryItem>,
+    /// Objects found on OSDs outside the PG's set.
+    pub misplaced_copies: bool,
     /// Set once the history transaction is on its way.
     pub writing_history: Option<PgHistory>,
 }
@@ -256,6 +286,7 @@ impl<D: Disk> Osd<D> {
 
     /// Peering failed for a reason that may go away: try again a little later.
     pub(super) fn retry_peering_later(&mut self, key: PgKey, problem: &str) {
+        self.fail_queued_ops(key);
         let at = self.now_ms + RETRY_MS;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -269,6 +300,9 @@ impl<D: Disk> Osd<D> {
         pg.peering = None;
         pg.base = PgBase::Peering;
         pg.retry_at_ms = Some(at);
+        pg.purges.clear();
+        pg.cleanup = None;
+        self.drop_recovery(key);
     }
 
     /// (Re)starts peering; waits for ops in flight first.
@@ -289,6 +323,12 @@ impl<D: Disk> Osd<D> {
         pg.peering = None;
         pg.retry_at_ms = None;
         pg.seen_history = history.clone();
+        pg.purges.clear();
+        pg.cleanup = None;
+        self.drop_recovery(key);
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
         if pg.inflight > 0 {
             pg.base = PgBase::Repeering;
             self.publish_state(key);
@@ -339,18 +379,8 @@ impl<D: Disk> Osd<D> {
         }
         peering.listed.insert(me);
         self.raise_fence(key, fence);
-        let list = SecList {
-            list_pg: key.1,
-            pg_count,
-            pg_stripe_size: stripe,
-            min_inode,
-            max_inode,
-            min_stripe: 0,
-            max_stripe: u64::MAX,
-            stable_limit: 0,
-            flags: LIST_TOMBSTONES,
-            epoch: fence,
-        };
+        let page = self.settings.list_page_objects;
+        let list = list_page_request(page, key.1, pg_count, stripe, fence, min_inode, 0);
         for &osd in reachable.iter().filter(|&&osd| osd != me) {
             let waiter = Waiter::List { pg: key, gen, osd };
             if self.send_to_peer(osd, RequestBody::SecList(list), &[], waiter) {
@@ -426,6 +456,7 @@ impl<D: Disk> Osd<D> {
             }
             Err(code) => Err(format!("error {code}")),
         };
+        let page = self.settings.list_page_objects;
         let Some(peering) = self.peering_mut(key, gen) else {
             return;
         };
@@ -439,6 +470,27 @@ impl<D: Disk> Osd<D> {
                 for (i, item) in items.iter().enumerate() {
                     peering.record(item.oid, osd, item.version, i >= first_deleted);
                 }
+                let objects: BTreeSet<ObjectId> = items.iter().map(|item| item.oid).collect();
+                if objects.len() >= page {
+                    // A full page: ask for the next one, after the last object listed.
+                    let last = *objects.last().expect("invariant: a full page");
+                    let (inode, stripe) = match last.stripe.checked_add(1) {
+                        Some(stripe) => (last.inode, stripe),
+                        None => (last.inode + 1, 0),
+                    };
+                    let fence = peering.fence;
+                    let Some(pg) = self.pgs.get(&key) else {
+                        return;
+                    };
+                    let (pg_count, stripe_size) = (pg.pg_count, self.pg_stripe_size(key));
+                    let list =
+                        list_page_request(page, key.1, pg_count, stripe_size, fence, inode, stripe);
+                    let waiter = Waiter::List { pg: key, gen, osd };
+                    if !self.send_to_peer(osd, RequestBody::SecList(list), &[], waiter) {
+                        self.retry_peering_later(key, &format!("OSD {osd} left while listing"));
+                    }
+                    return;
+                }
                 peering.pending.remove(&osd);
                 peering.listed.insert(osd);
                 if peering.pending.is_empty() {
@@ -451,7 +503,8 @@ impl<D: Disk> Osd<D> {
         }
     }
 
-    /// All listings are in: check the activation rule, then decide what to copy where.
+    /// All listings are in: check the activation rule, decide what to copy where, and
+    /// record the new epoch in `/pg/history`.
     fn plan_recovery(&mut self, key: PgKey) {
         let me = self.settings.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
@@ -496,9 +549,10 @@ impl<D: Disk> Osd<D> {
         }
         pg.live = live.iter().copied().filter(|&osd| osd != 0).collect();
         pg.live_slots = live;
-        pg.degraded = pg.live.len() < pg.osd_set.iter().filter(|&&o| o != 0).count();
+        let members = pg.osd_set.iter().filter(|&&o| o != 0).count();
+        pg.degraded = pg.live.len() < members;
         let peering = pg.peering.as_mut().expect("invariant: checked above");
-        let mut items = Vec::new();
+        let mut plan = BTreeMap::new();
         let mut misplaced = false;
         for (oid, holders) in &peering.versions {
             let newest = holders
@@ -527,29 +581,45 @@ impl<D: Disk> Osd<D> {
                     .map(|(osd, _)| osd)
                     .expect("invariant: some holder has the newest version")
             };
-            items.push(RecoveryItem::new(*oid, newest, source, targets));
+            // Enough copies of the newest version exist, some on OSDs outside the set:
+            // moving them is rebalance, not recovery.
+            let copies = holders
+                .values()
+                .filter(|l| l.version == newest.version)
+                .count();
+            let kind = if copies >= members {
+                CopyKind::Misplaced
+            } else {
+                CopyKind::Degraded
+            };
+            let whole = targets
+                .iter()
+                .any(|osd| holders.get(osd).is_some_and(|l| !l.deleted));
+            plan.insert(
+                *oid,
+                RecoveryItem::new(newest, source, targets, kind, whole),
+            );
         }
-        pg.has_degraded = !items.is_empty();
-        pg.has_misplaced = misplaced;
-        if !items.is_empty() {
+        if !plan.is_empty() {
             tracing::info!(
                 pool = key.0,
                 pg = key.1,
-                objects = items.len(),
-                "recovering objects while peering"
+                objects = plan.len(),
+                "objects to recover in the background once active"
             );
         }
-        peering.items = items;
-        self.run_recovery(key);
+        peering.plan = plan;
+        peering.misplaced_copies = misplaced;
+        self.write_history(key);
     }
 
-    /// Every live member has the newest version of every object: record the live set in
-    /// `/pg/history`, and serve once etcd confirmed it.
+    /// Peering decided: record the live set and the new epoch in `/pg/history`, and serve
+    /// once etcd confirmed it. While copies are outstanding the sets recorded before stay
+    /// in the history (a live member may still lack what only they hold).
     pub(super) fn write_history(&mut self, key: PgKey) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let gen = pg.generation;
         let Some(peering) = pg.peering.as_mut() else {
             return;
         };
@@ -571,29 +641,30 @@ impl<D: Disk> Osd<D> {
             .flat_map(|holders| holders.keys())
             .copied()
             .collect();
-        let new = history::activated_history(&old, &pg.osd_set, &pg.live_slots, &holders, epoch);
+        let clean = peering.plan.is_empty();
+        let new =
+            history::activated_history(&old, &pg.osd_set, &pg.live_slots, &holders, epoch, clean);
         peering.writing_history = Some(new.clone());
-        let expected = peering
-            .based_on
-            .as_ref()
-            .map(|h| serde_json::to_string(h).expect("invariant: serializes"));
-        let value = serde_json::to_string(&new).expect("invariant: serializes");
-        pg.history_gen = Some(gen);
-        self.actions.push(Action::Etcd(EtcdAction::PutPgHistory {
-            pg: key,
-            expected,
-            value,
-        }));
+        let expected = peering.based_on.clone();
+        self.put_history(key, HistoryWrite::Activation, expected.as_ref(), &new);
     }
 
-    /// The answer to [`EtcdAction::PutPgHistory`]: `ok` when etcd took the new history.
-    pub fn on_history_written(&mut self, key: PgKey, ok: bool) {
+    /// The answer to [`EtcdAction::PutPgHistory`]: `ok` when etcd took the new history
+    /// (the activation's, or the trim after recovery).
+    pub fn on_history_written(&mut self, key: PgKey, id: u64, ok: bool) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let Some(gen) = pg.history_gen.take() else {
+        if pg
+            .history_write
+            .as_ref()
+            .is_none_or(|(awaited, ..)| *awaited != id)
+        {
+            // An earlier write (of an earlier peering): if etcd took it, the writes that
+            // follow it see the change through their own conditions.
             return;
-        };
+        }
+        let (_, gen, purpose) = pg.history_write.take().expect("invariant: checked");
         if gen != pg.generation || self.lease_lost {
             return; // peering restarted meanwhile; it reads the history again
         }
@@ -602,7 +673,11 @@ impl<D: Disk> Osd<D> {
             // the PG: peer again on what etcd says now.
             return self.retry_peering_later(key, "the PG history changed under us");
         }
-        self.activate(key);
+        match purpose {
+            HistoryWrite::Activation => self.activate(key),
+            HistoryWrite::Trim => self.history_trimmed(key),
+            HistoryWrite::ForgetPeers(history) => self.peers_forgotten(key, history),
+        }
     }
 
     fn activate(&mut self, key: PgKey) {
@@ -618,17 +693,9 @@ impl<D: Disk> Osd<D> {
             .expect("invariant: activation follows the history write");
         pg.epoch = history.epoch;
         pg.base = PgBase::Active;
-        pg.has_degraded = false; // every live member got the newest version of everything
         pg.seen_history = Some(history.clone());
-        let objects = peering.versions.len() as u64;
-        let stats = PgStats {
-            object_count: objects,
-            clean_count: if pg.degraded { 0 } else { objects },
-            misplaced_count: 0,
-            degraded_count: if pg.degraded { objects } else { 0 },
-            incomplete_count: 0,
-            write_osd_set: None,
-        };
+        pg.object_count = peering.versions.len() as u64;
+        pg.has_misplaced = peering.misplaced_copies;
         let tombstones: Vec<(ObjectId, u64)> = peering
             .versions
             .iter()
@@ -637,36 +704,160 @@ impl<D: Disk> Osd<D> {
                 newest.deleted.then_some((*oid, newest.version))
             })
             .collect();
-        let purge = !tombstones.is_empty() && history::may_purge(&history, &pg.live);
-        let live = pg.live.clone();
+        let mut foreign: BTreeMap<u64, Vec<(ObjectId, u64)>> = BTreeMap::new();
+        for (oid, holders) in &peering.versions {
+            for (&osd, listed) in holders {
+                if !pg.osd_set.contains(&osd) {
+                    foreign.entry(osd).or_default().push((*oid, listed.version));
+                }
+            }
+        }
+        // Listed OSDs outside the set that hold nothing leave all_peers too.
+        for &osd in &peering.listed {
+            if !pg.osd_set.contains(&osd) && history.all_peers.contains(&osd) {
+                foreign.entry(osd).or_default();
+            }
+        }
+        let untrimmed = history.osd_sets != [pg.live_slots.clone()];
+        let mut queue = RecoveryQueue::new(std::mem::take(&mut peering.plan), untrimmed);
+        queue.tombstones = tombstones;
+        queue.foreign = foreign;
+        let (degraded_objects, misplaced_objects) = queue.left();
+        pg.has_degraded = degraded_objects > 0;
+        pg.has_misplaced |= misplaced_objects > 0;
+        let empty = queue.is_empty();
+        pg.recovery = Some(queue);
         tracing::info!(
             pool = key.0,
             pg = key.1,
             epoch = pg.epoch,
-            objects,
+            objects = pg.object_count,
             degraded = pg.degraded,
+            degraded_objects,
+            misplaced_objects,
             live = ?pg.live_slots,
             "PG active"
         );
-        let stats_json = serde_json::to_string(&stats).expect("invariant: serializes");
         self.view.pg_history.insert(key, history);
         self.raise_fence(key, self.pgs[&key].epoch);
-        self.actions.push(Action::Etcd(EtcdAction::PutPgStats {
-            pg: key,
-            value: stats_json,
-        }));
+        self.put_pg_stats(key);
         self.publish_state(key);
-        if purge {
-            self.purge_tombstones(key, &live, &tombstones);
+        if empty {
+            self.recovery_finished(key);
+        } else {
+            self.pump_recovery();
         }
     }
 
-    /// Drops tombstones every OSD that may hold the objects has (see `history.rs`).
-    fn purge_tombstones(&mut self, key: PgKey, live: &[u64], tombstones: &[(ObjectId, u64)]) {
+    /// Every live member holds the newest version of every object: trim the history to
+    /// the live set (conditioned, like the activation's write), then the PG is clean.
+    pub(super) fn recovery_finished(&mut self, key: PgKey) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        // What this PG's activation wrote (the view may lag behind it).
+        let current = pg.seen_history.clone();
+        let Some(queue) = pg.recovery.as_mut() else {
+            return;
+        };
+        debug_assert!(queue.is_empty(), "recovery finished with copies left");
+        if !queue.history_untrimmed {
+            return self.history_trimmed(key);
+        }
+        if queue.trimming || pg.history_write.is_some() {
+            return;
+        }
+        let current = current.unwrap_or_default();
+        let trimmed = PgHistory {
+            osd_sets: vec![pg.live_slots.clone()],
+            ..current.clone()
+        };
+        queue.trimming = true;
+        self.put_history(key, HistoryWrite::Trim, Some(&current), &trimmed);
+    }
+
+    /// The history names only the live set: the PG is clean (but for members that are
+    /// down and copies outside the set); purge tombstones if every OSD that may hold a
+    /// copy is live.
+    fn history_trimmed(&mut self, key: PgKey) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let Some(mut queue) = pg.recovery.take() else {
+            return;
+        };
+        let mut history = pg.seen_history.clone().unwrap_or_default();
+        if queue.trimming {
+            history.osd_sets = vec![pg.live_slots.clone()];
+            pg.seen_history = Some(history.clone());
+            self.view.pg_history.insert(key, history.clone());
+        }
+        pg.has_degraded = false;
+        let foreign = std::mem::take(&mut queue.foreign);
+        let tombstones = std::mem::take(&mut queue.tombstones);
+        if !tombstones.is_empty() && history::may_purge(&history, &pg.live) {
+            pg.purges.extend(tombstones);
+        }
+        if queue.done_objects > 0 {
+            tracing::info!(
+                pool = key.0,
+                pg = key.1,
+                objects = queue.done_objects,
+                bytes = queue.done_bytes,
+                "PG recovered"
+            );
+        }
+        self.put_pg_stats(key);
+        self.publish_state(key);
+        self.pump_purges();
+        self.start_cleanup(key, foreign);
+    }
+
+    /// Writes `/pg/stats` for the PG (object counts by state).
+    pub(super) fn put_pg_stats(&mut self, key: PgKey) {
+        let now = self.now_ms;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.stats_at_ms = now;
+        let objects = pg.object_count;
+        let (mut degraded, misplaced) = pg.recovery.as_ref().map_or((0, 0), |q| q.left());
+        if pg.degraded {
+            // Members are missing: every object has fewer copies than the PG should.
+            degraded = objects.saturating_sub(misplaced);
+        }
+        let stats = PgStats {
+            object_count: objects,
+            clean_count: objects.saturating_sub(degraded + misplaced),
+            misplaced_count: misplaced,
+            degraded_count: degraded,
+            incomplete_count: 0,
+            write_osd_set: None,
+        };
+        let value = serde_json::to_string(&stats).expect("invariant: serializes");
+        self.actions
+            .push(Action::Etcd(EtcdAction::PutPgStats { pg: key, value }));
+    }
+
+    /// Sends queued tombstone purges and cleanup purges (`cleanup.rs`), at most
+    /// [`PURGES_IN_FLIGHT`] requests at a time.
+    pub(super) fn pump_purges(&mut self) {
         let me = self.settings.osd_num;
-        let epoch = self.pgs.get(&key).map_or(0, |pg| pg.epoch);
-        for &(oid, version) in tombstones {
+        while self.purges_inflight < PURGES_IN_FLIGHT {
+            let Some((&key, pg)) = self
+                .pgs
+                .iter_mut()
+                .find(|(_, pg)| pg.base == PgBase::Active && !pg.purges.is_empty())
+            else {
+                if self.send_cleanup_purge() {
+                    continue;
+                }
+                return;
+            };
+            let (oid, version) = pg.purges.pop_front().expect("invariant: not empty");
+            let (epoch, live) = (pg.epoch, pg.live.clone());
             debug_assert!(version >> 16 < epoch, "only earlier epochs' tombstones");
+            self.purges_inflight += 1;
             self.submit_store(Op::Purge { oid, version }, Waiter::Purge);
             for &osd in live.iter().filter(|&&osd| osd != me) {
                 let body = RequestBody::SecDelete(SecDelete {
@@ -676,9 +867,18 @@ impl<D: Disk> Osd<D> {
                     pg: key.1,
                     epoch,
                 });
-                self.send_to_peer(osd, body, &[], Waiter::Purge);
+                if self.send_to_peer(osd, body, &[], Waiter::Purge) {
+                    self.purges_inflight += 1;
+                }
             }
         }
+    }
+
+    /// A purge request finished (best effort: a tombstone left behind is purged after the
+    /// next peering).
+    pub(super) fn purge_done(&mut self) {
+        self.purges_inflight -= 1;
+        self.pump_purges();
     }
 
     /// Stops serving `key`: waits for ops in flight, then releases `/pg/state`.
@@ -691,6 +891,12 @@ impl<D: Disk> Osd<D> {
         pg.generation += 1;
         pg.peering = None;
         pg.retry_at_ms = None;
+        pg.purges.clear();
+        pg.cleanup = None;
+        self.drop_recovery(key);
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
         if pg.inflight > 0 {
             pg.base = PgBase::Stopping;
             self.publish_state(key);

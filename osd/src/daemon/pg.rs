@@ -2,8 +2,9 @@
 //! per-object write queues that keep writes to one object in order.
 //!
 //! Lifecycle: `starting` (claiming `/pg/state` in etcd) -> `peering` (listing versions on
-//! every reachable member and history peer, copying the newest version of each object to
-//! members that lack it, recording the live set in `/pg/history`) -> `active`, or
+//! every reachable member and history peer, deciding the newest version of each object,
+//! recording the live set in `/pg/history`) -> `active` (copying objects to members that
+//! lack them in the background, `recovery.rs`), or
 //! `incomplete` when the activation rule (`history.rs`) fails: a set that may hold the
 //! newest writes has no reachable member, or fewer than `pg_minsize` members are
 //! reachable. An incomplete PG peers again whenever an OSD it waits for connects. A change
@@ -11,7 +12,20 @@
 //! (new ops get -EPIPE, ops in flight finish) and then back to `peering`. `stopping` does
 //! the same and then releases the PG.
 
+use super::cleanup::Cleanup;
 use super::peering::Peering;
+use super::recovery::RecoveryQueue;
+
+/// Why the PG writes `/pg/history` (every write is conditioned on the value it replaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum HistoryWrite {
+    /// Peering decided: the new epoch and live set (the PG activates when it is taken).
+    Activation,
+    /// Recovery finished: only the live set is recorded.
+    Trim,
+    /// Copies outside the set were dropped: this is the history without those OSDs.
+    ForgetPeers(vitastor_proto::etcd::PgHistory),
+}
 use std::collections::{HashMap, VecDeque};
 use vitastor_proto::ObjectId;
 
@@ -46,10 +60,13 @@ pub struct PgStatus {
     pub base: PgBase,
     /// Some members of the PG's set are not reachable.
     pub degraded: bool,
-    /// Objects were found that some reachable member lacked (they are copied while peering).
+    /// Some live member lacks objects (they are being copied in the background).
     pub has_degraded: bool,
     /// Objects were found on OSDs outside the current set.
     pub has_misplaced: bool,
+    /// Copies still to make, the history trim after them, or copies outside the set to
+    /// drop (not published: the flags above say it the way Vitastor does).
+    pub recovering: bool,
 }
 
 impl PgStatus {
@@ -88,8 +105,11 @@ pub(super) struct Pg {
     pub seen_history: Option<vitastor_proto::etcd::PgHistory>,
     /// When a failed peering is tried again (monotonic ms).
     pub retry_at_ms: Option<u64>,
-    /// The peering generation whose history write is on its way to etcd.
-    pub history_gen: Option<u64>,
+    /// The history write whose answer is awaited: its id, the peering generation it
+    /// belongs to, and what it is for.
+    pub history_write: Option<(u64, u64, HistoryWrite)>,
+    /// Copies outside the set being dropped (`cleanup.rs`).
+    pub cleanup: Option<Cleanup>,
     /// Members that had no room for a copy, left out of the live set until then (ms).
     pub full_until: std::collections::BTreeMap<u64, u64>,
     /// The `/pg/state` value last written (unchanged states are not written again).
@@ -102,6 +122,14 @@ pub(super) struct Pg {
     /// Bumped at every (re)peering so late answers to an earlier one are ignored.
     pub generation: u64,
     pub peering: Option<Peering>,
+    /// Copies still to make while active (background recovery and rebalance).
+    pub recovery: Option<RecoveryQueue>,
+    /// Objects peering found (the base of `/pg/stats`).
+    pub object_count: u64,
+    /// When `/pg/stats` was last written (monotonic ms).
+    pub stats_at_ms: u64,
+    /// Tombstones to purge everywhere (see `peering.rs`).
+    pub purges: VecDeque<(ObjectId, u64)>,
     /// Objects with a write or delete in flight, and the client ops queued behind it.
     pub busy: HashMap<ObjectId, VecDeque<u64>>,
     /// Client ops of this PG in flight.
@@ -127,7 +155,8 @@ impl Pg {
             wanted: Default::default(),
             seen_history: None,
             retry_at_ms: None,
-            history_gen: None,
+            history_write: None,
+            cleanup: None,
             published: None,
             full_until: Default::default(),
             epoch: 0,
@@ -136,6 +165,10 @@ impl Pg {
             has_misplaced: false,
             generation: 0,
             peering: None,
+            recovery: None,
+            object_count: 0,
+            stats_at_ms: 0,
+            purges: VecDeque::new(),
             busy: HashMap::new(),
             inflight: 0,
             claimed: false,
@@ -150,6 +183,7 @@ impl Pg {
             degraded: self.degraded,
             has_degraded: self.has_degraded,
             has_misplaced: self.has_misplaced,
+            recovering: self.recovery.is_some() || self.cleanup.is_some(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! and sent to every other live member in parallel, and is acknowledged when all of them
 //! have it (each after an fsync when every write must be durable). If a member fails, the
 //! client gets -EPIPE (and retries), and the PG repeers so the member's copy is repaired or
-//! the member is left out. Reads come from the primary's blockstore.
+//! the member is left out. Reads come from the primary's blockstore. An op on an object
+//! some live member still lacks waits for its copy (`recovery.rs`).
 
 use super::{ClientPart, ConnId, Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
@@ -128,13 +129,34 @@ impl<D: Disk> Osd<D> {
         let mut op = self.client_op(conn, id, Opcode::Read, ClientKind::Read);
         (op.pg, op.oid, op.offset, op.len, op.pending) = (Some(pg), oid, offset, rw.len, 1);
         let key = self.new_op(op);
+        // The primary lacks the newest version: the copy comes first, the read after it.
+        if self.recover_first(pg, oid, true) {
+            return self.queue_on_object(pg, oid, key);
+        }
+        self.start_read(key);
+    }
+
+    fn start_read(&mut self, key: u64) {
+        let Some(op) = self.client_ops.get(&key) else {
+            return;
+        };
         let read = Op::Read {
-            oid,
-            offset,
-            len: rw.len,
+            oid: op.oid,
+            offset: op.offset,
+            len: op.len,
         };
         let part = ClientPart::LocalWrite;
         self.submit_store(read, Waiter::Client { op: key, part });
+    }
+
+    /// Queues op `key` behind whatever holds `oid` (a copy or a write).
+    fn queue_on_object(&mut self, pg: PgKey, oid: ObjectId, key: u64) {
+        let queue = self
+            .pgs
+            .get_mut(&pg)
+            .and_then(|pg| pg.busy.get_mut(&oid))
+            .expect("invariant: the object is held");
+        queue.push_back(key);
     }
 
     pub(super) fn client_write(&mut self, conn: ConnId, id: u64, rw: Rw, payload: Vec<u8>) {
@@ -161,17 +183,43 @@ impl<D: Disk> Osd<D> {
         (op.pg, op.oid, op.offset, op.len, op.expected) =
             (Some(pg), oid, offset, rw.len, rw.version);
         let key = self.new_op(op);
-        let pg = self
+        let busy = self
             .pgs
-            .get_mut(&pg)
-            .expect("invariant: locate found the PG");
-        match pg.busy.get_mut(&oid) {
-            Some(queue) => queue.push_back(key),
-            None => {
-                pg.busy.insert(oid, Default::default());
-                self.start_modify(key);
-            }
+            .get(&pg)
+            .expect("invariant: locate found the PG")
+            .busy
+            .contains_key(&oid);
+        // A write must find the object whole on every live member: a pending copy of it
+        // starts now and the write queues behind it.
+        if busy || self.recover_first(pg, oid, false) {
+            return self.queue_on_object(pg, oid, key);
         }
+        self.pgs
+            .get_mut(&pg)
+            .expect("invariant: locate found the PG")
+            .busy
+            .insert(oid, Default::default());
+        self.start_modify(key);
+    }
+
+    /// Starts an op that reached the head of its object's queue.
+    fn start_queued(&mut self, key: u64) {
+        let Some(op) = self.client_ops.get_mut(&key) else {
+            return;
+        };
+        if !matches!(op.kind, ClientKind::Read) {
+            return self.start_modify(key);
+        }
+        op.holds_object = true;
+        let pg = op.pg.expect("invariant: reads have a PG");
+        if self
+            .pgs
+            .get(&pg)
+            .is_none_or(|pg| pg.base != super::PgBase::Active)
+        {
+            return self.fail_client_op(key, errno::EPIPE);
+        }
+        self.start_read(key);
     }
 
     /// Runs a write or delete that holds its object's queue.
@@ -193,6 +241,10 @@ impl<D: Disk> Osd<D> {
         if pg.base != super::PgBase::Active {
             return self.fail_client_op(key, errno::EPIPE);
         }
+        debug_assert!(
+            pg.recovery.as_ref().is_none_or(|q| q.item(&oid).is_none()),
+            "a write starts only on an object every live member holds whole"
+        );
         let current = self.store.object_version(&oid);
         let expected = op.expected;
         let is_delete = matches!(op.kind, ClientKind::Delete);
@@ -443,7 +495,7 @@ impl<D: Disk> Osd<D> {
         let Some(pg_key) = op.pg else {
             return;
         };
-        if matches!(op.kind, ClientKind::Write { .. } | ClientKind::Delete) {
+        if !matches!(op.kind, ClientKind::Sync) {
             self.next_on_object(pg_key, op.oid, key, op.holds_object);
         }
         if op.peer_failed {
@@ -468,8 +520,19 @@ impl<D: Disk> Osd<D> {
             queue.retain(|&op| op != finished);
             return; // it was waiting, not running
         }
+        self.release_object(pg_key, oid);
+    }
+
+    /// The holder of `oid`'s queue (an op or a copy) finished: start the next op.
+    pub(super) fn release_object(&mut self, pg_key: PgKey, oid: ObjectId) {
+        let Some(pg) = self.pgs.get_mut(&pg_key) else {
+            return;
+        };
+        let Some(queue) = pg.busy.get_mut(&oid) else {
+            return;
+        };
         match queue.pop_front() {
-            Some(next) => self.start_modify(next),
+            Some(next) => self.start_queued(next),
             None => {
                 pg.busy.remove(&oid);
             }

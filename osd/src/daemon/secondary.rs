@@ -13,7 +13,10 @@ use super::{ConnId, Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
 use crate::cluster::PgKey;
 use vitastor_proto::errno;
-use vitastor_proto::wire::request::LIST_TOMBSTONES;
+use vitastor_proto::wire::request::{LIST_PAGED, LIST_TOMBSTONES};
+
+/// Most objects one SEC_LIST page lists (its reply stays far below the frame limit).
+pub(super) const MAX_LIST_PAGE_OBJECTS: usize = 65_536;
 use vitastor_proto::wire::{encode_obj_versions, Opcode, Reply, ReplyBody, Request, RequestBody};
 use vitastor_proto::{ObjectId, ObjectVersion};
 
@@ -122,13 +125,31 @@ impl<D: Disk> Osd<D> {
             }
             RequestBody::SecList(list) => {
                 Self::count(&mut self.counters.subops, "list", 0);
-                let mut listed = self.store.list(
-                    list.list_pg,
-                    list.pg_count,
-                    list.pg_stripe_size,
-                    list.min_inode,
-                    list.max_inode,
-                );
+                let mut listed = if list.flags & LIST_PAGED != 0 {
+                    let from = ObjectId {
+                        inode: list.min_inode,
+                        stripe: list.min_stripe,
+                    };
+                    let limit = (list.stable_limit as usize).clamp(1, MAX_LIST_PAGE_OBJECTS);
+                    self.store
+                        .list_page(
+                            list.list_pg,
+                            list.pg_count,
+                            list.pg_stripe_size,
+                            from,
+                            list.max_inode,
+                            limit,
+                        )
+                        .0
+                } else {
+                    self.store.list(
+                        list.list_pg,
+                        list.pg_count,
+                        list.pg_stripe_size,
+                        list.min_inode,
+                        list.max_inode,
+                    )
+                };
                 // Live stable versions first, as the reply's stable_count says, then
                 // unstable ones, then (when asked for) tombstones: the last deleted_count.
                 let with_tombstones = list.flags & LIST_TOMBSTONES != 0;

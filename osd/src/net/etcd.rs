@@ -267,6 +267,7 @@ impl Etcd {
             EtcdAction::PutPgHistory {
                 pg,
                 expected,
+                id: _,
                 value,
             } => {
                 let key = pg_key("/pg/history/", pg);
@@ -316,9 +317,9 @@ pub(super) async fn action_loop(
                 let ok = result.unwrap_or(false);
                 node.with_osd(|osd| osd.on_pg_claimed(pg, ok));
             }
-            EtcdAction::PutPgHistory { pg, .. } => {
+            EtcdAction::PutPgHistory { pg, id, .. } => {
                 let ok = result.unwrap_or(false);
-                node.with_osd(|osd| osd.on_history_written(pg, ok));
+                node.with_osd(|osd| osd.on_history_written(pg, id, ok));
             }
             _ => {}
         }

@@ -28,6 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use vitastor_proto::backoff::Backoff;
 use vitastor_proto::etcd::{endpoints, GlobalConfig, OsdState};
 use vitastor_proto::wire::{encode_request, Opcode, ReplyDecoder, Request, RequestBody};
 
@@ -86,8 +87,9 @@ pub struct Liveness {
 /// etcd requests of a liveness check must not hang the peer's reconnect loop.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Pause before a broken side connection is opened again.
+/// First and longest pause before a broken side connection is opened again.
 const SIDE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+const SIDE_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Id of the PINGs on the side connection (nothing else is sent there).
 const PING_ID: u64 = 1;
@@ -230,6 +232,7 @@ pub async fn watch_peer(
     settings: impl Fn() -> LivenessSettings,
 ) -> PeerFailure {
     let mut side: Option<SideLink> = None;
+    let mut side_retry = Backoff::new(SIDE_RETRY_PAUSE, SIDE_RETRY_MAX);
     loop {
         let current = settings();
         let idle = last_rx.get().elapsed();
@@ -249,13 +252,14 @@ pub async fn watch_peer(
                 // Alive: treat the answer like traffic so the next PING waits a full idle
                 // period.
                 last_rx.set(last_rx.get().max(Instant::now()));
+                side_retry.reset();
             }
             Ok(Err(SideError::Refused)) => return PeerFailure::Refused,
             Ok(Err(SideError::Broken)) => {
                 // A side connection that keeps breaking must not make this loop spin;
                 // silence on the data connection still ends in the ping timeout.
                 side = None;
-                tokio::time::sleep(SIDE_RETRY_PAUSE).await;
+                tokio::time::sleep(side_retry.next_delay()).await;
             }
             Err(_) if last_rx.get() > sent => side = None, // data arrived meanwhile
             Err(_) => return PeerFailure::Unresponsive(last_rx.get().elapsed()),

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use vitastor_proto::backoff::Backoff;
 use vitastor_proto::etcd::ImmediateCommit;
 use vitastor_proto::wire::show_config::{ShowConfigReply, ShowConfigRequest};
 use vitastor_proto::wire::{encode_request, ReplyDecoder, Request, RequestBody};
@@ -54,6 +55,13 @@ pub struct DaemonOptions {
 /// after a connection drops is immediate: a crashed peer refuses it, and that refusal is
 /// the fast failover signal ([`liveness`]).
 const PEER_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+/// Cap of the reconnect backoff: a peer that stays unreachable while it keeps its
+/// registration (only possible while etcd is away, or the lease would be revoked) is
+/// tried every 2 s at most, and its failure logged as often.
+const PEER_RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// First and longest pause after a failed accept (out of descriptors, say).
+const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(100);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Outbound connection to a peer OSD.
 enum PeerLink {
@@ -73,6 +81,11 @@ struct Node {
     started: Instant,
     liveness: Liveness,
     liveness_overrides: LivenessOverrides,
+    /// (when, objects, bytes) copied by recovery at the last stats report.
+    recovery_sample: Cell<Option<(Instant, u64, u64)>>,
+    /// Woken on every view change: a peer loop waiting out its reconnect backoff tries
+    /// at once when the cluster changed (a restarted peer registered again, say).
+    view_changes: tokio::sync::Notify,
 }
 
 impl Node {
@@ -228,12 +241,14 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         view: RefCell::new(ClusterView::default()),
         inbound: RefCell::new(HashMap::new()),
         peers: RefCell::new(HashMap::new()),
+        view_changes: tokio::sync::Notify::new(),
         etcd_actions: etcd_tx,
         next_conn: Cell::new(1),
         osd_num: options.osd_num,
         started: Instant::now(),
         liveness: Liveness::new(&options.etcd_address, &options.etcd_prefix),
         liveness_overrides: options.liveness,
+        recovery_sample: Cell::new(None),
     });
     // The lease is fresh: serve until it could expire, even before the first keep-alive.
     let granted_ms = node.clock_ms();
@@ -305,6 +320,30 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
+/// Objects and bytes copied per second since the previous stats report (what
+/// `vitastor-cli status` shows as the recovery rate and uses for its ETA).
+fn recovery_rate(
+    node: &Node,
+    recovery: &std::collections::BTreeMap<&'static str, (u64, u64)>,
+) -> serde_json::Value {
+    let (count, bytes) = recovery
+        .values()
+        .fold((0, 0), |(c, b), (count, bytes)| (c + count, b + bytes));
+    let now = Instant::now();
+    let previous = node.recovery_sample.replace(Some((now, count, bytes)));
+    let (ops, bps) = match previous {
+        Some((then, old_count, old_bytes)) => {
+            let secs = now.duration_since(then).as_secs_f64().max(0.001);
+            (
+                (count.saturating_sub(old_count)) as f64 / secs,
+                (bytes.saturating_sub(old_bytes)) as f64 / secs,
+            )
+        }
+        None => (0.0, 0.0),
+    };
+    serde_json::json!({"ops": ops.round(), "bps": bps.round()})
+}
+
 fn stats_json(node: &Node, host: &str, options: &DaemonOptions) -> String {
     let osd = node.osd.borrow();
     let counters = osd.counters();
@@ -332,7 +371,8 @@ fn stats_json(node: &Node, host: &str, options: &DaemonOptions) -> String {
         "host": host,
         "op_stats": table(&counters.ops),
         "subop_stats": table(&counters.subops),
-        "recovery_stats": {"objects": counters.recovered_objects},
+        "recovery_stats": table(&counters.recovery),
+        "recovery_rate": recovery_rate(node, &counters.recovery),
     })
     .to_string()
 }
@@ -348,15 +388,20 @@ fn view_changed(node: &Rc<Node>) {
         tokio::task::spawn_local(peer_loop(node.clone(), num));
     }
     node.with_osd(|osd| osd.on_view(&view));
+    node.view_changes.notify_waiters();
 }
 
 async fn accept_loop(node: Rc<Node>, listener: TcpListener) {
+    let mut backoff = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
             Err(error) => {
                 tracing::warn!("accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -439,9 +484,13 @@ async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
 /// moves its PGs without waiting for the lease to expire.
 async fn peer_loop(node: Rc<Node>, num: u64) {
     let mut pause = false;
+    let mut backoff = Backoff::new(PEER_RECONNECT_PAUSE, PEER_RECONNECT_MAX);
     loop {
         if pause {
-            tokio::time::sleep(PEER_RECONNECT_PAUSE).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = node.view_changes.notified() => backoff.reset(),
+            }
         }
         pause = true;
         let address = {
@@ -460,7 +509,10 @@ async fn peer_loop(node: Rc<Node>, num: u64) {
         let settings = node.liveness_settings();
         let (read, write, leftover) =
             match connect_peer(node.osd_num, num, &host, port, settings.connect_timeout).await {
-                Ok(connected) => connected,
+                Ok(connected) => {
+                    backoff.reset();
+                    connected
+                }
                 Err(PeerConnectError::Refused(error)) => {
                     tracing::warn!(peer = num, "cannot connect: {error}");
                     node.liveness.revoke_if_refused(num, &host, port).await;
@@ -582,7 +634,7 @@ async fn connect_peer(
             break reply;
         }
     };
-    let config: ShowConfigReply = serde_json::from_slice(&reply.1)
+    let config = ShowConfigReply::parse(&reply.1)
         .map_err(|e| other(format!("bad SHOW_CONFIG reply: {e}")))?;
     if config.osd_num != num {
         return Err(other(format!(

@@ -89,6 +89,18 @@ pub struct GlobalConfig {
     /// Milliseconds (minimum 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_wait_retry_interval: Option<u64>,
+    /// Background recovery and rebalance copies in flight per OSD (Vitastor: default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_queue_depth: Option<u64>,
+    /// Copies from one PG before recovery moves to the next one (Vitastor: default 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_pg_switch: Option<u64>,
+    /// Pause copies of degraded objects (too few copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_recovery: Option<bool>,
+    /// Pause copies of misplaced objects (enough copies, some outside the PG's set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_rebalance: Option<bool>,
 }
 
 impl GlobalConfig {

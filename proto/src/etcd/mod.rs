@@ -62,13 +62,60 @@ pub fn endpoints(etcd_address: &str) -> Vec<String> {
         .collect()
 }
 
-/// Parses a JSON value of type `T` from etcd, naming the key in the error.
+/// Parses a JSON value of type `T` from etcd, naming the key (and, for an object, the
+/// offending field) in the error.
 pub fn parse_value<T: serde::de::DeserializeOwned>(
     key: &str,
     json: &[u8],
 ) -> Result<T, SchemaError> {
-    serde_json::from_slice(json)
-        .map_err(|error| SchemaError::new(key, format!("invalid JSON: {error}")))
+    serde_json::from_slice(json).map_err(|error| {
+        let field = serde_json::from_slice(json)
+            .ok()
+            .and_then(|value| bad_field::<T>(&value));
+        match field {
+            Some(field) => SchemaError::new(format!("{key} field {field}"), error.to_string()),
+            None => SchemaError::new(key, format!("invalid JSON: {error}")),
+        }
+    })
+}
+
+/// Parses one JSON object of type `T`, naming the offending field in the error.
+pub fn from_value_named<T: serde::de::DeserializeOwned>(
+    what: &str,
+    value: serde_json::Value,
+) -> Result<T, SchemaError> {
+    let field = bad_field::<T>(&value);
+    serde_json::from_value(value).map_err(|error| match field {
+        Some(field) => SchemaError::new(format!("{what} field {field}"), error.to_string()),
+        None => SchemaError::new(what, error.to_string()),
+    })
+}
+
+/// Which field of an object makes it fail to parse as `T` (serde's own errors name a
+/// missing field but not one of the wrong type): the field whose removal makes the
+/// object parse, or turns the error into "missing field" of that very field. `None` when
+/// it parses or no single field is to blame. Runs only on errors, so its cost is moot.
+fn bad_field<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Option<String> {
+    let object = value.as_object()?;
+    let error = serde_json::from_value::<T>(value.clone()).err()?;
+    let message = error.to_string();
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return rest.split('`').next().map(str::to_string);
+    }
+    object.keys().find_map(|field| {
+        let mut without = object.clone();
+        without.remove(field);
+        match serde_json::from_value::<T>(serde_json::Value::Object(without)) {
+            Ok(_) => Some(field.clone()),
+            Err(e)
+                if e.to_string()
+                    .starts_with(&format!("missing field `{field}`")) =>
+            {
+                Some(field.clone())
+            }
+            Err(_) => None,
+        }
+    })
 }
 
 /// The well-known keys, relative to the prefix (default `/vitastor`).
@@ -103,5 +150,30 @@ mod tests {
             super::endpoints("127.0.0.1:2379/v3,http://10.0.0.1:2379"),
             vec!["http://127.0.0.1:2379", "http://10.0.0.1:2379"]
         );
+    }
+
+    /// Issue 18: errors name the key and the field, also for a field of the wrong type.
+    #[test]
+    fn errors_name_the_key_and_the_field() {
+        let error = super::parse_value::<super::InodeConfig>(
+            "/config/inode/1/2",
+            br#"{"name":"a","size":"x"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(error.what, "/config/inode/1/2 field size");
+        let error =
+            super::parse_value::<super::InodeConfig>("/config/inode/1/2", br#"{"size":4096}"#)
+                .unwrap_err();
+        assert_eq!(error.what, "/config/inode/1/2 field name");
+        let error =
+            super::parse_value::<super::InodeConfig>("/config/inode/1/2", b"{bad").unwrap_err();
+        assert_eq!(error.what, "/config/inode/1/2");
+        let (pools, errors) = super::parse_pools(
+            br#"{"1":{"name":"a","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":4},
+                 "2":{"name":"b","scheme":"replicatd","pg_size":2,"pg_minsize":1,"pg_count":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(pools.len(), 1);
+        assert_eq!(errors[0].what, "pool 2 field scheme", "{}", errors[0]);
     }
 }

@@ -264,13 +264,10 @@ pub fn parse_pools(
                 continue;
             }
         };
-        let pool: PoolConfig = match serde_json::from_value(value) {
+        let pool: PoolConfig = match super::from_value_named(&format!("pool {id_text}"), value) {
             Ok(pool) => pool,
             Err(error) => {
-                errors.push(SchemaError::new(
-                    format!("pool {id_text}"),
-                    error.to_string(),
-                ));
+                errors.push(error);
                 continue;
             }
         };

@@ -24,7 +24,6 @@
 //! `apply` keeps its rules (an invalid value leaves the last valid one in force).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 /// A put (`value: Some`) or delete (`None`) of `key` (relative to the prefix) at etcd
 /// revision `mod_revision`.
@@ -162,46 +161,8 @@ impl WatchCursor {
     }
 }
 
-/// Waits between reconnection attempts: `min` doubling up to `max`, back to `min` once
-/// something worked. Keeps a dead etcd from being hammered and a live one from being
-/// waited on for long.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// 100 ms doubling to 2 s: a restarted etcd is back within a few hundred ms of
-    /// answering again, and a long outage costs one attempt every 2 s.
-    pub fn standard() -> Backoff {
-        Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
-    }
-
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        assert!(
-            min <= max && !min.is_zero(),
-            "backoff bounds: 0 < min <= max"
-        );
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    /// The wait before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
+/// The shared retry backoff (kept here too for the existing imports).
+pub use crate::backoff::Backoff;
 
 #[cfg(feature = "etcd-client")]
 impl WatchBatch {
@@ -362,16 +323,5 @@ mod tests {
         assert_eq!(cursor.on_stream_end(false), WatchStep::Rewatch);
         assert_eq!(cursor.on_stream_end(true), WatchStep::Rewatch);
         assert_eq!(cursor.on_stream_end(false), WatchStep::Rewatch);
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut backoff = Backoff::standard();
-        let delays: Vec<u64> = (0..7)
-            .map(|_| backoff.next_delay().as_millis() as u64)
-            .collect();
-        assert_eq!(delays, vec![100, 200, 400, 800, 1600, 2000, 2000]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
     }
 }

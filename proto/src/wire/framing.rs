@@ -6,6 +6,10 @@
 //! - A request with an unknown opcode but an intact header is reported as
 //!   [`RequestEvent::Unknown`] (reply -EINVAL to its id); it is taken to have no payload,
 //!   and the stream goes on.
+//! - An intact header of an op that requires the seal but has none (a stock Vitastor OSD
+//!   sending a mutating sub-op) is reported as [`RequestEvent::Unsealed`] (reply -EPERM);
+//!   its payload is skipped and the stream goes on, so the sender sees an error instead of
+//!   a reconnect loop.
 
 use super::{Reply, Request, WireError, PACKET_SIZE};
 
@@ -17,6 +21,11 @@ pub enum RequestEvent {
     Unknown {
         id: u64,
         opcode: u64,
+    },
+    /// Intact header without the seal its op requires; its payload was skipped.
+    Unsealed {
+        id: u64,
+        opcode: super::Opcode,
     },
 }
 
@@ -98,6 +107,7 @@ impl<H> Framer<H> {
 enum RequestHeader {
     Known(Request),
     Unknown { id: u64, opcode: u64 },
+    Unsealed { id: u64, opcode: super::Opcode },
 }
 
 /// Splits an incoming byte stream into requests (the OSD side of a connection).
@@ -131,11 +141,17 @@ impl RequestDecoder {
             Err(WireError::UnknownOpcode { id, opcode }) => {
                 Ok((RequestHeader::Unknown { id, opcode }, 0))
             }
+            Err(WireError::MissingChecksum {
+                id,
+                opcode,
+                payload_len,
+            }) => Ok((RequestHeader::Unsealed { id, opcode }, payload_len as usize)),
             Err(error) => Err(error),
         })?;
         Ok(frame.map(|(header, payload)| match header {
             RequestHeader::Known(request) => RequestEvent::Request(request, payload),
             RequestHeader::Unknown { id, opcode } => RequestEvent::Unknown { id, opcode },
+            RequestHeader::Unsealed { id, opcode } => RequestEvent::Unsealed { id, opcode },
         }))
     }
 }
@@ -246,7 +262,7 @@ mod tests {
                 while let Some(event) = decoder.next_event().unwrap() {
                     match event {
                         RequestEvent::Request(request, payload) => got.push((request, payload)),
-                        RequestEvent::Unknown { .. } => prop_assert!(false, "no unknown ops were sent"),
+                        other => prop_assert!(false, "only known sealed ops were sent: {:?}", other),
                     }
                 }
             }
@@ -294,6 +310,77 @@ mod tests {
             Some(RequestEvent::Request(ping, Vec::new()))
         );
         assert_eq!(decoder.next_event().unwrap(), None);
+    }
+
+    /// Issue 18: a stock Vitastor tool lists objects with an unsealed SEC_LIST; a mutating
+    /// sub-op without the seal is refused but its payload skipped, and the stream goes on.
+    #[test]
+    fn unsealed_secondary_ops_are_accepted_or_refused_without_closing() {
+        use super::super::request::{SecList, SecRw};
+        let unseal = |mut header: [u8; PACKET_SIZE]| {
+            header[124..].copy_from_slice(&[0; 4]);
+            header
+        };
+        let list = Request {
+            id: 1,
+            body: RequestBody::SecList(SecList {
+                list_pg: 3,
+                pg_count: 32,
+                pg_stripe_size: 131072,
+                min_inode: 1 << 48,
+                max_inode: 2 << 48,
+                epoch: 9,
+                ..SecList::default()
+            }),
+        };
+        let write = Request {
+            id: 2,
+            body: RequestBody::SecWriteStable(SecRw {
+                len: 4096,
+                epoch: 9,
+                pg: 3,
+                ..SecRw::default()
+            }),
+        };
+        let mut decoder = RequestDecoder::new();
+        decoder.push(&unseal(list.encode()));
+        decoder.push(&unseal(write.encode()));
+        decoder.push(&[0xaa; 4096]);
+        decoder.push(
+            &Request {
+                id: 3,
+                body: RequestBody::Ping,
+            }
+            .encode(),
+        );
+        let Some(RequestEvent::Request(got, _)) = decoder.next_event().unwrap() else {
+            panic!("an unsealed SEC_LIST is accepted");
+        };
+        assert_eq!(
+            got,
+            Request {
+                id: 1,
+                body: list.body.without_fencing()
+            }
+        );
+        assert!(matches!(got.body, RequestBody::SecList(l) if l.epoch == 0 && l.list_pg == 3));
+        assert_eq!(
+            decoder.next_event().unwrap(),
+            Some(RequestEvent::Unsealed {
+                id: 2,
+                opcode: Opcode::SecWriteStable
+            })
+        );
+        assert!(matches!(
+            decoder.next_event().unwrap(),
+            Some(RequestEvent::Request(
+                Request {
+                    id: 3,
+                    body: RequestBody::Ping
+                },
+                _
+            ))
+        ));
     }
 
     #[test]

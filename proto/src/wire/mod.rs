@@ -9,11 +9,12 @@
 //! | 8 | 8 | id (replies carry the request's id; they may come out of order) |
 //! | 16 | 8 | opcode |
 //! | 24 | 8 | reply only: retval (negative errno on error) |
-//! | 124 | 4 | crc32c of bytes 0..124 (ours; 0 = absent, allowed on client ops only) |
+//! | 124 | 4 | crc32c of bytes 0..124 (ours; 0 = absent, refused on the ops that change a PG's data, see [`Opcode::requires_seal`]) |
 //!
 //! The op-specific fields follow at offset 24 (requests) or 32 (replies); their layouts
 //! are in [`request`] and [`reply`]. The header crc lives in padding that Vitastor leaves
-//! zeroed, so Vitastor clients (which send 0 there) still interoperate on client ops.
+//! zeroed, so Vitastor clients and tools (which send 0 there) still interoperate on client
+//! ops and on the read-only secondary ops their tools use.
 //! [`framing`] splits a byte stream into messages.
 
 pub mod framing;
@@ -48,8 +49,14 @@ pub enum WireError {
     BadMagic(u64),
     #[error("header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     BadChecksum { stored: u32, computed: u32 },
+    /// An intact but unsealed header of an op that requires the seal
+    /// ([`Opcode::requires_seal`]): answer -EPERM to `id`, skip `payload_len` bytes.
     #[error("op {opcode:?} requires a header checksum")]
-    MissingChecksum { opcode: Opcode },
+    MissingChecksum {
+        id: u64,
+        opcode: Opcode,
+        payload_len: u64,
+    },
     /// The header is intact but the opcode is not one we know: reply -EINVAL to `id`.
     #[error("unknown opcode {opcode} in request {id}")]
     UnknownOpcode { id: u64, opcode: u64 },

@@ -53,7 +53,7 @@ impl Opcode {
         Opcode::ALL.iter().copied().find(|op| *op as u64 == value)
     }
 
-    /// Ops that clients (including Vitastor's own) send; they may omit the header crc.
+    /// Ops that clients (including Vitastor's own) send to a primary.
     pub fn is_client_facing(self) -> bool {
         matches!(
             self,
@@ -65,6 +65,32 @@ impl Opcode {
                 | Opcode::Ping
                 | Opcode::Describe
                 | Opcode::Scrub
+        )
+    }
+
+    /// Whether a request (or reply) of this op is refused without the header crc.
+    ///
+    /// | ops | seal | why |
+    /// |---|---|---|
+    /// | client ops (10-15, 17, 18) | optional | Vitastor clients never send one |
+    /// | SEC_READ, SEC_READ_BMP, SEC_LIST, SEC_SYNC | optional | Vitastor's tools send them (`rm`, `merge`, `flatten`, `describe` list objects with SEC_LIST); they change no data, so an unchecked header can at worst return the wrong objects |
+    /// | SEC_WRITE, SEC_WRITE_STABLE, SEC_DELETE, SEC_STABILIZE, SEC_ROLLBACK, TEST_SYNC_STAB_ALL, SEC_LOCK | required | they change what a PG holds; only our primaries send them, and only a sealed header proves their fencing fields (pg, epoch) are the ones the primary wrote |
+    ///
+    /// An unsealed header never carries fencing: [`super::Request::decode`] zeroes `pg` and
+    /// `pg_epoch` of an unsealed read-only op, so Vitastor's tools (which leave that padding
+    /// zero) cannot raise a PG's fence or depose its primary by accident or by a torn byte.
+    /// A stock Vitastor OSD acting as a primary for our OSDs is not supported: its
+    /// mutating sub-ops are answered -EPERM (see [`super::RequestEvent::Unsealed`]).
+    pub fn requires_seal(self) -> bool {
+        matches!(
+            self,
+            Opcode::SecWrite
+                | Opcode::SecWriteStable
+                | Opcode::SecDelete
+                | Opcode::SecStabilize
+                | Opcode::SecRollback
+                | Opcode::TestSyncStabAll
+                | Opcode::SecLock
         )
     }
 }

@@ -161,8 +161,12 @@ impl Reply {
             id,
             opcode: raw_opcode,
         })?;
-        if !sealed && !opcode.is_client_facing() {
-            return Err(WireError::MissingChecksum { opcode });
+        if !sealed && opcode.requires_seal() {
+            return Err(WireError::MissingChecksum {
+                id,
+                opcode,
+                payload_len: 0,
+            });
         }
         let retval = f.u64(24) as i64;
         let body = match opcode {

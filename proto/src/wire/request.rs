@@ -47,6 +47,12 @@ pub struct SecDelete {
 
 /// SEC_LIST `flags` bit: include tombstones (the reply's last `deleted_count` entries).
 pub const LIST_TOMBSTONES: u32 = 1;
+/// SEC_LIST `flags` bit: one page of a listing. Only objects at or after the cursor
+/// (`min_inode`, `min_stripe`) in (inode, stripe) order are listed (and up to
+/// `max_inode`), at most `stable_limit` objects (with every listed version of each); a
+/// reply with fewer objects is the last page. Without it `min_stripe`/`max_stripe` and
+/// `stable_limit` are not interpreted (one reply holds everything).
+pub const LIST_PAGED: u32 = 2;
 
 /// Client read/write/delete of an image range inside one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -258,9 +264,6 @@ impl Request {
             id,
             opcode: raw_opcode,
         })?;
-        if !sealed && !opcode.is_client_facing() {
-            return Err(WireError::MissingChecksum { opcode });
-        }
         let sec_rw = || SecRw {
             oid: ObjectId {
                 inode: f.u64(24),
@@ -357,6 +360,36 @@ impl Request {
         if payload > MAX_PAYLOAD_BYTES {
             return Err(WireError::PayloadTooLarge { len: payload });
         }
-        Ok(request)
+        if sealed {
+            return Ok(request);
+        }
+        if opcode.requires_seal() {
+            return Err(WireError::MissingChecksum {
+                id,
+                opcode,
+                payload_len: payload,
+            });
+        }
+        Ok(Request {
+            id,
+            body: body.without_fencing(),
+        })
+    }
+}
+
+impl RequestBody {
+    /// The same op with our fencing fields (`pg`, `pg_epoch`) zeroed: what an unsealed
+    /// header is taken to say, because only a sealed one proves those bytes are ours and
+    /// not padding (see [`Opcode::requires_seal`]).
+    pub fn without_fencing(self) -> RequestBody {
+        match self {
+            RequestBody::SecRead(rw) => RequestBody::SecRead(SecRw {
+                pg: 0,
+                epoch: 0,
+                ..rw
+            }),
+            RequestBody::SecList(list) => RequestBody::SecList(SecList { epoch: 0, ..list }),
+            other => other,
+        }
     }
 }
