@@ -223,6 +223,10 @@ impl<D: Disk> Blockstore<D> {
         }
         candidates.sort_unstable_by_key(|(seq, _, _)| *seq);
         let mut items = self.plan_purge_items(limit, complete_below);
+        // An object whose earlier life's slot is emptied in this batch is flushed in a
+        // later one: replay of one batch's records must not hold both lives of an object.
+        let purged: std::collections::HashSet<ObjectId> = items.iter().map(|i| i.oid).collect();
+        candidates.retain(|(_, oid, _)| !purged.contains(oid));
         candidates.truncate(limit - items.len());
         for (_, oid, prefix_len) in candidates {
             if let Some(mut item) = self.plan_flush_item(oid, prefix_len) {
