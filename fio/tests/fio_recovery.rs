@@ -348,33 +348,7 @@ fn pgs_recover_and_rebalance_in_the_background_under_a_verified_load() {
         "every block written is read back: {last}"
     );
     // The filled part, recovered and rebalanced twice, reads back as written.
-    let mut check_args: Vec<String> = fill_args
-        .into_iter()
-        .filter(|arg| arg != "--do_verify=0")
-        .collect();
-    check_args.extend(["--do_verify=1".into(), "--verify_only".into()]);
-    let mut check = run_fio(check_args, &cluster, "check");
-    wait_for("the fill's verification", DEADLINE * 2, || !check.running());
-    let check_stderr =
-        std::fs::read_to_string(cluster.scratch.0.join("check.stderr")).unwrap_or_default();
-    assert!(
-        check.child.wait().expect("fio wait").success(),
-        "verify of the filled data failed:\n{check_stderr}"
-    );
-    let last = check
-        .reports
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .expect("report");
-    let read = last["jobs"][0]["read"]["io_bytes"].as_u64().unwrap_or(0);
-    eprintln!("verify of the fill read {read} bytes");
-    assert_eq!(last["jobs"][0]["error"], 0, "{last}");
-    assert!(
-        read >= (image_mb - LOAD_MB) << 20,
-        "the whole fill verified: {last}"
-    );
+    verify_fill(&cluster, &fill_args, "check", (image_mb - LOAD_MB) << 20);
     let exited = cluster.exited();
     assert!(exited.is_empty(), "exited: {exited:?}");
 }

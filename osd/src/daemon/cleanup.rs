@@ -7,8 +7,9 @@
 //! the listed version (the blockstore forgets the object only if that is still its newest
 //! version, data or tombstone, and frees its blocks). When every purge of an OSD succeeded
 //! it is removed from `all_peers` with a conditional history write, like every history
-//! change. An OSD that could not be reached or failed a purge stays in `all_peers` (and is
-//! listed again by the next peering): a copy left behind costs space, never data.
+//! change. An OSD that could not be reached or failed a purge stays in `all_peers`: the
+//! PG peers again [`CLEANUP_RETRY_MS`] later, lists it again and retries (a copy left
+//! behind costs space, never data).
 
 use super::pg::HistoryWrite;
 use super::{Osd, Waiter};
@@ -19,6 +20,10 @@ use vitastor_proto::etcd::PgHistory;
 use vitastor_proto::wire::request::SecDelete;
 use vitastor_proto::wire::RequestBody;
 use vitastor_proto::ObjectId;
+
+/// When a cleanup could not drop every copy, the PG peers again this much later (ms):
+/// that lists those OSDs again and retries.
+const CLEANUP_RETRY_MS: u64 = 5_000;
 
 /// Copies to drop on OSDs outside the set, and how far that got.
 #[derive(Debug, Default)]
@@ -107,15 +112,19 @@ impl<D: Disk> Osd<D> {
         true
     }
 
+    /// The PG's cleanup, if it still belongs to peering generation `gen` (answers to an
+    /// earlier one are ignored).
+    fn current_cleanup(&mut self, key: PgKey, gen: u64) -> Option<&mut Cleanup> {
+        let pg = self.pgs.get_mut(&key)?;
+        if pg.generation != gen {
+            return None;
+        }
+        pg.cleanup.as_mut()
+    }
+
     /// A cleanup purge on `osd` finished (`ok` = the OSD answered without an error).
     pub(super) fn cleanup_purge_done(&mut self, key: PgKey, gen: u64, osd: u64, ok: bool) {
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
-        };
-        if pg.generation != gen {
-            return;
-        }
-        let Some(cleanup) = pg.cleanup.as_mut() else {
+        let Some(cleanup) = self.current_cleanup(key, gen) else {
             return;
         };
         if !ok && cleanup.failed.insert(osd) {
@@ -136,13 +145,7 @@ impl<D: Disk> Osd<D> {
 
     /// The SYNC after an OSD's purges finished (`ok`: they are durable there).
     pub(super) fn cleanup_sync_done(&mut self, key: PgKey, gen: u64, osd: u64, ok: bool) {
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
-        };
-        if pg.generation != gen {
-            return;
-        }
-        let Some(cleanup) = pg.cleanup.as_mut() else {
+        let Some(cleanup) = self.current_cleanup(key, gen) else {
             return;
         };
         cleanup.syncing.remove(&osd);
@@ -157,6 +160,7 @@ impl<D: Disk> Osd<D> {
     /// When every purge was answered and made durable: remove the cleaned OSDs from
     /// `all_peers`.
     fn cleanup_progress(&mut self, key: PgKey) {
+        let now = self.now_ms;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -204,6 +208,10 @@ impl<D: Disk> Osd<D> {
             return self.cleanup_progress(key);
         }
         let cleaned: BTreeSet<u64> = cleanup.synced.clone();
+        if !cleanup.failed.is_empty() {
+            // Those OSDs are listed again (and cleaned) by a peering a little later.
+            pg.cleanup_retry_at_ms = Some(now + CLEANUP_RETRY_MS);
+        }
         let new = PgHistory {
             all_peers: current
                 .all_peers

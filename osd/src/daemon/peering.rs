@@ -276,7 +276,10 @@ impl<D: Disk> Osd<D> {
         let due: Vec<PgKey> = self
             .pgs
             .iter()
-            .filter(|(_, pg)| pg.retry_at_ms.is_some_and(|at| at <= now))
+            .filter(|(_, pg)| {
+                pg.retry_at_ms.is_some_and(|at| at <= now)
+                    || pg.cleanup_retry_at_ms.is_some_and(|at| at <= now)
+            })
             .map(|(key, _)| *key)
             .collect();
         for key in due {
@@ -302,6 +305,7 @@ impl<D: Disk> Osd<D> {
         pg.retry_at_ms = Some(at);
         pg.purges.clear();
         pg.cleanup = None;
+        pg.cleanup_retry_at_ms = None;
         self.drop_recovery(key);
     }
 
@@ -325,6 +329,7 @@ impl<D: Disk> Osd<D> {
         pg.seen_history = history.clone();
         pg.purges.clear();
         pg.cleanup = None;
+        pg.cleanup_retry_at_ms = None;
         self.drop_recovery(key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -893,6 +898,7 @@ impl<D: Disk> Osd<D> {
         pg.retry_at_ms = None;
         pg.purges.clear();
         pg.cleanup = None;
+        pg.cleanup_retry_at_ms = None;
         self.drop_recovery(key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;

@@ -110,6 +110,8 @@ pub(super) struct Pg {
     pub history_write: Option<(u64, u64, HistoryWrite)>,
     /// Copies outside the set being dropped (`cleanup.rs`).
     pub cleanup: Option<Cleanup>,
+    /// When a cleanup that left copies behind is tried again (monotonic ms).
+    pub cleanup_retry_at_ms: Option<u64>,
     /// Members that had no room for a copy, left out of the live set until then (ms).
     pub full_until: std::collections::BTreeMap<u64, u64>,
     /// The `/pg/state` value last written (unchanged states are not written again).
@@ -157,6 +159,7 @@ impl Pg {
             retry_at_ms: None,
             history_write: None,
             cleanup: None,
+            cleanup_retry_at_ms: None,
             published: None,
             full_until: Default::default(),
             epoch: 0,
@@ -183,7 +186,9 @@ impl Pg {
             degraded: self.degraded,
             has_degraded: self.has_degraded,
             has_misplaced: self.has_misplaced,
-            recovering: self.recovery.is_some() || self.cleanup.is_some(),
+            recovering: self.recovery.is_some()
+                || self.cleanup.is_some()
+                || self.cleanup_retry_at_ms.is_some(),
         }
     }
 
