@@ -17,7 +17,6 @@ use crate::blockstore::Disk;
 use crate::cluster::PgKey;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use vitastor_proto::etcd::PgHistory;
-use vitastor_proto::wire::request::SecDelete;
 use vitastor_proto::wire::RequestBody;
 use vitastor_proto::ObjectId;
 
@@ -96,13 +95,7 @@ impl<D: Disk> Osd<D> {
         let (gen, epoch) = (pg.generation, pg.epoch);
         let cleanup = pg.cleanup.as_mut().expect("invariant: found above");
         let (osd, oid, version) = cleanup.queue.pop_front().expect("invariant: not empty");
-        let body = RequestBody::SecDelete(SecDelete {
-            oid,
-            version,
-            purge: true,
-            pg: key.1,
-            epoch,
-        });
+        let body = super::peering::purge_request(key, oid, version, epoch);
         let waiter = Waiter::Cleanup { pg: key, gen, osd };
         if self.send_to_peer(osd, body, &[], waiter) {
             self.purges_inflight += 1;

@@ -59,6 +59,18 @@ fn list_page_request(
     }
 }
 
+/// A SEC_DELETE that purges `oid` up to `version` on a peer (tombstone purges here,
+/// copies outside the set in `cleanup.rs`).
+pub(super) fn purge_request(key: PgKey, oid: ObjectId, version: u64, epoch: u64) -> RequestBody {
+    RequestBody::SecDelete(SecDelete {
+        oid,
+        version,
+        purge: true,
+        pg: key.1,
+        epoch,
+    })
+}
+
 /// Tombstone purge requests in flight per OSD (local and to peers).
 pub(super) const PURGES_IN_FLIGHT: usize = 64;
 
@@ -303,10 +315,7 @@ impl<D: Disk> Osd<D> {
         pg.peering = None;
         pg.base = PgBase::Peering;
         pg.retry_at_ms = Some(at);
-        pg.purges.clear();
-        pg.cleanup = None;
-        pg.cleanup_retry_at_ms = None;
-        self.drop_recovery(key);
+        self.drop_background_work(key);
     }
 
     /// (Re)starts peering; waits for ops in flight first.
@@ -327,10 +336,7 @@ impl<D: Disk> Osd<D> {
         pg.peering = None;
         pg.retry_at_ms = None;
         pg.seen_history = history.clone();
-        pg.purges.clear();
-        pg.cleanup = None;
-        pg.cleanup_retry_at_ms = None;
-        self.drop_recovery(key);
+        self.drop_background_work(key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -865,13 +871,7 @@ impl<D: Disk> Osd<D> {
             self.purges_inflight += 1;
             self.submit_store(Op::Purge { oid, version }, Waiter::Purge);
             for &osd in live.iter().filter(|&&osd| osd != me) {
-                let body = RequestBody::SecDelete(SecDelete {
-                    oid,
-                    version,
-                    purge: true,
-                    pg: key.1,
-                    epoch,
-                });
+                let body = purge_request(key, oid, version, epoch);
                 if self.send_to_peer(osd, body, &[], Waiter::Purge) {
                     self.purges_inflight += 1;
                 }
@@ -896,10 +896,7 @@ impl<D: Disk> Osd<D> {
         pg.generation += 1;
         pg.peering = None;
         pg.retry_at_ms = None;
-        pg.purges.clear();
-        pg.cleanup = None;
-        pg.cleanup_retry_at_ms = None;
-        self.drop_recovery(key);
+        self.drop_background_work(key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };

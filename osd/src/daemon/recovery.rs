@@ -561,13 +561,17 @@ impl<D: Disk> Osd<D> {
         self.pump_recovery();
     }
 
-    /// Drops the copies of a PG that stops being active: their objects' queues are
-    /// released (the ops queued there were failed already) and their slots freed. Late
-    /// answers are ignored (the PG's generation changed).
-    pub(super) fn drop_recovery(&mut self, key: PgKey) {
+    /// Drops the background work of a PG that stops being active (queued purges, the
+    /// cleanup and its retry, the copies): the copies' objects' queues are released (the
+    /// ops queued there were failed already) and their slots freed. Late answers are
+    /// ignored (the PG's generation changed).
+    pub(super) fn drop_background_work(&mut self, key: PgKey) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
+        pg.purges.clear();
+        pg.cleanup = None;
+        pg.cleanup_retry_at_ms = None;
         let Some(queue) = pg.recovery.take() else {
             return;
         };
