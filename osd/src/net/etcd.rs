@@ -17,7 +17,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
 use vitastor_proto::etcd::watch::{Backoff, KeyChange, WatchBatch, WatchCursor, WatchStep};
 
 pub use vitastor_proto::etcd::endpoints;
@@ -287,10 +286,11 @@ impl Etcd {
 pub(super) async fn action_loop(
     node: Rc<Node>,
     mut etcd: Etcd,
-    mut rx: UnboundedReceiver<EtcdAction>,
+    queue: Rc<super::etcd_queue::EtcdQueue>,
 ) {
     const PERMANENT_ATTEMPTS: u32 = 5;
-    while let Some(action) = rx.recv().await {
+    loop {
+        let action = queue.next().await;
         let mut backoff = Backoff::standard();
         let mut refused = 0;
         let result = loop {
@@ -309,7 +309,10 @@ pub(super) async fn action_loop(
                 Err(_) => format!("no answer in {:?}", etcd.timing.slow_timeout),
             };
             let delay = backoff.next_delay();
-            tracing::warn!("etcd write failed ({error}); retrying in {delay:?}");
+            let waiting = queue.waiting();
+            tracing::warn!(
+                "etcd write failed ({error}); retrying in {delay:?} ({waiting} more waiting)"
+            );
             tokio::time::sleep(delay).await;
         };
         match action {

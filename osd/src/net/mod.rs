@@ -4,6 +4,7 @@
 //! thread. Thin on purpose: the decisions live in [`crate::daemon`].
 
 pub mod etcd;
+mod etcd_queue;
 mod lease;
 pub mod liveness;
 
@@ -11,7 +12,7 @@ use crate::blockstore::prepare::{claim_osd_num, ClaimError};
 use crate::blockstore::uring::UringDisk;
 use crate::blockstore::{Blockstore, BlockstoreConfig};
 use crate::cluster::ClusterView;
-use crate::daemon::{Action, ConnId, EtcdAction, Osd, OsdSettings};
+use crate::daemon::{Action, ConnId, Osd, OsdSettings};
 use etcd::{Etcd, EtcdTiming};
 use liveness::{Liveness, LivenessOverrides, LivenessSettings, PeerFailure};
 use std::cell::{Cell, RefCell};
@@ -74,7 +75,7 @@ struct Node {
     view: RefCell<ClusterView>,
     inbound: RefCell<HashMap<ConnId, UnboundedSender<Vec<u8>>>>,
     peers: RefCell<HashMap<u64, PeerLink>>,
-    etcd_actions: UnboundedSender<EtcdAction>,
+    etcd_actions: Rc<etcd_queue::EtcdQueue>,
     next_conn: Cell<ConnId>,
     osd_num: u64,
     /// Zero of the monotonic clock handed to the Osd ([`Osd::set_clock`]).
@@ -125,7 +126,7 @@ impl Node {
                         }
                     }
                     Action::Etcd(action) => {
-                        let _ = self.etcd_actions.send(action);
+                        self.etcd_actions.push(action);
                     }
                 }
             }
@@ -235,14 +236,14 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
     let mut settings = OsdSettings::new(options.osd_num);
     settings.immediate_commit = options.immediate_commit;
     settings.lease_timeout = ttl;
-    let (etcd_tx, etcd_rx) = unbounded_channel();
+    let etcd_actions = Rc::new(etcd_queue::EtcdQueue::default());
     let node = Rc::new(Node {
         osd: RefCell::new(Osd::new(settings, store)),
         view: RefCell::new(ClusterView::default()),
         inbound: RefCell::new(HashMap::new()),
         peers: RefCell::new(HashMap::new()),
         view_changes: tokio::sync::Notify::new(),
-        etcd_actions: etcd_tx,
+        etcd_actions: etcd_actions.clone(),
         next_conn: Cell::new(1),
         osd_num: options.osd_num,
         started: Instant::now(),
@@ -259,7 +260,7 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
 
     tokio::task::spawn_local(accept_loop(node.clone(), listener));
     tokio::task::spawn_local(disk_loop(node.clone(), event_fd));
-    tokio::task::spawn_local(etcd::action_loop(node.clone(), etcd.handle(), etcd_rx));
+    tokio::task::spawn_local(etcd::action_loop(node.clone(), etcd.handle(), etcd_actions));
     tokio::task::spawn_local(etcd::watch_loop(node.clone(), etcd.handle(), cursor));
     let stats_key = etcd.key(&format!("/osd/stats/{}", options.osd_num));
     let stats_options = options.clone();
