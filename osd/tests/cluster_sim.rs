@@ -327,6 +327,17 @@ impl Sim {
         }
     }
 
+    /// Makes `osd` the primary of every PG it is a member of.
+    fn primaries_to(&mut self, osd: u64) {
+        let mut sets = self.pg_sets();
+        for (set, primary) in sets.values_mut() {
+            if set.contains(&osd) {
+                *primary = osd;
+            }
+        }
+        self.put_pg_config(&sets);
+    }
+
     /// Moves every PG's primary to the member at `shift` in its set (final checks).
     /// An OSD out of space cannot be the primary of a PG it lacks data of; the final
     /// checks read through the others.
@@ -1006,11 +1017,19 @@ impl Sim {
     /// Every PG is active on its primary and has no copies left to make (every run must
     /// end clean).
     fn all_active(&self) -> bool {
+        self.all_serving(false)
+    }
+
+    /// Every PG's configured primary is active (and done recovering unless `recovering`
+    /// is allowed).
+    fn all_serving(&self, recovering: bool) -> bool {
         (1..=PG_COUNT).all(|pg| {
             let primary = self.view.pg_config[&(1, pg)].primary;
             self.osds.get(&primary).is_some_and(|osd| {
                 osd.pg_statuses().iter().any(|(key, status)| {
-                    *key == (1, pg) && status.base == PgBase::Active && !status.recovering
+                    *key == (1, pg)
+                        && status.base == PgBase::Active
+                        && (recovering || !status.recovering)
                 })
             })
         })
@@ -1022,9 +1041,14 @@ impl Sim {
 
     /// Runs without new client ops until every PG is active and nothing is in flight.
     fn settle(&mut self, what: &str) {
+        self.settle_until(what, false)
+    }
+
+    /// Like [`Sim::settle`], but PGs may still have copies to make (a full primary).
+    fn settle_until(&mut self, what: &str, recovering: bool) {
         for _ in 0..200_000 {
             self.step(false);
-            if self.idle() && self.all_active() {
+            if self.idle() && self.all_serving(recovering) {
                 return;
             }
         }
@@ -1042,8 +1066,14 @@ impl Sim {
             .filter(|(_, q)| !q.is_empty())
             .map(|(l, q)| (*l, q.len()))
             .collect();
+        let config: Vec<_> = self
+            .view
+            .pg_config
+            .iter()
+            .map(|(pg, c)| (pg.1, c.primary, c.osd_set.clone()))
+            .collect();
         self.fail(format!(
-            "cluster did not settle ({what}): {states:?}, links {busy:?}, client ops {:?}",
+            "cluster did not settle ({what}): {states:?}, links {busy:?}, client ops {:?}, config {config:?}",
             self.client_pending
         ));
     }
@@ -1064,13 +1094,18 @@ impl Sim {
     /// e.g. a member turned out to be full while recovering) is retried like a client
     /// does, a few times; any other error fails the run.
     fn verify(&mut self, what: &str) {
+        self.verify_until(what, false)
+    }
+
+    /// Like [`Sim::verify`]; `recovering`: PGs may still have copies to make.
+    fn verify_until(&mut self, what: &str, recovering: bool) {
         let mut sectors: Vec<u64> = (0..OBJECTS * SECTORS_PER_OBJECT).collect();
         for _attempt in 0..5 {
             let ids: Vec<(u64, Option<u64>)> = sectors
                 .iter()
                 .map(|&sector| (sector, self.client_read(sector)))
                 .collect();
-            self.settle(what);
+            self.settle_until(what, recovering);
             sectors.clear();
             for (sector, id) in ids {
                 let Some(id) = id else {
@@ -1228,6 +1263,13 @@ fn run_seed(seed: u64, steps: u64) -> (u64, u64) {
         sim.rotate_primaries(shift);
         sim.settle("after moving primaries");
         sim.verify("primaries moved");
+    }
+    if let Some((full, _)) = sim.cfg.small_disk {
+        // An OSD out of space lacks objects it cannot store: as a primary it still
+        // activates and serves every read (from the members that have the data).
+        sim.primaries_to(full);
+        sim.settle_until("a full OSD as the primary", true);
+        sim.verify_until("reads through a full primary", true);
     }
     (sim.acked_writes, sim.faults)
 }

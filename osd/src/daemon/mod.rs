@@ -146,6 +146,9 @@ enum Waiter {
     },
     /// The version listing of `osd` for the peering of `pg` in generation `gen`.
     List { pg: PgKey, gen: u64, osd: u64 },
+    /// Client read `op` of an object the primary lacks, served by the member that holds
+    /// the newest version (`primary.rs`).
+    ProxyRead { op: u64 },
     /// Step of the copy of `oid` of `pg` in generation `gen`.
     Recovery {
         pg: PgKey,
@@ -201,6 +204,9 @@ pub struct Osd<D: Disk> {
     /// The PG background recovery works on, and how many copies it started there.
     recovery_cursor: PgKey,
     recovery_switch_count: u64,
+    /// This OSD ran out of space copying an object to itself: copies to it pause until
+    /// then (monotonic ms; `recovery.rs`).
+    full_until_ms: u64,
     /// Tombstone purge requests in flight (at most `peering::PURGES_IN_FLIGHT`).
     purges_inflight: usize,
     /// Numbers the history writes ([`EtcdAction::PutPgHistory`]).
@@ -231,6 +237,7 @@ impl<D: Disk> Osd<D> {
             counters: OpCounters::default(),
             recovery_inflight: 0,
             recovery_cursor: (0, 0),
+            full_until_ms: 0,
             recovery_switch_count: 0,
             purges_inflight: 0,
             next_history_write: 1,
@@ -487,7 +494,12 @@ impl<D: Disk> Osd<D> {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
-            Waiter::List { .. } | Waiter::Cleanup { .. } | Waiter::CleanupSync { .. } => {}
+            Waiter::List { .. }
+            | Waiter::Cleanup { .. }
+            | Waiter::CleanupSync { .. }
+            | Waiter::ProxyRead { .. } => {
+                debug_assert!(false, "never a local request: {waiter:?}")
+            }
             Waiter::Purge => self.purge_done(),
             Waiter::Recovery { pg, gen, oid, step } => {
                 self.recovery_local_done(pg, gen, oid, step, result)
@@ -505,6 +517,11 @@ impl<D: Disk> Osd<D> {
     ) {
         match waiter {
             Waiter::Client { op, .. } => self.client_peer_done(op, result, from),
+            Waiter::ProxyRead { op } => self.proxy_read_done(
+                op,
+                result.map(|reply| (reply, payload.unwrap_or_default())),
+                from,
+            ),
             Waiter::List { pg, gen, osd } => self.listing_received(
                 pg,
                 gen,

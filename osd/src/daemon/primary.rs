@@ -5,8 +5,9 @@
 //! and sent to every other live member in parallel, and is acknowledged when all of them
 //! have it (each after an fsync when every write must be durable). If a member fails, the
 //! client gets -EPIPE (and retries), and the PG repeers so the member's copy is repaired or
-//! the member is left out. Reads come from the primary's blockstore. An op on an object
-//! some live member still lacks waits for its copy (`recovery.rs`).
+//! the member is left out. Reads come from the primary's blockstore, or, for an object
+//! whose newest version the primary lacks, from the member that holds it. A write or
+//! delete of an object some live member still lacks waits for its copy (`recovery.rs`).
 
 use super::{ClientPart, ConnId, Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
@@ -129,7 +130,12 @@ impl<D: Disk> Osd<D> {
         let mut op = self.client_op(conn, id, Opcode::Read, ClientKind::Read);
         (op.pg, op.oid, op.offset, op.len, op.pending) = (Some(pg), oid, offset, rw.len, 1);
         let key = self.new_op(op);
-        // The primary lacks the newest version: the copy comes first, the read after it.
+        // The primary lacks the newest version: the member that has it serves the read
+        // while the copy waits its turn (the primary may even be out of space)...
+        if let Some((source, version)) = self.proxy_read_source(pg, oid) {
+            return self.proxy_read(key, source, version);
+        }
+        // ...or, while the copy runs, the read follows it.
         if self.recover_first(pg, oid, true) {
             return self.queue_on_object(pg, oid, key);
         }
@@ -147,6 +153,94 @@ impl<D: Disk> Osd<D> {
         };
         let part = ClientPart::LocalWrite;
         self.submit_store(read, Waiter::Client { op: key, part });
+    }
+
+    /// The member and version to read `oid` from when the primary lacks its newest
+    /// version and no copy of it runs: the copy's source. (A newest version that is a
+    /// tombstone is copied first: a delete is small and reads then come out as zeros.)
+    fn proxy_read_source(&self, pg: PgKey, oid: ObjectId) -> Option<(u64, u64)> {
+        let me = self.settings.osd_num;
+        let pg = self.pgs.get(&pg)?;
+        let queue = pg.recovery.as_ref()?;
+        let item = queue.item(&oid)?;
+        let usable = queue.is_pending(&oid)
+            && item.targets.contains(&me)
+            && !item.deleted
+            && item.source != me
+            && self.peers.contains_key(&item.source);
+        usable.then_some((item.source, item.version))
+    }
+
+    fn proxy_read(&mut self, key: u64, source: u64, version: u64) {
+        let Some(op) = self.client_ops.get_mut(&key) else {
+            return;
+        };
+        let pg = op.pg.expect("invariant: a read has a PG");
+        op.version = version;
+        let epoch = self.pgs.get(&pg).map_or(0, |pg| pg.epoch);
+        let rw = SecRw {
+            oid: op.oid,
+            version,
+            offset: op.offset,
+            len: op.len,
+            attr_len: 0,
+            pg: pg.1,
+            epoch,
+        };
+        Self::count(&mut self.counters.ops, "proxy_read", u64::from(rw.len));
+        if !self.send_to_peer(
+            source,
+            RequestBody::SecRead(rw),
+            &[],
+            Waiter::ProxyRead { op: key },
+        ) {
+            self.client_part_done(key, Err(errno::EPIPE), true);
+        }
+    }
+
+    /// The member's answer to a proxied read: it must hold at least the version peering
+    /// chose (a newer one is a write that raced with the read); anything else means the
+    /// member cannot be trusted and the PG peers again.
+    pub(super) fn proxy_read_done(
+        &mut self,
+        key: u64,
+        result: Result<(Reply, Vec<u8>), i32>,
+        from: Option<u64>,
+    ) {
+        let Some(op) = self.client_ops.get_mut(&key) else {
+            return;
+        };
+        let (reply, payload) = match result {
+            Ok(answer) => answer,
+            Err(code) => return self.client_part_done(key, Err(code), true),
+        };
+        let (version, attr_len) = match reply.body {
+            ReplyBody::SecRw { version, attr_len } => (version, attr_len as usize),
+            _ => (0, usize::MAX),
+        };
+        let sane = version >= op.version && payload.len() == attr_len + op.len as usize;
+        if !sane {
+            tracing::error!(
+                osd = from,
+                version,
+                wanted = op.version,
+                "a member answered a proxied read with an older version or a bad length"
+            );
+            if let Some(osd) = from {
+                self.close_peer(osd);
+            }
+            return self.client_part_done(key, Err(errno::EPIPE), true);
+        }
+        op.version = version;
+        let (bitmap, data) = payload.split_at(attr_len);
+        op.read = Some((bitmap.to_vec(), AlignedBuf::from_slice(data)));
+        self.client_part_done(key, Ok(()), true)
+    }
+
+    pub(super) fn is_client_read(&self, key: u64) -> bool {
+        self.client_ops
+            .get(&key)
+            .is_some_and(|op| matches!(op.kind, ClientKind::Read))
     }
 
     /// Queues op `key` behind whatever holds `oid` (a copy or a write).
@@ -211,13 +305,17 @@ impl<D: Disk> Osd<D> {
             return self.start_modify(key);
         }
         op.holds_object = true;
-        let pg = op.pg.expect("invariant: reads have a PG");
+        let (pg, oid) = (op.pg.expect("invariant: reads have a PG"), op.oid);
         if self
             .pgs
             .get(&pg)
             .is_none_or(|pg| pg.base != super::PgBase::Active)
         {
             return self.fail_client_op(key, errno::EPIPE);
+        }
+        // The copy it waited for went back to the queue (this OSD is out of space).
+        if let Some((source, version)) = self.proxy_read_source(pg, oid) {
+            return self.proxy_read(key, source, version);
         }
         self.start_read(key);
     }

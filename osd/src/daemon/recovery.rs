@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | clean | served locally | runs | - |
 //! | pending, the primary has the newest | served locally | waits: the item starts at once, the write follows | copied when its turn comes |
-//! | pending, the primary lacks it | waits: the item starts at once, the read follows | same | same |
+//! | pending, the primary lacks it | served by the copy's source (a proxied `SEC_READ`; a tombstone is copied first) | same | same |
 //! | running (a copy holds the object's queue) | waits if the primary lacks it | queued behind the copy | - |
 //!
 //! A copy holds the object's queue like a write does, so no client write can run between
@@ -80,6 +80,9 @@ pub(super) struct RecoveryItem {
     /// Started for a client op (does not take a `recovery_queue_depth` slot).
     urgent: bool,
     bytes: u64,
+    /// The primary's own copy failed for lack of space (the item goes back to the queue
+    /// for it alone once the other targets answered).
+    local_full: bool,
 }
 
 impl RecoveryItem {
@@ -102,6 +105,7 @@ impl RecoveryItem {
             pending: 0,
             urgent: false,
             bytes: 0,
+            local_full: false,
         }
     }
 }
@@ -167,11 +171,13 @@ impl RecoveryQueue {
     }
 
     /// The next pending object allowed by the flags whose queue is free.
+    /// `full`: an OSD out of space (copies to it wait).
     fn next_background(
         &self,
         busy: &std::collections::HashMap<ObjectId, std::collections::VecDeque<u64>>,
         no_recovery: bool,
         no_rebalance: bool,
+        full: Option<u64>,
     ) -> Option<ObjectId> {
         self.pending
             .iter()
@@ -180,7 +186,8 @@ impl RecoveryQueue {
                     CopyKind::Degraded => no_recovery,
                     CopyKind::Misplaced => no_rebalance,
                 };
-                !paused && !busy.contains_key(oid)
+                let blocked = full.is_some_and(|osd| item.targets.contains(&osd));
+                !paused && !blocked && !busy.contains_key(oid)
             })
             .map(|(oid, _)| *oid)
     }
@@ -208,6 +215,7 @@ impl<D: Disk> Osd<D> {
             .max(1);
         let no_recovery = self.view.global.no_recovery.unwrap_or(false);
         let no_rebalance = self.view.global.no_rebalance.unwrap_or(false);
+        let full = (self.now_ms < self.full_until_ms).then_some(self.settings.osd_num);
         let mut idle_pgs = 0;
         while self.recovery_inflight < depth && idle_pgs <= self.pgs.len() {
             let candidates: Vec<PgKey> = self
@@ -222,7 +230,7 @@ impl<D: Disk> Osd<D> {
             };
             let next = self.pgs.get(&key).and_then(|pg| {
                 let queue = pg.recovery.as_ref()?;
-                queue.next_background(&pg.busy, no_recovery, no_rebalance)
+                queue.next_background(&pg.busy, no_recovery, no_rebalance, full)
             });
             let Some(oid) = next.filter(|_| self.recovery_switch_count < switch_after) else {
                 // Nothing (allowed) to start here now, or its turn is over: next PG.
@@ -360,6 +368,14 @@ impl<D: Disk> Osd<D> {
                 self.submit_store(Op::Sync, waiter);
             }
             (_, Ok(_)) => self.recovery_write_done(key, gen, oid),
+            (RecoveryStep::LocalWrite | RecoveryStep::LocalSync, Err(error))
+                if error.errno == errno::ENOSPC =>
+            {
+                if let Some(item) = self.running_item(key, gen, &oid) {
+                    item.local_full = true;
+                }
+                self.recovery_write_done(key, gen, oid)
+            }
             (_, Err(error)) => self.recovery_failed(key, gen, &error.message),
         }
     }
@@ -542,6 +558,9 @@ impl<D: Disk> Osd<D> {
             queue.background -= 1;
             self.recovery_inflight -= 1;
         }
+        if item.local_full {
+            return self.primary_is_full(key, oid, item);
+        }
         queue.done_objects += 1;
         queue.done_bytes += item.bytes;
         let done = queue.is_empty();
@@ -558,6 +577,43 @@ impl<D: Disk> Osd<D> {
         } else if report {
             self.put_pg_stats(key);
         }
+        self.pump_recovery();
+    }
+
+    /// The primary has no room for its own copy of `oid` (the other targets have theirs):
+    /// the copy goes back to the queue for the primary alone, copies to this OSD pause
+    /// for [`FULL_RETRY_MS`], and the ops that waited for it run now: reads are served by
+    /// the source (`primary.rs`), writes and deletes fail with ENOSPC, as they would here.
+    /// The PG stays active: a full primary still serves reads.
+    fn primary_is_full(&mut self, key: PgKey, oid: ObjectId, mut item: RecoveryItem) {
+        let me = self.settings.osd_num;
+        tracing::warn!(
+            pool = key.0,
+            pg = key.1,
+            "out of space for a recovered object; copies to this OSD pause for {FULL_RETRY_MS} ms"
+        );
+        self.full_until_ms = self.now_ms + FULL_RETRY_MS;
+        let pg = self
+            .pgs
+            .get_mut(&key)
+            .expect("invariant: the caller found it");
+        item.targets = vec![me];
+        (item.local_full, item.urgent, item.pending, item.bytes) = (false, false, 0, 0);
+        let queue = pg
+            .recovery
+            .as_mut()
+            .expect("invariant: the caller found it");
+        queue.pending.insert(oid, item);
+        let waiting: Vec<u64> = pg
+            .busy
+            .get(&oid)
+            .map_or(Vec::new(), |q| q.iter().copied().collect());
+        for op in waiting {
+            if !self.is_client_read(op) {
+                self.fail_client_op(op, errno::ENOSPC);
+            }
+        }
+        self.release_object(key, oid);
         self.pump_recovery();
     }
 

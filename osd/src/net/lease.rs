@@ -13,6 +13,14 @@
 //!                               hand the lease to the action executor, new deadline
 //! ```
 //!
+//! Flap dampening: an OSD that keeps losing its lease (revoked by peers that see it miss
+//! pings while it is overloaded, or a link that keeps breaking) would make every one of
+//! its PGs repeer on each return. The first loss in [`FLAP_WINDOW`] re-registers at once
+//! (a frozen OSD that resumes should come back fast); each further loss in the window
+//! stays out twice as long before registering again (2 s, 4 s, ... [`FLAP_HOLD_MAX`]),
+//! so the cluster settles on serving its PGs without it (Ceph's answer to the same
+//! problem is `osd_max_markdown_count`).
+//!
 //! A keep-alive whose answer did not come in time is abandoned together with its stream,
 //! so a late answer can never be taken for the answer to a newer request (which would
 //! move the deadline past the lease's real expiry).
@@ -20,9 +28,40 @@
 use super::etcd::{limited, Etcd};
 use super::Node;
 use etcd_client::{Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use vitastor_proto::etcd::watch::Backoff;
+
+/// Lease losses further apart than this are not counted as flapping.
+const FLAP_WINDOW: Duration = Duration::from_secs(600);
+/// The longest an OSD stays out after losing its lease again and again.
+const FLAP_HOLD_MAX: Duration = Duration::from_secs(64);
+
+/// Recent lease losses, to decide how long to stay out before registering again.
+#[derive(Default)]
+struct FlapDamper {
+    losses: VecDeque<Instant>,
+}
+
+impl FlapDamper {
+    /// Records a loss at `now`; returns how long to wait before registering again.
+    fn lost_at(&mut self, now: Instant) -> Duration {
+        while self
+            .losses
+            .front()
+            .is_some_and(|&at| now.duration_since(at) > FLAP_WINDOW)
+        {
+            self.losses.pop_front();
+        }
+        self.losses.push_back(now);
+        let repeats = self.losses.len() as u32 - 1;
+        if repeats == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs(1u64 << repeats.min(6)).min(FLAP_HOLD_MAX)
+    }
+}
 
 /// What one keep-alive found out.
 enum LeaseStatus {
@@ -55,6 +94,7 @@ pub async fn lease_loop(
     let mut failing_since: Option<Instant> = None;
     // Whether /osd/state/<n> exists under the current lease (false after a new grant).
     let mut registered = true;
+    let mut damper = FlapDamper::default();
     loop {
         // Wake at the deadline too: the Osd sees the time and stops its PGs even when no
         // other event comes (so the stop is logged when it happens).
@@ -97,6 +137,12 @@ pub async fn lease_loop(
             },
             Ok(LeaseStatus::Gone) => {
                 stream = None;
+                // Count a loss once, not again for every failed attempt to get a new one.
+                let hold = if registered {
+                    damper.lost_at(Instant::now())
+                } else {
+                    Duration::ZERO
+                };
                 registered = false;
                 deadline = None;
                 tracing::error!(
@@ -108,6 +154,14 @@ pub async fn lease_loop(
                         osd.on_lease_lost();
                     }
                 });
+                if !hold.is_zero() {
+                    let losses = damper.losses.len();
+                    tracing::warn!(
+                        "lost the etcd lease {losses} times in {} s: staying out {hold:?} before registering again",
+                        FLAP_WINDOW.as_secs()
+                    );
+                    tokio::time::sleep(hold).await;
+                }
                 match etcd.grant_lease().await {
                     // Keep it alive (and register under it) right away.
                     Ok(_) => {
@@ -208,4 +262,25 @@ async fn ensure_registered(etcd: &mut Etcd, registration: &Registration) -> Resu
         .and_then([TxnOp::get(key, None)]);
     let response = limited(etcd.timing.slow_timeout, "etcd txn", etcd.client.txn(ours)).await?;
     Ok(response.succeeded())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_loss_comes_back_at_once_repeats_stay_out_longer() {
+        let mut damper = FlapDamper::default();
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        assert_eq!(damper.lost_at(at(0)), Duration::ZERO);
+        assert_eq!(damper.lost_at(at(10)), Duration::from_secs(2));
+        assert_eq!(damper.lost_at(at(20)), Duration::from_secs(4));
+        for s in 3..20 {
+            assert!(damper.lost_at(at(20 + s)) <= FLAP_HOLD_MAX);
+        }
+        assert_eq!(damper.lost_at(at(100)), FLAP_HOLD_MAX);
+        // Quiet for longer than the window: forgiven.
+        assert_eq!(damper.lost_at(at(100 + 601)), Duration::ZERO);
+    }
 }

@@ -262,6 +262,9 @@ pub async fn watch_peer(
                 tokio::time::sleep(side_retry.next_delay()).await;
             }
             Err(_) if last_rx.get() > sent => side = None, // data arrived meanwhile
+            // This process itself stood still far longer than the timeout (frozen,
+            // starved of CPU): the peer had no fair chance to answer. Ask again.
+            Err(_) if sent.elapsed() > current.ping_timeout * 2 => side = None,
             Err(_) => return PeerFailure::Unresponsive(last_rx.get().elapsed()),
         }
     }

@@ -552,9 +552,15 @@ async fn peer_loop(node: Rc<Node>, num: u64) {
             }
             Some(PeerFailure::Unresponsive(silent)) => {
                 tracing::warn!(peer = num, "the peer does not answer pings; dropped it");
-                node.liveness
-                    .revoke_unresponsive(num, &host, port, silent)
-                    .await;
+                // Only an OSD that is itself in good standing accuses others: one that
+                // was frozen past its own lease deadline saw everyone as silent.
+                let mut in_good_standing = false;
+                node.with_osd(|osd| in_good_standing = osd.lease_ok());
+                if in_good_standing {
+                    node.liveness
+                        .revoke_unresponsive(num, &host, port, silent)
+                        .await;
+                }
             }
         }
     }
