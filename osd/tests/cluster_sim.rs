@@ -1016,10 +1016,6 @@ impl Sim {
 
     /// Every PG is active on its primary and has no copies left to make (every run must
     /// end clean).
-    fn all_active(&self) -> bool {
-        self.all_serving(false)
-    }
-
     /// Every PG's configured primary is active (and done recovering unless `recovering`
     /// is allowed).
     fn all_serving(&self, recovering: bool) -> bool {
