@@ -224,3 +224,111 @@ fn osd_cut_off_from_etcd_stops_before_its_lease_expires_and_comes_back() {
         "OSD 2 exited"
     );
 }
+
+/// The lease of OSD `num`'s registration, in hex as etcdctl takes it.
+fn osd_lease(cluster: &Cluster, num: u64) -> String {
+    let out = cluster
+        .etcdctl(&["get", &format!("/vitastor/osd/state/{num}"), "-w", "json"])
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let lease = json["kvs"][0]["lease"]
+        .as_i64()
+        .expect("OSD state is leased");
+    format!("{lease:x}")
+}
+
+/// The takeover side of fencing: etcd drops a primary's lease while the primary cannot
+/// hear about it (cut off from etcd, its own deadline still ahead), and another OSD takes
+/// the PG over in a new epoch. The deposed primary still believes it serves the PG, but a
+/// write it takes must not be acknowledged, and the new primary serves the data
+/// acknowledged before. (Here the new primary's listing carries the new epoch and tells
+/// the old one to stop; when it cannot reach the old one, its sub-ops with the old epoch
+/// are refused instead. With both checks removed this test fails: the write is
+/// acknowledged.)
+#[test]
+fn a_deposed_primary_cannot_acknowledge_writes_after_a_takeover() {
+    let mut cluster = Cluster::start("etcd-takeover", 2);
+    cluster.put(
+        "/vitastor/config/pools",
+        r#"{"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":1,"failure_domain":"osd"}}"#,
+    );
+    cluster.put(
+        "/vitastor/pg/config",
+        r#"{"items":{"1":{"1":{"osd_set":[1,2],"primary":1}}}}"#,
+    );
+    let mut proxy = Proxy::new(&cluster.etcd_address);
+    // A long lease: OSD 1 keeps serving ~10 s after it last reached etcd.
+    let long_lease = ["--etcd_report_interval", "1", "--max_etcd_attempts", "10"];
+    let mut osd1 = std::process::Command::new(env!("CARGO_BIN_EXE_vitastor-osd"));
+    osd1.args(["--osd_num", "1"])
+        .args(["--data_device", cluster.osd_file(1).to_str().unwrap()])
+        .args(["--etcd_address", &proxy.address()])
+        .args(long_lease);
+    cluster.start_osd_with(1, osd1);
+    cluster.start_osd(2);
+    cluster.wait_active(&[(1, 1)], Duration::from_secs(60));
+    let mut client = WireClient::connect(&cluster.osd_address(1).unwrap()).unwrap();
+    let before = vec![0x11; 4096];
+    assert!(client.write(INODE, 0, &before).unwrap() >= 0);
+
+    // OSD 1 loses etcd; etcd drops its lease at once (as the monitor or a peer does for an
+    // OSD it believes dead) and the PG moves to OSD 2.
+    let lease = osd_lease(&cluster, 1);
+    let cut = Instant::now();
+    proxy.stop();
+    cluster.etcdctl(&["lease", "revoke", &lease]).unwrap();
+    cluster.put(
+        "/vitastor/pg/config",
+        r#"{"items":{"1":{"1":{"osd_set":[1,2],"primary":2}}}}"#,
+    );
+    wait_for("OSD 2 serves the PG", Duration::from_secs(8), || {
+        cluster
+            .get_prefix("/vitastor/pg/state/1/1")
+            .iter()
+            .any(|(_, v)| v.contains("\"active\"") && v.contains("\"primary\":2"))
+    });
+    assert!(
+        !cluster.osd_log(1).contains("stopping every PG"),
+        "OSD 1 fenced itself already: the test did not reach the takeover window"
+    );
+
+    // The deposed primary takes a write: it must not be acknowledged.
+    let stale = vec![0x22; 4096];
+    let answer = client.write(INODE, 0, &stale);
+    let in_window = !cluster.osd_log(1).contains("stopping every PG");
+    eprintln!(
+        "write through the deposed primary {:?} after the cut: {answer:?} (before its own deadline: {in_window})",
+        cut.elapsed()
+    );
+    assert!(
+        !matches!(answer, Ok(n) if n >= 0),
+        "a deposed primary acknowledged a write"
+    );
+    assert!(
+        in_window,
+        "OSD 1 fenced itself before the write: nothing was tested"
+    );
+
+    let mut client2 = WireClient::connect(&cluster.osd_address(2).unwrap()).unwrap();
+    assert_eq!(client2.read(INODE, 0, 4096).unwrap(), Ok(before.clone()));
+    let after = vec![0x33; 4096];
+    assert!(client2.write(INODE, 0, &after).unwrap() >= 0);
+
+    // OSD 1 comes back and becomes primary again: it serves the new primary's data.
+    proxy.start();
+    wait_for("OSD 1 registered again", Duration::from_secs(30), || {
+        osd_state_exists(&cluster, 1)
+    });
+    cluster.put(
+        "/vitastor/pg/config",
+        r#"{"items":{"1":{"1":{"osd_set":[1,2],"primary":1}}}}"#,
+    );
+    wait_for("OSD 1 serves the PG again", Duration::from_secs(30), || {
+        cluster
+            .get_prefix("/vitastor/pg/state/1/1")
+            .iter()
+            .any(|(_, v)| v.contains("\"active\"") && v.contains("\"primary\":1"))
+    });
+    let mut client = WireClient::connect(&cluster.osd_address(1).unwrap()).unwrap();
+    assert_eq!(client.read(INODE, 0, 4096).unwrap(), Ok(after));
+}
