@@ -517,6 +517,13 @@ impl<D: Disk> Blockstore<D> {
         out
     }
 
+    /// Where the flushed data of `oid` starts on the device, if it has a data block (tests
+    /// use it to damage an object at rest).
+    pub fn data_offset_of(&self, oid: &ObjectId) -> Option<u64> {
+        let block = self.clean.block_of(oid)?;
+        Some(self.sb.block_offset(block))
+    }
+
     /// The newest version of an object (completed or in flight; a tombstone counts), 0 if
     /// none is known (never written, or purged).
     pub fn object_version(&self, oid: &ObjectId) -> u64 {

@@ -22,6 +22,7 @@ mod peering;
 mod pg;
 mod primary;
 mod recovery;
+mod repair;
 mod secondary;
 
 pub use pg::{PgBase, PgStatus};

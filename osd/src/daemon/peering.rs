@@ -753,6 +753,8 @@ impl<D: Disk> Osd<D> {
         self.raise_fence(key, self.pgs[&key].epoch);
         self.put_pg_stats(key);
         self.publish_state(key);
+        // Objects this store knows are damaged are rewritten from good copies.
+        self.repair_local_damage(key);
         if empty {
             self.recovery_finished(key);
         } else {

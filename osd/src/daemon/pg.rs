@@ -134,6 +134,8 @@ pub(super) struct Pg {
     pub purges: VecDeque<(ObjectId, u64)>,
     /// Objects with a write or delete in flight, and the client ops queued behind it.
     pub busy: HashMap<ObjectId, VecDeque<u64>>,
+    /// Objects with a repair queued or running (`repair.rs`).
+    pub repairing: std::collections::BTreeSet<ObjectId>,
     /// Client ops of this PG in flight.
     pub inflight: u64,
     /// Whether `/pg/state` has been created by us, or a claim is on its way.
@@ -173,6 +175,7 @@ impl Pg {
             stats_at_ms: 0,
             purges: VecDeque::new(),
             busy: HashMap::new(),
+            repairing: Default::default(),
             inflight: 0,
             claimed: false,
             claiming: false,

@@ -20,37 +20,44 @@ use vitastor_proto::wire::{Opcode, Reply, ReplyBody, RequestBody};
 use vitastor_proto::{ObjectId, PoolId};
 
 #[derive(Debug)]
-enum ClientKind {
+pub(super) enum ClientKind {
     Read,
-    Write { data: Vec<u8> },
+    Write {
+        data: Vec<u8>,
+    },
     Delete,
     Sync,
+    /// An internal rewrite of a damaged object (`repair.rs`): reads the object from a
+    /// member with a good copy, then writes it whole at a new version to every member.
+    Repair,
 }
 
 #[derive(Debug)]
 pub(super) struct ClientOp {
-    conn: ConnId,
-    id: u64,
-    opcode: Opcode,
-    pg: Option<PgKey>,
-    oid: ObjectId,
-    offset: u32,
-    len: u32,
+    pub conn: ConnId,
+    pub id: u64,
+    pub opcode: Opcode,
+    pub pg: Option<PgKey>,
+    pub oid: ObjectId,
+    pub offset: u32,
+    pub len: u32,
     /// Compare-and-set: the version the write must follow (0 = none).
-    expected: u64,
-    kind: ClientKind,
-    version: u64,
-    pending: u32,
-    error: Option<i32>,
-    peer_failed: bool,
+    pub expected: u64,
+    /// The write gets at least this version (a repair must outrank the damaged one).
+    pub min_version: u64,
+    pub kind: ClientKind,
+    pub version: u64,
+    pub pending: u32,
+    pub error: Option<i32>,
+    pub peer_failed: bool,
     /// Whether this write or delete is the one running on its object (others wait).
-    holds_object: bool,
-    read: Option<(Vec<u8>, AlignedBuf)>,
+    pub holds_object: bool,
+    pub read: Option<(Vec<u8>, AlignedBuf)>,
 }
 
 impl<D: Disk> Osd<D> {
     /// The PG, object and offset inside the object of a client request, or an errno.
-    fn locate(&self, rw: &Rw, what: &str) -> Result<(PgKey, ObjectId, u32), i32> {
+    pub(super) fn locate(&self, rw: &Rw, what: &str) -> Result<(PgKey, ObjectId, u32), i32> {
         let pool_id = (rw.inode >> 48) as u32;
         let Some(pool) = PoolId::new(pool_id)
             .ok()
@@ -91,7 +98,7 @@ impl<D: Disk> Osd<D> {
         Ok((key, oid, in_object as u32))
     }
 
-    fn new_op(&mut self, op: ClientOp) -> u64 {
+    pub(super) fn new_op(&mut self, op: ClientOp) -> u64 {
         let key = self.next_client_op;
         self.next_client_op += 1;
         if let Some(pg) = op.pg.and_then(|pg| self.pgs.get_mut(&pg)) {
@@ -101,7 +108,13 @@ impl<D: Disk> Osd<D> {
         key
     }
 
-    fn client_op(&self, conn: ConnId, id: u64, opcode: Opcode, kind: ClientKind) -> ClientOp {
+    pub(super) fn client_op(
+        &self,
+        conn: ConnId,
+        id: u64,
+        opcode: Opcode,
+        kind: ClientKind,
+    ) -> ClientOp {
         ClientOp {
             conn,
             id,
@@ -111,6 +124,7 @@ impl<D: Disk> Osd<D> {
             offset: 0,
             len: 0,
             expected: 0,
+            min_version: 0,
             kind,
             version: 0,
             pending: 0,
@@ -171,7 +185,7 @@ impl<D: Disk> Osd<D> {
         usable.then_some((item.source, item.version))
     }
 
-    fn proxy_read(&mut self, key: u64, source: u64, version: u64) {
+    pub(super) fn proxy_read(&mut self, key: u64, source: u64, version: u64) {
         let Some(op) = self.client_ops.get_mut(&key) else {
             return;
         };
@@ -212,6 +226,12 @@ impl<D: Disk> Osd<D> {
         };
         let (reply, payload) = match result {
             Ok(answer) => answer,
+            // That copy is damaged too: no data rather than wrong data; the member is
+            // healthy otherwise, so the PG does not repeer (a repair is tried again at
+            // the next read or activation).
+            Err(code) if code == errno::EDOM || matches!(op.kind, ClientKind::Repair) => {
+                return self.fail_client_op(key, code)
+            }
             Err(code) => return self.client_part_done(key, Err(code), true),
         };
         let (version, attr_len) = match reply.body {
@@ -231,6 +251,9 @@ impl<D: Disk> Osd<D> {
             }
             return self.client_part_done(key, Err(errno::EPIPE), true);
         }
+        if matches!(op.kind, ClientKind::Repair) {
+            return self.repair_source_read(key, version, payload[attr_len..].to_vec());
+        }
         op.version = version;
         let (bitmap, data) = payload.split_at(attr_len);
         op.read = Some((bitmap.to_vec(), AlignedBuf::from_slice(data)));
@@ -244,7 +267,7 @@ impl<D: Disk> Osd<D> {
     }
 
     /// Queues op `key` behind whatever holds `oid` (a copy or a write).
-    fn queue_on_object(&mut self, pg: PgKey, oid: ObjectId, key: u64) {
+    pub(super) fn queue_on_object(&mut self, pg: PgKey, oid: ObjectId, key: u64) {
         let queue = self
             .pgs
             .get_mut(&pg)
@@ -301,6 +324,10 @@ impl<D: Disk> Osd<D> {
         let Some(op) = self.client_ops.get_mut(&key) else {
             return;
         };
+        if matches!(op.kind, ClientKind::Repair) {
+            op.holds_object = true;
+            return self.start_repair_read(key);
+        }
         if !matches!(op.kind, ClientKind::Read) {
             return self.start_modify(key);
         }
@@ -321,7 +348,7 @@ impl<D: Disk> Osd<D> {
     }
 
     /// Runs a write or delete that holds its object's queue.
-    fn start_modify(&mut self, key: u64) {
+    pub(super) fn start_modify(&mut self, key: u64) {
         let me = self.settings.osd_num;
         let Some(op) = self.client_ops.get_mut(&key) else {
             return;
@@ -339,10 +366,17 @@ impl<D: Disk> Osd<D> {
         if pg.base != super::PgBase::Active {
             return self.fail_client_op(key, errno::EPIPE);
         }
-        debug_assert!(
-            pg.recovery.as_ref().is_none_or(|q| q.item(&oid).is_none()),
-            "a write starts only on an object every live member holds whole"
-        );
+        // A write starts only on an object every live member holds whole. The one way a
+        // copy can still be due here: it went back to the queue because this OSD ran out
+        // of space (`recovery.rs`), while a read held the object; the write could not be
+        // stored here either.
+        if let Some(queue) = pg.recovery.as_ref().filter(|q| q.item(&oid).is_some()) {
+            debug_assert!(
+                queue.is_pending(&oid) && self.full_until_ms > 0,
+                "a write starts only on an object every live member holds whole"
+            );
+            return self.fail_client_op(key, errno::ENOSPC);
+        }
         let current = self.store.object_version(&oid);
         let expected = op.expected;
         let is_delete = matches!(op.kind, ClientKind::Delete);
@@ -366,7 +400,7 @@ impl<D: Disk> Osd<D> {
             // another tombstone would only cost space.
             return self.finish_client_op(key);
         }
-        let version = (current + 1).max(pg_epoch << 16 | 1);
+        let version = (current + 1).max(pg_epoch << 16 | 1).max(op.min_version);
         debug_assert!(version >> 16 >= pg_epoch, "versions carry the PG's epoch");
         let (pg_num, epoch) = (pg_key.1, pg_epoch);
         let op = self
@@ -376,6 +410,11 @@ impl<D: Disk> Osd<D> {
         op.version = version;
         op.pending = 1 + peers.len() as u32;
         let (offset, len) = (op.offset, op.len);
+        debug_assert!(
+            matches!(op.kind, ClientKind::Write { .. } | ClientKind::Delete),
+            "only writes and deletes are written: {:?}",
+            op.kind
+        );
         let (local, body, data) = match &mut op.kind {
             ClientKind::Write { data } => {
                 let local = Op::Write {
@@ -477,6 +516,10 @@ impl<D: Disk> Osd<D> {
                     return self.submit_store(Op::Sync, Waiter::Client { op: key, part });
                 }
             }
+            Err(error) if error.errno == errno::EDOM && matches!(op.kind, ClientKind::Read) => {
+                // A checksum failure here: serve the read from a good copy and repair.
+                return self.read_repair(key);
+            }
             Err(error) => {
                 tracing::debug!(key, "client op failed locally: {}", error.message);
                 return self.client_part_done(key, Err(error.errno), false);
@@ -523,7 +566,7 @@ impl<D: Disk> Osd<D> {
         self.client_part_done(key, result, true)
     }
 
-    fn client_part_done(&mut self, key: u64, result: Result<(), i32>, from_peer: bool) {
+    pub(super) fn client_part_done(&mut self, key: u64, result: Result<(), i32>, from_peer: bool) {
         let Some(op) = self.client_ops.get_mut(&key) else {
             return;
         };
@@ -559,7 +602,7 @@ impl<D: Disk> Osd<D> {
         self.finish_client_op(key);
     }
 
-    fn finish_client_op(&mut self, key: u64) {
+    pub(super) fn finish_client_op(&mut self, key: u64) {
         let Some(op) = self.client_ops.remove(&key) else {
             return;
         };
@@ -582,6 +625,7 @@ impl<D: Disk> Osd<D> {
             },
         };
         match (&op.read, op.error) {
+            _ if op.conn == super::repair::REPAIR_CONN => self.repair_finished(&op),
             (Some((bitmap, data)), None) => {
                 let mut payload = Vec::with_capacity(bitmap.len() + data.len());
                 payload.extend_from_slice(bitmap);
