@@ -16,7 +16,8 @@
 //!    live member, the tombstones found are purged everywhere.
 //!
 //! Failures (a listing or copy fails, the history transaction loses a race) retry after
-//! [`RETRY_MS`] or as soon as the view changes.
+//! [`RETRY_MS`], doubling up to [`RETRY_MAX_MS`] while they repeat until the PG is clean,
+//! or as soon as the view changes.
 
 use super::history::{self, Blocker};
 use super::pg::{HistoryWrite, Pg, PgBase};
@@ -74,8 +75,10 @@ pub(super) fn purge_request(key: PgKey, oid: ObjectId, version: u64, epoch: u64)
 /// Tombstone purge requests in flight per OSD (local and to peers).
 pub(super) const PURGES_IN_FLIGHT: usize = 64;
 
-/// Delay before a failed peering step is tried again (ms).
+/// Delay before a failed peering step is tried again (ms), doubled for each failure in
+/// a row up to [`RETRY_MAX_MS`].
 pub(super) const RETRY_MS: u64 = 500;
+pub(super) const RETRY_MAX_MS: u64 = 8_000;
 
 /// One object's state on one OSD, as listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,14 +305,21 @@ impl<D: Disk> Osd<D> {
     /// Peering failed for a reason that may go away: try again a little later.
     pub(super) fn retry_peering_later(&mut self, key: PgKey, problem: &str) {
         self.fail_queued_ops(key);
-        let at = self.now_ms + RETRY_MS;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
+        // RETRY_MS, doubling while the PG keeps failing (a source or target that fails
+        // every copy must not make it repeer twice a second for ever), reset once clean.
+        let delay = match pg.retry_delay_ms {
+            0 => RETRY_MS,
+            last => (last * 2).min(RETRY_MAX_MS),
+        };
+        pg.retry_delay_ms = delay;
+        let at = self.now_ms + delay;
         tracing::warn!(
             pool = key.0,
             pg = key.1,
-            "{problem}; peering again in {RETRY_MS} ms"
+            "{problem}; peering again in {delay} ms"
         );
         pg.generation += 1;
         pg.peering = None;
@@ -806,6 +816,7 @@ impl<D: Disk> Osd<D> {
             self.view.pg_history.insert(key, history.clone());
         }
         pg.has_degraded = false;
+        pg.retry_delay_ms = 0;
         let foreign = std::mem::take(&mut queue.foreign);
         let tombstones = std::mem::take(&mut queue.tombstones);
         if !tombstones.is_empty() && history::may_purge(&history, &pg.live) {

@@ -105,6 +105,8 @@ pub(super) struct Pg {
     pub seen_history: Option<vitastor_proto::etcd::PgHistory>,
     /// When a failed peering is tried again (monotonic ms).
     pub retry_at_ms: Option<u64>,
+    /// The last retry delay (0: the last peering did not fail), doubled per failure.
+    pub retry_delay_ms: u64,
     /// The history write whose answer is awaited: its id, the peering generation it
     /// belongs to, and what it is for.
     pub history_write: Option<(u64, u64, HistoryWrite)>,
@@ -159,6 +161,7 @@ impl Pg {
             wanted: Default::default(),
             seen_history: None,
             retry_at_ms: None,
+            retry_delay_ms: 0,
             history_write: None,
             cleanup: None,
             cleanup_retry_at_ms: None,
