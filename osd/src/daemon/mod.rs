@@ -22,6 +22,7 @@ mod peering;
 mod pg;
 mod primary;
 mod recovery;
+mod recovery_tune;
 mod repair;
 mod secondary;
 
@@ -196,6 +197,9 @@ pub struct Osd<D: Disk> {
     refused_opcodes: HashSet<u64>,
     /// Monotonic clock (ms) as last set by the driver (see [`Osd::set_clock`]).
     now_ms: u64,
+    /// The same clock in microseconds (latencies for recovery tuning).
+    now_us: u64,
+    recovery_tuner: recovery_tune::RecoveryTuner,
     /// Until when the etcd lease is certainly alive (monotonic ms); `None` = no deadline
     /// is enforced (tests that do not model leases).
     lease_deadline_ms: Option<u64>,
@@ -234,6 +238,8 @@ impl<D: Disk> Osd<D> {
             fences: HashMap::new(),
             refused_opcodes: HashSet::new(),
             now_ms: 0,
+            now_us: 0,
+            recovery_tuner: Default::default(),
             lease_deadline_ms: None,
             counters: OpCounters::default(),
             recovery_inflight: 0,
@@ -409,11 +415,21 @@ impl<D: Disk> Osd<D> {
     pub fn set_clock(&mut self, now_ms: u64) {
         debug_assert!(now_ms >= self.now_ms, "the clock is monotonic");
         self.now_ms = now_ms;
+        self.now_us = self.now_us.max(now_ms * 1000);
         self.check_lease_deadline();
         if !self.lease_lost {
             self.run_due_retries();
+            self.tune_recovery();
             self.pump_recovery();
         }
+    }
+
+    /// [`Osd::set_clock`] with microseconds (the daemon's driver; latencies of fast ops
+    /// need them).
+    pub fn set_clock_us(&mut self, now_us: u64) {
+        debug_assert!(now_us >= self.now_us, "the clock is monotonic");
+        self.now_us = now_us;
+        self.set_clock(now_us / 1000);
     }
 
     /// The instant (monotonic ms) until which the etcd lease is certainly alive: the send

@@ -53,6 +53,8 @@ pub(super) struct ClientOp {
     /// Whether this write or delete is the one running on its object (others wait).
     pub holds_object: bool,
     pub read: Option<(Vec<u8>, AlignedBuf)>,
+    /// When the op arrived (monotonic microseconds; client load for recovery tuning).
+    pub started_us: u64,
 }
 
 impl<D: Disk> Osd<D> {
@@ -125,6 +127,7 @@ impl<D: Disk> Osd<D> {
             len: 0,
             expected: 0,
             min_version: 0,
+            started_us: self.now_us,
             kind,
             version: 0,
             pending: 0,
@@ -624,6 +627,10 @@ impl<D: Disk> Osd<D> {
                 },
             },
         };
+        if op.conn != super::repair::REPAIR_CONN {
+            let latency = self.now_us.saturating_sub(op.started_us);
+            self.recovery_tuner.client_op_done(latency);
+        }
         match (&op.read, op.error) {
             _ if op.conn == super::repair::REPAIR_CONN => self.repair_finished(&op),
             (Some((bitmap, data)), None) => {

@@ -83,6 +83,8 @@ pub(super) struct RecoveryItem {
     /// The primary's own copy failed for lack of space (the item goes back to the queue
     /// for it alone once the other targets answered).
     local_full: bool,
+    /// When the copy started (monotonic microseconds; `recovery_tune.rs`).
+    started_us: u64,
 }
 
 impl RecoveryItem {
@@ -106,6 +108,7 @@ impl RecoveryItem {
             urgent: false,
             bytes: 0,
             local_full: false,
+            started_us: 0,
         }
     }
 }
@@ -201,9 +204,21 @@ impl<D: Disk> Osd<D> {
             .map_or(DEFAULT_RECOVERY_QUEUE_DEPTH, |depth| depth.max(1) as usize)
     }
 
+    /// Ends a recovery tuning round when it is due (`recovery_tune.rs`).
+    pub(super) fn tune_recovery(&mut self) {
+        let depth = self.recovery_queue_depth();
+        if let Some(pause) = self
+            .recovery_tuner
+            .tick(self.now_us, depth, &self.view.global)
+        {
+            tracing::debug!(pause_us = pause, "recovery pause tuned");
+        }
+    }
+
     /// Starts background copies while slots are free, PG after PG.
     pub(super) fn pump_recovery(&mut self) {
-        if self.lease_lost {
+        // Recovery yields to client I/O: the tuned pause after the last copy.
+        if self.lease_lost || self.now_us < self.recovery_tuner.next_copy_at_us {
             return;
         }
         let depth = self.recovery_queue_depth();
@@ -301,6 +316,7 @@ impl<D: Disk> Osd<D> {
             return;
         };
         item.urgent = urgent;
+        item.started_us = self.now_us;
         if !urgent {
             queue.background += 1;
             self.recovery_inflight += 1;
@@ -557,6 +573,11 @@ impl<D: Disk> Osd<D> {
         if !item.urgent {
             queue.background -= 1;
             self.recovery_inflight -= 1;
+        }
+        if !item.urgent {
+            let latency = self.now_us.saturating_sub(item.started_us);
+            self.recovery_tuner
+                .copy_done(self.now_us, latency, &self.view.global);
         }
         if item.local_full {
             return self.primary_is_full(key, oid, item);

@@ -96,7 +96,7 @@ impl Node {
         loop {
             {
                 let mut osd = self.osd.borrow_mut();
-                osd.set_clock(self.clock_ms());
+                osd.set_clock_us(self.clock_us());
                 osd.poll_store();
                 osd.take_actions(&mut actions);
             }
@@ -139,10 +139,17 @@ impl Node {
     fn with_osd(&self, f: impl FnOnce(&mut Osd<UringDisk>)) {
         {
             let mut osd = self.osd.borrow_mut();
-            osd.set_clock(self.clock_ms());
+            osd.set_clock_us(self.clock_us());
             f(&mut osd);
         }
         self.dispatch();
+    }
+
+    /// Microseconds on the Osd's monotonic clock now.
+    fn clock_us(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.started)
+            .as_micros() as u64
     }
 
     /// Milliseconds on the Osd's monotonic clock now.

@@ -101,6 +101,34 @@ pub struct GlobalConfig {
     /// Pause copies of misplaced objects (enough copies, some outside the PG's set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_rebalance: Option<bool>,
+    /// Pause after each recovery copy (microseconds; auto-tuned unless
+    /// `recovery_tune_interval` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_sleep_us: Option<u64>,
+    /// Seconds between recovery auto-tuning rounds (0 = no auto-tuning; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_interval: Option<u64>,
+    /// Recovery utilization wanted when client utilization is high (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_util_low: Option<f64>,
+    /// Recovery utilization wanted when client utilization is low (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_util_high: Option<f64>,
+    /// Client utilization considered low (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_client_util_low: Option<f64>,
+    /// Client utilization considered high (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_client_util_high: Option<f64>,
+    /// Tuning rounds averaged into the pause (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_agg_interval: Option<u64>,
+    /// Tuned pauses below this many microseconds become 0 (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_sleep_min_us: Option<u64>,
+    /// Tuned pauses above this many microseconds are ignored as outliers (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_tune_sleep_cutoff_us: Option<u64>,
 }
 
 impl GlobalConfig {
