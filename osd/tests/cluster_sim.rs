@@ -13,7 +13,8 @@
 //!
 //! Oracle, per sector: a read returns the last acknowledged write (or delete, read as
 //! zeros), or a write whose outcome the client never learned issued after it, or one
-//! issued while the read was in flight. No two OSDs are ever active for one PG in the
+//! issued while the read was in flight; and reads are monotonic: once a read returned a
+//! write whose outcome the client never learned, that write counts as acknowledged. No two OSDs are ever active for one PG in the
 //! same epoch, and no two OSDs whose lease is still valid are active for one PG at the
 //! same time. At the end every PG's primary is moved to each member in turn and
 //! everything is read again, so every replica is checked.
@@ -81,6 +82,36 @@ struct SectorModel {
     inflight: u32,
     /// Reads in flight: every value written meanwhile is allowed for them.
     reads: BTreeSet<u64>,
+    /// A read returned the value in flight: it counts as written even if the client
+    /// never learns the outcome (reads are monotonic: no later read may go back).
+    observed_inflight: bool,
+}
+
+impl SectorModel {
+    /// A write or delete of `value` ended without an acknowledgement.
+    fn not_acknowledged(&mut self, value: u32) {
+        if self.observed_inflight {
+            self.acked = value;
+            self.maybe.clear();
+        } else {
+            self.maybe.push(value);
+        }
+        self.observed_inflight = false;
+    }
+
+    /// A read returned `found` (allowed): once seen, an unacknowledged value is the
+    /// one every later read must return or outdate.
+    fn observed(&mut self, found: u32) {
+        if found == 0 || found == self.acked {
+            return;
+        }
+        if let Some(pos) = self.maybe.iter().position(|&v| v == found) {
+            self.acked = found;
+            self.maybe.drain(..=pos);
+        } else if self.busy && self.inflight == found {
+            self.observed_inflight = true;
+        }
+    }
 }
 
 /// The in-memory etcd's lease of one OSD.
@@ -516,13 +547,13 @@ impl Sim {
         match pending {
             Pending::Write { sector, value } => {
                 let model = self.model.entry(sector).or_default();
-                model.maybe.push(value);
+                model.not_acknowledged(value);
                 model.busy = false;
             }
             Pending::Delete { object, value } => {
                 for sector in Self::sectors_of(object) {
                     let model = self.model.entry(sector).or_default();
-                    model.maybe.push(value);
+                    model.not_acknowledged(value);
                     model.busy = false;
                 }
             }
@@ -559,7 +590,9 @@ impl Sim {
 
     /// A new value for `sector`: allowed for every read of it in flight.
     fn note_value(&mut self, sector: u64, value: u32) {
-        self.model.entry(sector).or_default().inflight = value;
+        let model = self.model.entry(sector).or_default();
+        model.inflight = value;
+        model.observed_inflight = false;
         let reads: Vec<u64> = self
             .model
             .entry(sector)
@@ -674,9 +707,10 @@ impl Sim {
                     if reply.retval == SECTOR as i64 {
                         model.acked = value;
                         model.maybe.clear();
+                        model.observed_inflight = false;
                         self.acked_writes += 1;
                     } else {
-                        model.maybe.push(value);
+                        model.not_acknowledged(value);
                     }
                 }
                 Pending::Delete { object, value } => {
@@ -687,8 +721,9 @@ impl Sim {
                         if reply.retval >= 0 {
                             model.acked = value;
                             model.maybe.clear();
+                            model.observed_inflight = false;
                         } else {
-                            model.maybe.push(value);
+                            model.not_acknowledged(value);
                         }
                     }
                 }
@@ -711,12 +746,22 @@ impl Sim {
                         self.fail(format!("sector {sector} holds garbage"));
                     };
                     if !allowed.contains(&found) {
-                        let model = &self.model[&sector];
+                        let oid = vitastor_proto::ObjectId {
+                            inode: INODE,
+                            stripe: sector / SECTORS_PER_OBJECT * BLOCK,
+                        };
+                        for (num, osd) in &self.osds {
+                            eprintln!(
+                                "OSD {num} holds the sector's object at version {:#x}",
+                                osd.store().object_version(&oid)
+                            );
+                        }
                         self.fail(format!(
                             "sector {sector} reads {found}, allowed {allowed:?} (acknowledged {}, maybe {:?})",
-                            model.acked, model.maybe
+                            self.model[&sector].acked, self.model[&sector].maybe
                         ));
                     }
+                    self.model.entry(sector).or_default().observed(found);
                     self.reads_done.insert(reply.id, found);
                 }
             }

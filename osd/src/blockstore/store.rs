@@ -475,6 +475,30 @@ impl<D: Disk> Blockstore<D> {
         (all, more)
     }
 
+    /// Whether a write, delete or other change of an object of the PG (the same filter
+    /// as [`Blockstore::list`]) was submitted and has not completed: a listing taken now
+    /// would not show it, yet it may still land. Peering waits until there is none.
+    pub fn changes_in_flight(
+        &self,
+        pg_num: u32,
+        pg_count: u32,
+        pg_stripe_size: u64,
+        min_inode: u64,
+        max_inode: u64,
+    ) -> bool {
+        let in_pg = |oid: ObjectId| {
+            oid.inode >= min_inode
+                && oid.inode <= max_inode
+                && (pg_count == 0
+                    || pg_of_stripe(oid.stripe, pg_stripe_size, pg_count).get() == pg_num)
+        };
+        self.slots.iter().flatten().any(|slot| match &slot.state {
+            OpState::Write(op) => in_pg(op.oid()),
+            OpState::Journal(op) => in_pg(op.oid()),
+            OpState::Read(_) | OpState::Sync(_) => false,
+        })
+    }
+
     pub fn list(
         &self,
         pg_num: u32,

@@ -75,7 +75,17 @@ pub(super) struct JournalOp {
     seq: u64,
 }
 
+impl WriteOp {
+    pub(super) fn oid(&self) -> ObjectId {
+        self.oid
+    }
+}
+
 impl JournalOp {
+    pub(super) fn oid(&self) -> ObjectId {
+        self.oid
+    }
+
     pub fn stabilize(oid: ObjectId, version: u64) -> JournalOp {
         JournalOp {
             kind: JournalOpKind::Stabilize,

@@ -214,6 +214,9 @@ pub struct Osd<D: Disk> {
     full_until_ms: u64,
     /// Tombstone purge requests in flight (at most `peering::PURGES_IN_FLIGHT`).
     purges_inflight: usize,
+    /// SEC_LIST requests waiting for changes of their PG in flight (`secondary.rs`); at
+    /// most one per PG a primary peers, each answered after the next disk completions.
+    deferred_lists: Vec<(ConnId, vitastor_proto::wire::Request)>,
     /// Numbers the history writes ([`EtcdAction::PutPgHistory`]).
     next_history_write: u64,
 }
@@ -245,6 +248,7 @@ impl<D: Disk> Osd<D> {
             recovery_inflight: 0,
             recovery_cursor: (0, 0),
             full_until_ms: 0,
+            deferred_lists: Vec::new(),
             recovery_switch_count: 0,
             purges_inflight: 0,
             next_history_write: 1,
@@ -499,6 +503,9 @@ impl<D: Disk> Osd<D> {
                 }
             }
             self.completions = done;
+            if !self.deferred_lists.is_empty() {
+                self.retry_deferred_lists();
+            }
         }
     }
 

@@ -392,6 +392,19 @@ impl<D: Disk> Osd<D> {
         };
         let min_inode = u64::from(key.0) << 48;
         let max_inode = min_inode | ((1 << 48) - 1);
+        // The fence first: no sub-op of an earlier primary is admitted from here on. One
+        // admitted before may still be on its way to the disk; the listing waits for it
+        // (it would land after the listing, unseen by this peering).
+        self.raise_fence(key, fence);
+        if self
+            .store
+            .changes_in_flight(key.1, pg_count, stripe, min_inode, max_inode)
+        {
+            if let Some(pg) = self.pgs.get_mut(&key) {
+                pg.retry_at_ms = Some(self.now_ms + 1);
+            }
+            return;
+        }
         for version in self
             .store
             .list(key.1, pg_count, stripe, min_inode, max_inode)
@@ -399,7 +412,6 @@ impl<D: Disk> Osd<D> {
             peering.record(version.oid, me, version.version, version.deleted);
         }
         peering.listed.insert(me);
-        self.raise_fence(key, fence);
         let page = self.settings.list_page_objects;
         let list = list_page_request(page, key.1, pg_count, stripe, fence, min_inode, 0);
         for &osd in reachable.iter().filter(|&&osd| osd != me) {

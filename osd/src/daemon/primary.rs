@@ -156,6 +156,12 @@ impl<D: Disk> Osd<D> {
         if self.recover_first(pg, oid, true) {
             return self.queue_on_object(pg, oid, key);
         }
+        // A write or delete in flight is not acknowledged yet and may still be lost (a
+        // member fails, the primary dies): a read must not see it before it is on every
+        // live member, or a later read could go back to the older data.
+        if self.pgs[&pg].busy.contains_key(&oid) {
+            return self.queue_on_object(pg, oid, key);
+        }
         self.start_read(key);
     }
 

@@ -508,6 +508,17 @@ impl<D: Disk> Osd<D> {
         item.pending = item.targets.len();
         item.bytes = data.as_ref().map_or(0, |(_, data)| data.len() as u64);
         let (version, targets) = (item.version, item.targets.clone());
+        tracing::debug!(
+            pool = key.0,
+            pg = key.1,
+            %oid,
+            version,
+            source = item.source,
+            ?targets,
+            whole = item.whole,
+            span = ?data.as_ref().map(|(offset, data)| (*offset, data.len())),
+            "copying"
+        );
         for target in targets {
             let waiter = |step| Waiter::Recovery {
                 pg: key,

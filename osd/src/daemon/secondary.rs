@@ -124,6 +124,24 @@ impl<D: Disk> Osd<D> {
                 self.submit_store(Op::Sync, waiter(false, 0, 0));
             }
             RequestBody::SecList(list) => {
+                // A change of the PG still on its way (a sub-op of the primary before,
+                // admitted before the fence went up) would land after the listing and
+                // make this copy differ from what peering decided: list once it landed.
+                let max_inode = if list.max_inode == 0 {
+                    u64::MAX
+                } else {
+                    list.max_inode
+                };
+                if self.store.changes_in_flight(
+                    list.list_pg,
+                    list.pg_count,
+                    list.pg_stripe_size,
+                    list.min_inode,
+                    max_inode,
+                ) {
+                    self.deferred_lists.push((conn, request));
+                    return;
+                }
                 Self::count(&mut self.counters.subops, "list", 0);
                 let mut listed = if list.flags & LIST_PAGED != 0 {
                     let from = ObjectId {
@@ -176,6 +194,15 @@ impl<D: Disk> Osd<D> {
                 self.reply(conn, reply, &encode_obj_versions(&items));
             }
             _ => unreachable!("inbound.rs routes only sub-ops here"),
+        }
+    }
+
+    /// Serves the listings that waited for changes in flight (after disk completions).
+    pub(super) fn retry_deferred_lists(&mut self) {
+        for (conn, request) in std::mem::take(&mut self.deferred_lists) {
+            if self.inbound.contains_key(&conn) {
+                self.secondary_op(conn, request, Vec::new());
+            }
         }
     }
 
