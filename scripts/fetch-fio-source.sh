@@ -1,6 +1,6 @@
 #!/bin/sh
 # Fetches the source of the installed fio (Debian's fio source package) into
-# target/fio-src/ and configures it, so the fio engine (fio/) compiles against fio's own
+# target/fio-src/ and configures it, so the fio engine (fio-engine/) compiles against fio's own
 # headers. Enables deb-src for bookworm main if no deb-src entry exists. Idempotent.
 set -eu
 cd "$(dirname "$0")/.."

@@ -14,5 +14,5 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is missing; install Rust with rustup first" >&2; exit 1; }
-# fio's headers for the fio engine (fio/build.rs).
+# fio's headers for the fio engine (fio-engine/build.rs).
 "$(dirname "$0")/fetch-fio-source.sh"
