@@ -58,7 +58,11 @@ unsafe fn text(pointer: *const c_char) -> Option<String> {
         return None;
     }
     // SAFETY: the caller passes a NUL-terminated string.
-    Some(unsafe { CStr::from_ptr(pointer) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(pointer) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 fn open(
@@ -224,9 +228,7 @@ pub unsafe extern "C" fn vitastor_qemu_read(
         for (address, size) in buffers {
             let n = size.min(data.len() - from);
             // SAFETY: the caller's buffer has `size` bytes and outlives the callback.
-            unsafe {
-                std::ptr::copy_nonoverlapping(data[from..].as_ptr(), address as *mut u8, n)
-            };
+            unsafe { std::ptr::copy_nonoverlapping(data[from..].as_ptr(), address as *mut u8, n) };
             from += n;
         }
         Ok(len as c_long)
