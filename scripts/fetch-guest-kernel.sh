@@ -15,6 +15,13 @@ mkdir -p "$dest"
 (cd "$dest" && apt-get download -qq "$package" 2>/dev/null)
 rm -rf "$dest/root.tmp"
 dpkg-deb -x "$dest/$package"_*.deb "$dest/root.tmp"
+# The package has no modules.dep (installing it runs depmod): make it here.
+version=$(ls "$dest/root.tmp/lib/modules" | head -n 1)
+if command -v depmod >/dev/null; then
+    depmod -b "$dest/root.tmp" "$version"
+else
+    busybox depmod -b "$dest/root.tmp" "$version"
+fi
 mv "$dest/root.tmp" "$dest/root"
 rm -f "$dest/$package"_*.deb
 echo "guest kernel $package ready in $dest/root"

@@ -212,11 +212,13 @@ impl Initramfs {
     /// Writes `/init` (which runs `script` with `sh` after the setup) and packs the
     /// initramfs (cpio newc, uncompressed); returns its path.
     pub fn build(&mut self, script: &str) -> PathBuf {
-        let modules: String = self
-            .load_order
-            .iter()
-            .map(|m| format!("insmod /{m} || echo \"GUEST: insmod {m} failed\"\n"))
-            .collect();
+        // modules.dep (made by busybox depmod) does not promise a load order: a few
+        // passes load everything whose dependencies are in.
+        let list: Vec<String> = self.load_order.iter().map(|m| format!("/{m}")).collect();
+        let modules = format!(
+            "for pass in 1 2 3 4; do for m in {}; do insmod $m 2>/dev/null; done; done\n",
+            list.join(" ")
+        );
         let init = format!(
             "#!/bin/busybox sh\n\
              /bin/busybox --install -s /bin\n\
