@@ -493,6 +493,10 @@ static int coroutine_fn vitastor_co_truncate(BlockDriverState *bs, int64_t offse
         error_setg(errp, "vitastor: cannot resize an image opened with size=");
         return -ENOTSUP;
     }
+    if (!exact && (uint64_t)offset <= vitastor_qemu_size(s->image)) {
+        /* "at least this big" (image creation on an existing image) */
+        return 0;
+    }
     if (offset % VITASTOR_ALIGNMENT) {
         error_setg(errp, "vitastor: the size must be a multiple of %d",
                    VITASTOR_ALIGNMENT);
@@ -529,6 +533,17 @@ static BlockDriver bdrv_vitastor = {
 
 static void vitastor_block_init(void)
 {
+    /*
+     * An image is created with vitastor-cli; `qemu-img create`/`convert` without -n then
+     * use an existing image, as with host devices (QEMU's generic "simple" creation: open,
+     * grow if smaller). Looked up here, inside QEMU, so the library still loads elsewhere.
+     */
+    bdrv_vitastor.create_opts = dlsym(RTLD_DEFAULT, "bdrv_create_opts_simple");
+    bdrv_vitastor.bdrv_co_create_opts = dlsym(RTLD_DEFAULT, "bdrv_co_create_opts_simple");
+    if (!bdrv_vitastor.create_opts || !bdrv_vitastor.bdrv_co_create_opts) {
+        bdrv_vitastor.create_opts = NULL;
+        bdrv_vitastor.bdrv_co_create_opts = NULL;
+    }
     bdrv_register(&bdrv_vitastor);
 }
 

@@ -65,7 +65,12 @@ fn guest_disk_on_a_vitastor_image() {
     let run = guest::boot(
         &kernel,
         &initrd,
-        &["-drive".to_string(), drive, "-nic".to_string(), "none".to_string()],
+        &[
+            "-drive".to_string(),
+            drive,
+            "-nic".to_string(),
+            "none".to_string(),
+        ],
         &[("LD_PRELOAD", &preload)],
         Duration::from_secs(240),
         &dir.join("console.log"),
@@ -77,14 +82,27 @@ fn guest_disk_on_a_vitastor_image() {
         run.timed_out,
         run.console
     );
-    let written = run.result("written").expect("the guest reports what it wrote");
-    assert_eq!(run.result("read").as_deref(), Some(written.as_str()), "{}", run.console);
+    let written = run
+        .result("written")
+        .expect("the guest reports what it wrote");
+    assert_eq!(
+        run.result("read").as_deref(),
+        Some(written.as_str()),
+        "{}",
+        run.console
+    );
 
     // The host reads the same bytes through vitastor-nbd serve.
     let image = read_through_nbd(&cluster, "vmdisk");
     let start = (SEEK_BLOCKS * 4096) as usize;
     let end = start + (COUNT_BLOCKS * 4096) as usize;
     assert_eq!(sha256_hex(&image[start..end]), written);
-    assert!(image[..start].iter().all(|&b| b == 0), "bytes before the write changed");
-    assert!(image[end..].iter().all(|&b| b == 0), "bytes after the write changed");
+    assert!(
+        image[..start].iter().all(|&b| b == 0),
+        "bytes before the write changed"
+    );
+    assert!(
+        image[end..].iter().all(|&b| b == 0),
+        "bytes after the write changed"
+    );
 }

@@ -94,6 +94,21 @@ fn qemu_img_and_qemu_io_through_the_driver() {
             &name,
         ],
     );
+    // Without -n QEMU "creates" the target: an existing image, used as it is.
+    qemu_ok(
+        &driver,
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            source_path.to_str().expect("utf-8"),
+            &name,
+        ],
+    );
+    assert_eq!(info_size(&driver, &name), SIZE);
     let mut expected = source.clone();
     assert!(
         read_image(&driver, &name, &dir.join("out.raw")) == expected,
