@@ -1,7 +1,7 @@
 #!/bin/sh
 # Fetches the source of the installed fio (Debian's fio source package) into
-# target/fio-src/ and configures it, so the fio engine (fio/) compiles against fio's own
-# headers. Enables deb-src for bookworm main if no deb-src entry exists. Idempotent.
+# target/fio-src/ and configures it, so the fio engine (fio-engine/) compiles against fio's own
+# headers. Enables deb-src for bookworm main if fio has no source entry. Idempotent.
 set -eu
 cd "$(dirname "$0")/.."
 dest=target/fio-src
@@ -10,7 +10,7 @@ if ls "$dest"/fio-*/config-host.h >/dev/null 2>&1; then
 fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+if ! apt-cache showsrc fio 2>/dev/null | grep -q "^Package: fio"; then
     $sudo tee /etc/apt/sources.list.d/vitastor-rs-debian-src.sources >/dev/null <<'SOURCES'
 Types: deb-src
 URIs: http://deb.debian.org/debian

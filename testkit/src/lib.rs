@@ -4,6 +4,8 @@
 //!
 //! Every process started here is killed when its owner is dropped, also when a test fails.
 
+pub mod guest;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,8 @@
 //! the device is unmapped.
 //!
 //! On a kernel without NBD (no `/dev/nbd*`, as on the development machine) every command
-//! fails with a message saying so. This path is not exercised by the tests here.
+//! fails with a message saying so. `tests/nbd_kernel_guest.rs` exercises map, I/O, ls,
+//! unmap and a `kill -9` during writes with a real kernel, in a TCG guest.
 
 use std::path::{Path, PathBuf};
 
