@@ -9,7 +9,8 @@
 //! Faults: OSD crashes (the disk keeps only what was fsynced, unsynced writes are lost or
 //! torn) and restarts, two crashes in a row, partitions between two OSDs (one direction
 //! stalls first, then the connection breaks), an OSD cut off from etcd (its lease
-//! expires; it must stop serving before that), PG set changes.
+//! expires; it must stop serving before that), PG set changes; scrubs requested now and
+//! then (they run between the faults).
 //!
 //! Oracle, per sector: a read returns the last acknowledged write (or delete, read as
 //! zeros), or a write whose outcome the client never learned issued after it, or one
@@ -46,6 +47,8 @@ const TTL_MS: u64 = 1500;
 /// The OSD stops serving this long before etcd may expire its lease.
 const LEASE_MARGIN_MS: u64 = 300;
 const KEEPALIVE_MS: u64 = 100;
+/// The wall clock (UNIX seconds) at simulated time 0.
+const UNIX_BASE_S: u64 = 1_800_000_000;
 
 /// Which way bytes go on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -358,6 +361,24 @@ impl Sim {
         }
     }
 
+    /// Runs until every scrub asked for has run (each PG's `next_scrub` is cleared).
+    fn finish_scrubs(&mut self) {
+        let asked = |sim: &Sim| {
+            sim.view
+                .pg_history
+                .values()
+                .filter(|h| h.next_scrub.is_some())
+                .count()
+        };
+        for _ in 0..30_000 {
+            if asked(self) == 0 && self.idle() {
+                return;
+            }
+            self.step(false);
+        }
+        self.fail(format!("{} scrubs asked for never ran", asked(self)));
+    }
+
     /// Makes `osd` the primary of every PG it is a member of.
     fn primaries_to(&mut self, osd: u64) {
         let mut sets = self.pg_sets();
@@ -405,6 +426,7 @@ impl Sim {
             ..OsdSettings::new(num)
         };
         let mut osd = Osd::new(settings, store);
+        osd.set_unix_time(UNIX_BASE_S + self.now / 1000);
         osd.set_clock(self.now);
         osd.set_lease_deadline(Some(self.now + TTL_MS - LEASE_MARGIN_MS));
         let id = self.new_lease_id();
@@ -782,7 +804,9 @@ impl Sim {
                 }
                 _ => {}
             }
-            self.osds.get_mut(&num).unwrap().set_clock(self.now);
+            let osd = self.osds.get_mut(&num).unwrap();
+            osd.set_unix_time(UNIX_BASE_S + self.now / 1000);
+            osd.set_clock(self.now);
         }
         let expired: Vec<u64> = self
             .leases
@@ -1172,6 +1196,24 @@ impl Sim {
     /// One random fault (or the end of one).
     fn random_fault(&mut self) {
         let osds = self.cfg.osds;
+        if self.rng.gen_range(0..8) == 0 {
+            // Not a fault: an operator asks for a scrub of one PG (it runs between the
+            // faults, holding objects and rewriting any copy it finds damaged).
+            let pg = self.rng.gen_range(1..=PG_COUNT);
+            tracing::info!(pg, now = self.now, "SIM: scrub requested");
+            let mut history = self
+                .view
+                .pg_history
+                .get(&(1, pg))
+                .cloned()
+                .unwrap_or_default();
+            history.next_scrub = Some(UNIX_BASE_S + self.now / 1000);
+            let json = serde_json::to_string(&history).unwrap();
+            self.view
+                .apply(&format!("/pg/history/1/{pg}"), Some(json.as_bytes()));
+            self.broadcast_view();
+            return;
+        }
         match self.rng.gen_range(0..10) {
             0..=3 => {
                 // Crash one; with luck a second one soon after (the classic sequence).
@@ -1297,6 +1339,7 @@ fn run_seed(seed: u64, steps: u64) -> (u64, u64) {
         sim.rotate_primaries(0);
     }
     sim.settle("after the workload");
+    sim.finish_scrubs();
     sim.verify("primaries as configured");
     sim.check_no_copies_outside_sets();
     let size = sim.cfg.pg_size;
@@ -1514,6 +1557,72 @@ fn damaged_copies_are_served_from_the_other_member_and_rewritten() {
         }
         let left = sim.osds[&victim].store().damaged_objects().clone();
         assert!(left.is_empty(), "seed {seed}: still damaged: {left:?}");
+        sim.kill(other);
+        sim.settle("only the repaired member");
+        sim.verify("the repaired member alone");
+    }
+}
+
+/// Scrub (issue 12, item 7): with `next_scrub` set in every PG's history, the primaries
+/// compare every object's copies without any client read, repair the copies damaged at
+/// rest on one member (whether it is the primary or not), and clear `next_scrub`; the
+/// repaired member then serves everything alone.
+#[test]
+fn scrub_finds_and_repairs_damaged_copies_without_reads() {
+    use vitastor_proto::ObjectId;
+    for seed in 0..4 {
+        let mut sim = two_osds(seed);
+        write_all(&mut sim);
+        let victim = 1 + seed % 2;
+        let other = 3 - victim;
+        sim.osds.get_mut(&victim).unwrap().flush_store();
+        let offsets: Vec<u64> = (0..OBJECTS)
+            .filter_map(|o| {
+                let oid = ObjectId {
+                    inode: INODE,
+                    stripe: o * BLOCK,
+                };
+                sim.osds[&victim].store().data_offset_of(&oid)
+            })
+            .collect();
+        assert_eq!(
+            offsets.len() as u64,
+            OBJECTS,
+            "seed {seed}: every object flushed"
+        );
+        sim.kill(victim);
+        let disk = sim.dead.get_mut(&victim).unwrap();
+        for offset in offsets {
+            disk.flip_bit(offset + 5000, 1);
+        }
+        sim.start(victim);
+        sim.settle("the damaged member is back");
+        for pg in 1..=PG_COUNT {
+            let mut history = sim.view.pg_history[&(1, pg)].clone();
+            history.next_scrub = Some(UNIX_BASE_S);
+            let json = serde_json::to_string(&history).unwrap();
+            sim.view
+                .apply(&format!("/pg/history/1/{pg}"), Some(json.as_bytes()));
+        }
+        sim.broadcast_view();
+        let scrubbed = |sim: &Sim| {
+            sim.osds[&victim].store().damaged_objects().is_empty()
+                && (1..=PG_COUNT).all(|pg| sim.view.pg_history[&(1, pg)].next_scrub.is_none())
+        };
+        for _ in 0..20_000 {
+            if scrubbed(&sim) && sim.idle() {
+                break;
+            }
+            sim.step(false);
+        }
+        // Nothing read the damaged sectors, yet the blockstore saw them through the scrub.
+        assert!(
+            scrubbed(&sim),
+            "seed {seed}: not scrubbed: damaged {:?}, histories {:?}",
+            sim.osds[&victim].store().damaged_objects(),
+            sim.view.pg_history
+        );
+        sim.settle("scrubbed");
         sim.kill(other);
         sim.settle("only the repaired member");
         sim.verify("the repaired member alone");

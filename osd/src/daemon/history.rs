@@ -150,6 +150,8 @@ pub fn activated_history(
         osd_sets,
         all_peers: all_peers.into_iter().collect(),
         epoch,
+        // A scrub asked for is still asked for.
+        next_scrub: old.next_scrub,
     }
 }
 
@@ -172,6 +174,7 @@ mod tests {
             osd_sets: sets.iter().map(|s| s.to_vec()).collect(),
             all_peers: peers.to_vec(),
             epoch: 3,
+            next_scrub: None,
         }
     }
 

@@ -24,6 +24,7 @@ mod primary;
 mod recovery;
 mod recovery_tune;
 mod repair;
+mod scrub;
 mod secondary;
 
 pub use pg::{PgBase, PgStatus};
@@ -151,6 +152,13 @@ enum Waiter {
     /// Client read `op` of an object the primary lacks, served by the member that holds
     /// the newest version (`primary.rs`).
     ProxyRead { op: u64 },
+    /// The copy of `oid` on `osd` read for the scrub of `pg` in generation `gen`.
+    Scrub {
+        pg: PgKey,
+        gen: u64,
+        oid: vitastor_proto::ObjectId,
+        osd: u64,
+    },
     /// Step of the copy of `oid` of `pg` in generation `gen`.
     Recovery {
         pg: PgKey,
@@ -199,6 +207,13 @@ pub struct Osd<D: Disk> {
     now_ms: u64,
     /// The same clock in microseconds (latencies for recovery tuning).
     now_us: u64,
+    /// Wall clock, UNIX seconds (scrub schedules); 0 until the driver sets it.
+    unix_s: u64,
+    /// Objects being compared by scrubs (at most `scrub_queue_depth`), the earliest
+    /// time the next may start (`scrub_sleep`), the last look for due PGs (`scrub.rs`).
+    scrub_inflight: usize,
+    scrub_next_at_ms: u64,
+    scrub_checked_at_ms: u64,
     recovery_tuner: recovery_tune::RecoveryTuner,
     /// Until when the etcd lease is certainly alive (monotonic ms); `None` = no deadline
     /// is enforced (tests that do not model leases).
@@ -242,6 +257,10 @@ impl<D: Disk> Osd<D> {
             refused_opcodes: HashSet::new(),
             now_ms: 0,
             now_us: 0,
+            unix_s: 0,
+            scrub_inflight: 0,
+            scrub_next_at_ms: 0,
+            scrub_checked_at_ms: 0,
             recovery_tuner: Default::default(),
             lease_deadline_ms: None,
             counters: OpCounters::default(),
@@ -425,7 +444,14 @@ impl<D: Disk> Osd<D> {
             self.run_due_retries();
             self.tune_recovery();
             self.pump_recovery();
+            self.pump_scrub();
         }
+    }
+
+    /// The wall clock in UNIX seconds (for `next_scrub`), set by the driver with the
+    /// monotonic one.
+    pub fn set_unix_time(&mut self, unix_s: u64) {
+        self.unix_s = unix_s;
     }
 
     /// [`Osd::set_clock`] with microseconds (the daemon's driver; latencies of fast ops
@@ -528,6 +554,9 @@ impl<D: Disk> Osd<D> {
             Waiter::Recovery { pg, gen, oid, step } => {
                 self.recovery_local_done(pg, gen, oid, step, result)
             }
+            Waiter::Scrub { pg, gen, oid, osd } => {
+                self.scrub_local_read((pg, gen, oid, osd), result)
+            }
         }
     }
 
@@ -560,6 +589,10 @@ impl<D: Disk> Osd<D> {
                 from,
             ),
             Waiter::Purge => self.purge_done(),
+            Waiter::Scrub { pg, gen, oid, osd } => self.scrub_peer_read(
+                (pg, gen, oid, osd),
+                result.map(|reply| (reply, payload.unwrap_or_default())),
+            ),
             Waiter::Cleanup { pg, gen, osd } => {
                 // Version 0: nothing was purged (the OSD has a newer version than it
                 // listed, or the op raced with something); it stays in all_peers.

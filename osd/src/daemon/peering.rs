@@ -702,6 +702,9 @@ impl<D: Disk> Osd<D> {
             return; // peering restarted meanwhile; it reads the history again
         }
         if !ok {
+            if matches!(purpose, HistoryWrite::Scrubbed(_)) {
+                pg.scrub_served = None; // not recorded: the scrub is still due
+            }
             // Someone else changed the history (the monitor moved the set) or we lost
             // the PG: peer again on what etcd says now.
             return self.retry_peering_later(key, "the PG history changed under us");
@@ -710,6 +713,7 @@ impl<D: Disk> Osd<D> {
             HistoryWrite::Activation => self.activate(key),
             HistoryWrite::Trim => self.history_trimmed(key),
             HistoryWrite::ForgetPeers(history) => self.peers_forgotten(key, history),
+            HistoryWrite::Scrubbed(history) => self.scrub_recorded(key, history),
         }
     }
 

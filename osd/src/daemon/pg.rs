@@ -25,6 +25,8 @@ pub(super) enum HistoryWrite {
     Trim,
     /// Copies outside the set were dropped: this is the history without those OSDs.
     ForgetPeers(vitastor_proto::etcd::PgHistory),
+    /// A scrub finished: this is the history with the new `next_scrub`.
+    Scrubbed(vitastor_proto::etcd::PgHistory),
 }
 use std::collections::{HashMap, VecDeque};
 use vitastor_proto::ObjectId;
@@ -67,6 +69,10 @@ pub struct PgStatus {
     /// Copies still to make, the history trim after them, or copies outside the set to
     /// drop (not published: the flags above say it the way Vitastor does).
     pub recovering: bool,
+    /// A scrub runs (`scrub.rs`).
+    pub scrubbing: bool,
+    /// The last scrub found copies that differ with no majority to repair from.
+    pub has_inconsistent: bool,
 }
 
 impl PgStatus {
@@ -76,6 +82,8 @@ impl PgStatus {
             (self.degraded, "degraded"),
             (self.has_degraded, "has_degraded"),
             (self.has_misplaced, "has_misplaced"),
+            (self.has_inconsistent, "has_inconsistent"),
+            (self.scrubbing, "scrubbing"),
         ] {
             if flag {
                 names.push(name.to_string());
@@ -138,6 +146,11 @@ pub(super) struct Pg {
     pub busy: HashMap<ObjectId, VecDeque<u64>>,
     /// Objects with a repair queued or running (`repair.rs`).
     pub repairing: std::collections::BTreeSet<ObjectId>,
+    /// The running scrub, the `next_scrub` the last one served, and the objects it found
+    /// inconsistent (`scrub.rs`).
+    pub scrub: Option<super::scrub::Scrub>,
+    pub scrub_served: Option<u64>,
+    pub inconsistent: std::collections::BTreeSet<ObjectId>,
     /// Client ops of this PG in flight.
     pub inflight: u64,
     /// Whether `/pg/state` has been created by us, or a claim is on its way.
@@ -179,6 +192,9 @@ impl Pg {
             purges: VecDeque::new(),
             busy: HashMap::new(),
             repairing: Default::default(),
+            scrub: None,
+            scrub_served: None,
+            inconsistent: Default::default(),
             inflight: 0,
             claimed: false,
             claiming: false,
@@ -195,6 +211,8 @@ impl Pg {
             recovering: self.recovery.is_some()
                 || self.cleanup.is_some()
                 || self.cleanup_retry_at_ms.is_some(),
+            scrubbing: self.scrub.is_some(),
+            has_inconsistent: !self.inconsistent.is_empty(),
         }
     }
 

@@ -45,6 +45,8 @@ pub(super) struct ClientOp {
     pub expected: u64,
     /// The write gets at least this version (a repair must outrank the damaged one).
     pub min_version: u64,
+    /// A repair reads the good copy from this member (0: any member that has it).
+    pub repair_source: u64,
     pub kind: ClientKind,
     pub version: u64,
     pub pending: u32,
@@ -127,6 +129,7 @@ impl<D: Disk> Osd<D> {
             len: 0,
             expected: 0,
             min_version: 0,
+            repair_source: 0,
             started_us: self.now_us,
             kind,
             version: 0,
@@ -165,7 +168,7 @@ impl<D: Disk> Osd<D> {
         self.start_read(key);
     }
 
-    fn start_read(&mut self, key: u64) {
+    pub(super) fn start_read(&mut self, key: u64) {
         let Some(op) = self.client_ops.get(&key) else {
             return;
         };
@@ -510,6 +513,13 @@ impl<D: Disk> Osd<D> {
             return;
         };
         match result {
+            Ok(OpOutput::Read { version, data, .. }) if matches!(op.kind, ClientKind::Repair) => {
+                // A repair from this OSD's own copy (scrub found a member's bad).
+                return self.repair_source_read(key, version, data.to_vec());
+            }
+            Err(error) if matches!(op.kind, ClientKind::Repair) => {
+                return self.fail_client_op(key, error.errno);
+            }
             Ok(OpOutput::Read {
                 version,
                 bitmap,

@@ -654,6 +654,7 @@ impl<D: Disk> Osd<D> {
     /// ops queued there were failed already) and their slots freed. Late answers are
     /// ignored (the PG's generation changed).
     pub(super) fn drop_background_work(&mut self, key: PgKey) {
+        self.drop_scrub(key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };

@@ -123,6 +123,11 @@ impl<D: Disk> Osd<D> {
 
     /// Queues a repair of `oid` (one per object at a time).
     fn start_repair(&mut self, pg: PgKey, oid: ObjectId) {
+        self.start_repair_from(pg, oid, 0)
+    }
+
+    /// Queues a repair of `oid` from the copy on `source` (0: any member that has it).
+    pub(super) fn start_repair_from(&mut self, pg: PgKey, oid: ObjectId, source: u64) {
         let block = self.store.block_size();
         let Some(state) = self.pgs.get_mut(&pg) else {
             return;
@@ -132,6 +137,7 @@ impl<D: Disk> Osd<D> {
         }
         let mut op = self.client_op(REPAIR_CONN, 0, Opcode::Write, ClientKind::Repair);
         (op.pg, op.oid, op.offset, op.len) = (Some(pg), oid, 0, block);
+        op.repair_source = source;
         let key = self.new_op(op);
         let busy = self.pgs[&pg].busy.contains_key(&oid);
         if busy || self.recover_first(pg, oid, false) {
@@ -155,13 +161,28 @@ impl<D: Disk> Osd<D> {
             return;
         };
         let (pg, oid) = (op.pg.expect("invariant: repairs have a PG"), op.oid);
-        match self.repair_source(pg, oid, 0) {
+        let me = self.settings.osd_num;
+        let chosen = op.repair_source;
+        let source = match chosen {
+            // The local copy is the good one: read it like a member's (the proxied read
+            // path checks version and length the same way).
+            _ if chosen == me => None,
+            0 => self.repair_source(pg, oid, 0),
+            osd => Some(osd).filter(|osd| self.peers.contains_key(osd)),
+        };
+        match source {
             Some(source) => {
                 let version = self.newest_local_version(&oid);
                 self.proxy_read(key, source, version);
             }
+            None if chosen == me => self.repair_from_local(key),
             None => self.fail_client_op(key, errno::EDOM),
         }
+    }
+
+    /// Reads the object's local copy as the repair's source.
+    fn repair_from_local(&mut self, key: u64) {
+        self.start_read(key);
     }
 
     /// The good copy arrived: write it whole, at a version above every copy's and the

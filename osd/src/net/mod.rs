@@ -64,6 +64,13 @@ const PEER_RECONNECT_MAX: Duration = Duration::from_secs(2);
 const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(100);
 const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// The wall clock in UNIX seconds (0 if it is before 1970).
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Outbound connection to a peer OSD.
 enum PeerLink {
     Connecting,
@@ -96,6 +103,7 @@ impl Node {
         loop {
             {
                 let mut osd = self.osd.borrow_mut();
+                osd.set_unix_time(unix_now_s());
                 osd.set_clock_us(self.clock_us());
                 osd.poll_store();
                 osd.take_actions(&mut actions);
@@ -139,6 +147,7 @@ impl Node {
     fn with_osd(&self, f: impl FnOnce(&mut Osd<UringDisk>)) {
         {
             let mut osd = self.osd.borrow_mut();
+            osd.set_unix_time(unix_now_s());
             osd.set_clock_us(self.clock_us());
             f(&mut osd);
         }

@@ -129,9 +129,59 @@ pub struct GlobalConfig {
     /// Tuned pauses above this many microseconds are ignored as outliers (default 10 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_tune_sleep_cutoff_us: Option<u64>,
+    /// Scrub every PG every `scrub_interval` (default false: only when `next_scrub` is
+    /// set in its `/pg/history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scrub: Option<bool>,
+    /// Stop running scrubs and start none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_scrub: Option<bool>,
+    /// "30d" (default), "12h", "3600" (seconds); units s, m, h, d, M (30 d), y (365 d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub_interval: Option<serde_json::Value>,
+    /// Objects compared at once per OSD (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub_queue_depth: Option<u64>,
+    /// Pause between two objects' comparisons (milliseconds, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub_sleep: Option<u64>,
+}
+
+/// Vitastor's default `scrub_interval`.
+pub const DEFAULT_SCRUB_INTERVAL_S: u64 = 30 * 86_400;
+
+/// Seconds in a Vitastor time interval: a number of seconds, or a number with a unit
+/// (s, m, h, d, M = 30 days, y = 365 days). `None` for anything else.
+pub fn parse_interval_s(value: &serde_json::Value) -> Option<u64> {
+    if let Some(seconds) = value.as_u64() {
+        return Some(seconds);
+    }
+    let text = value.as_str()?.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit_s = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "M" => 30 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return None,
+    };
+    number.checked_mul(unit_s)
 }
 
 impl GlobalConfig {
+    /// `scrub_interval` in seconds (an unparsable value falls back to the default).
+    pub fn scrub_interval_s(&self) -> u64 {
+        self.scrub_interval
+            .as_ref()
+            .and_then(parse_interval_s)
+            .unwrap_or(DEFAULT_SCRUB_INTERVAL_S)
+    }
     pub fn block_size(&self) -> u32 {
         self.block_size.unwrap_or(DEFAULT_BLOCK_SIZE)
     }
@@ -185,6 +235,19 @@ fn seconds_at_least_1(value: Option<u64>, default: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_parse_as_vitastor_writes_them() {
+        let parse = |v: serde_json::Value| parse_interval_s(&v);
+        assert_eq!(parse(serde_json::json!("30d")), Some(30 * 86_400));
+        assert_eq!(parse(serde_json::json!("12h")), Some(12 * 3600));
+        assert_eq!(parse(serde_json::json!("90")), Some(90));
+        assert_eq!(parse(serde_json::json!(45)), Some(45));
+        assert_eq!(parse(serde_json::json!("2M")), Some(60 * 86_400));
+        assert_eq!(parse(serde_json::json!("1y")), Some(365 * 86_400));
+        assert_eq!(parse(serde_json::json!("5 weeks")), None);
+        assert_eq!(parse(serde_json::json!("d")), None);
+    }
 
     #[test]
     fn facts_example_parses() {

@@ -13,7 +13,7 @@ pub mod pool;
 pub mod stats;
 pub mod watch;
 
-pub use global::{GlobalConfig, ImmediateCommit};
+pub use global::{parse_interval_s, GlobalConfig, ImmediateCommit};
 pub use inode::{ImageIndex, InodeConfig};
 pub use osd::{NodePlacement, OsdConfig, OsdState, OsdStats};
 pub use pg::{PgConfig, PgConfigItem, PgHistory, PgState, PgStats};

@@ -104,6 +104,11 @@ pub struct PgHistory {
     pub all_peers: Vec<u64>,
     #[serde(default)]
     pub epoch: u64,
+    /// UNIX time (s) of the next scrub of this PG (Vitastor's key: set it to start a
+    /// scrub by hand; the primary clears it, or moves it on by `scrub_interval` with
+    /// `auto_scrub`, when the scrub is done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scrub: Option<u64>,
 }
 
 /// `/pgstats/<pool>/<pg>`, written by the primary.

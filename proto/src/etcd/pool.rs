@@ -87,6 +87,9 @@ pub struct PoolConfig {
     pub pg_stripe_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_reads: Option<LocalReads>,
+    /// This pool's `scrub_interval` (overrides the global one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub_interval: Option<serde_json::Value>,
 }
 
 pub const MAX_PG_SIZE: u32 = 256;
