@@ -91,6 +91,9 @@ pub enum Command {
         failure_domain: Option<String>,
         #[arg(long = "name")]
         new_name: Option<String>,
+        /// Scrub this pool's PGs this often (number + unit s/m/h/d/M/y).
+        #[arg(long = "scrub_interval")]
+        scrub_interval: Option<String>,
     },
     /// Delete an empty pool.
     RmPool { name: String },
@@ -158,7 +161,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             pg_minsize,
             failure_domain,
             new_name,
-        } => pools::modify(&ctx, &name, pg_count, pg_minsize, failure_domain, new_name).await,
+            scrub_interval,
+        } => {
+            let changes = (
+                pg_count,
+                pg_minsize,
+                failure_domain,
+                new_name,
+                scrub_interval,
+            );
+            pools::modify(&ctx, &name, changes).await
+        }
         Command::RmPool { name } => pools::rm(&ctx, &name).await,
         Command::LsPools => pools::ls(&ctx),
         Command::OsdTree => cluster::osd_tree(&ctx),

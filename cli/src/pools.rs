@@ -27,6 +27,17 @@ pub struct NewPool {
     pub block_size: Option<String>,
     #[arg(long = "immediate_commit")]
     pub immediate_commit: Option<String>,
+    /// Scrub this pool's PGs this often (number + unit s/m/h/d/M/y; Vitastor's option).
+    #[arg(long = "scrub_interval")]
+    pub scrub_interval: Option<String>,
+}
+
+/// A `--scrub_interval` value as stored, checked the way the OSDs read it.
+fn scrub_interval(text: &str) -> Result<Value, String> {
+    let value = Value::from(text);
+    vitastor_proto::etcd::parse_interval_s(&value)
+        .map(|_| value)
+        .ok_or_else(|| format!("--scrub_interval {text:?}: expected a number with an optional unit s, m, h, d, M or y"))
 }
 
 /// Reads `/config/pools` as raw JSON (unknown fields of other pools are kept as they are).
@@ -100,6 +111,9 @@ pub async fn create(ctx: &Context, spec: NewPool) -> Result<(), String> {
         let commit: ImmediateCommit = commit.parse()?;
         pool["immediate_commit"] = commit.as_str().into();
     }
+    if let Some(interval) = spec.scrub_interval {
+        pool["scrub_interval"] = scrub_interval(&interval)?;
+    }
     let (mut pools, revision) = load(ctx).await?;
     if pools.values().any(|p| p["name"] == spec.name) {
         return Err(format!("pool {:?} already exists", spec.name));
@@ -115,14 +129,17 @@ pub async fn create(ctx: &Context, spec: NewPool) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn modify(
-    ctx: &Context,
-    name: &str,
-    pg_count: Option<u32>,
-    pg_minsize: Option<u32>,
-    failure_domain: Option<String>,
-    new_name: Option<String>,
-) -> Result<(), String> {
+/// What `modify-pool` changes: pg_count, pg_minsize, failure_domain, name, scrub_interval.
+pub type PoolChanges = (
+    Option<u32>,
+    Option<u32>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub async fn modify(ctx: &Context, name: &str, changes: PoolChanges) -> Result<(), String> {
+    let (pg_count, pg_minsize, failure_domain, new_name, interval) = changes;
     let (mut pools, revision) = load(ctx).await?;
     let id = find_id(&pools, name)?;
     if let Some(new_name) = &new_name {
@@ -142,6 +159,9 @@ pub async fn modify(
     }
     if let Some(new_name) = new_name {
         pool["name"] = new_name.into();
+    }
+    if let Some(interval) = interval {
+        pool["scrub_interval"] = scrub_interval(&interval)?;
     }
     validated(&id, pool)?;
     store(ctx, &pools, revision).await?;

@@ -140,13 +140,19 @@ fn image_and_pool_commands() {
     assert_eq!(ec["parity_chunks"], 1);
     assert_eq!(ec["pg_minsize"], 2);
     ok(&cluster, &["modify-pool", "ecpool", "-n", "16"]);
+    ok(&cluster, &["modify-pool", "ecpool", "--scrub_interval", "7d"]);
+    fails(
+        &cluster,
+        &["modify-pool", "ecpool", "--scrub_interval", "weekly"],
+        "scrub_interval",
+    );
     let pools: serde_json::Value =
         serde_json::from_str(&ok(&cluster, &["ls-pools", "--json"])).unwrap();
     assert!(pools
         .as_array()
         .unwrap()
         .iter()
-        .any(|p| p["name"] == "ecpool" && p["pg_count"] == 16));
+        .any(|p| p["name"] == "ecpool" && p["pg_count"] == 16 && p["scrub_interval"] == "7d"));
     fails(&cluster, &["rm-pool", "testpool"], "still has");
     ok(&cluster, &["rm-pool", "ecpool"]);
 
