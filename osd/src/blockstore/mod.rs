@@ -38,6 +38,7 @@ mod journal_walk;
 pub mod layout;
 pub mod meta_format;
 mod open;
+mod pg_index;
 pub mod prepare;
 mod read;
 pub mod sim;

@@ -168,6 +168,8 @@ pub struct Blockstore<D: Disk> {
     pub(super) config: BlockstoreConfig,
     pub(super) clean: CleanIndex,
     pub(super) dirty: DirtyMap,
+    /// Objects by PG for listings (`pg_index.rs`; a cache, hence the cell).
+    pg_index: std::cell::RefCell<super::pg_index::PgIndex>,
     pub(super) alloc: Allocator,
     pub(super) journal: JournalRing,
     pub(super) flusher: Flusher,
@@ -208,6 +210,7 @@ impl<D: Disk> Blockstore<D> {
             disk: Some(disk),
             clean: CleanIndex::new(sb.block_count as u32, sectors, csums_in_memory),
             dirty: DirtyMap::default(),
+            pg_index: Default::default(),
             alloc: Allocator::new(sb.block_count as u32),
             flusher: Flusher::new(),
             pending_clears: Vec::new(),
@@ -499,7 +502,66 @@ impl<D: Disk> Blockstore<D> {
         })
     }
 
+    /// Every version of every object of PG `pg_num` (of `pg_count`, objects placed by
+    /// `pg_stripe_size`) with an inode in `min_inode..=max_inode` (`pg_count` 0: all),
+    /// sorted. Within one pool this looks only at the PG's objects ([`super::pg_index`]).
     pub fn list(
+        &self,
+        pg_num: u32,
+        pg_count: u32,
+        pg_stripe_size: u64,
+        min_inode: u64,
+        max_inode: u64,
+    ) -> Vec<ListedVersion> {
+        let pool = min_inode >> 48;
+        if pg_count == 0 || max_inode >> 48 != pool {
+            return self.list_by_scan(pg_num, pg_count, pg_stripe_size, min_inode, max_inode);
+        }
+        let mut index = self.pg_index.borrow_mut();
+        let pg = (pg_num, pg_count, pg_stripe_size);
+        let candidates = index.candidates(pool, pg, &self.clean, &self.dirty);
+        let mut out = Vec::new();
+        // Prune purged objects while listing the others.
+        candidates.retain(|oid| {
+            let clean = self.clean.get(oid);
+            let dirty = self.dirty.get(oid);
+            if clean.is_none() && dirty.is_none() {
+                return false;
+            }
+            if oid.inode < min_inode || oid.inode > max_inode {
+                return true;
+            }
+            if let Some(clean) = clean {
+                out.push(ListedVersion {
+                    oid: *oid,
+                    version: clean.version,
+                    stable: true,
+                    deleted: clean.tombstone,
+                });
+            }
+            for entry in dirty.into_iter().flatten().filter(|e| e.written) {
+                out.push(ListedVersion {
+                    oid: *oid,
+                    version: entry.version,
+                    stable: entry.stable,
+                    deleted: matches!(entry.kind, DirtyKind::Delete),
+                });
+            }
+            true
+        });
+        index.pruned(pool, pg_num);
+        drop(index);
+        out.sort();
+        debug_assert_eq!(
+            out,
+            self.list_by_scan(pg_num, pg_count, pg_stripe_size, min_inode, max_inode),
+            "the PG index lists what a scan finds"
+        );
+        out
+    }
+
+    /// [`Blockstore::list`] by looking at every object.
+    fn list_by_scan(
         &self,
         pg_num: u32,
         pg_count: u32,
@@ -626,6 +688,9 @@ impl<D: Disk> Blockstore<D> {
     /// stable too, so stable versions always form a prefix of the chain.
     pub(super) fn push_dirty(&mut self, oid: ObjectId, mut entry: DirtyEntry) {
         let chain = self.dirty.entry(oid).or_default();
+        if chain.is_empty() {
+            self.pg_index.get_mut().object_added(oid);
+        }
         if entry.stable {
             entry.stable_seq = entry.seq;
             for older in chain.iter_mut().filter(|older| !older.stable) {

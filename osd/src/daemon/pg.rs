@@ -150,6 +150,10 @@ pub(super) struct Pg {
     /// inconsistent (`scrub.rs`).
     pub scrub: Option<super::scrub::Scrub>,
     pub scrub_served: Option<u64>,
+    /// The `next_scrub` a finished scrub still has to write to the history.
+    pub scrub_record: Option<Option<u64>>,
+    /// A scrub that could not judge every object is not started again before this (ms).
+    pub scrub_not_before_ms: u64,
     pub inconsistent: std::collections::BTreeSet<ObjectId>,
     /// Client ops of this PG in flight.
     pub inflight: u64,
@@ -194,6 +198,8 @@ impl Pg {
             repairing: Default::default(),
             scrub: None,
             scrub_served: None,
+            scrub_record: None,
+            scrub_not_before_ms: 0,
             inconsistent: Default::default(),
             inflight: 0,
             claimed: false,

@@ -7,7 +7,9 @@
 //! `auto_scrub`, when it has none. Only active PGs with nothing to recover are scrubbed;
 //! repeering drops a running scrub (it starts again, since `next_scrub` is still due).
 //! When every object was compared the primary writes the history back with
-//! `next_scrub` removed, or moved `scrub_interval` ahead with `auto_scrub`.
+//! `next_scrub` removed, or moved `scrub_interval` ahead with `auto_scrub` (as soon as no
+//! other history write of the PG is on its way; the same `next_scrub` set again after
+//! that is a new request).
 //!
 //! Each object holds its queue while its copies are read (a write in between would look
 //! like a difference), at most `scrub_queue_depth` objects per OSD, `scrub_sleep` ms
@@ -19,7 +21,7 @@
 //! | some fail their checksums (-EDOM), the others agree | repaired from a good copy |
 //! | they differ, and more than half of all copies agree | repaired from the majority |
 //! | they differ without a majority (2 replicas, say) | inconsistent: logged, the PG gets `has_inconsistent`, nothing is changed |
-//! | a member could not answer (disconnect) | not judged (the PG repeers anyway) |
+//! | a member could not answer (disconnect) | not judged: the scrub runs again later |
 //!
 //! A repair is the one of `repair.rs`: the chosen copy is written whole at a new version
 //! to every live member, which also clears a damage mark on any of them.
@@ -37,6 +39,8 @@ use vitastor_proto::ObjectId;
 
 /// Due PGs are looked for at most this often (ms).
 const DUE_CHECK_EVERY_MS: u64 = 100;
+/// A scrub that could not judge every object runs again this much later (ms).
+const SCRUB_RETRY_MS: u64 = 5_000;
 
 /// One copy as read: version, bitmap, data.
 type Copy = (u64, Vec<u8>, Vec<u8>);
@@ -52,6 +56,8 @@ pub(super) struct Scrub {
     /// Objects being compared: the copies read so far, and how many are awaited.
     running: BTreeMap<ObjectId, (Vec<(u64, ReadCopy)>, usize)>,
     checked: u64,
+    /// Objects a member could not be read for (the scrub is run again).
+    unjudged: u64,
     repaired: u64,
     inconsistent: BTreeSet<ObjectId>,
 }
@@ -65,6 +71,15 @@ impl<D: Disk> Osd<D> {
         }
         if self.now_ms >= self.scrub_checked_at_ms + DUE_CHECK_EVERY_MS {
             self.scrub_checked_at_ms = self.now_ms;
+            let unrecorded: Vec<PgKey> = self
+                .pgs
+                .iter()
+                .filter(|(_, pg)| pg.scrub_record.is_some())
+                .map(|(key, _)| *key)
+                .collect();
+            for key in unrecorded {
+                self.record_scrub(key);
+            }
             let due: Vec<(PgKey, u64)> = self
                 .pgs
                 .keys()
@@ -101,8 +116,8 @@ impl<D: Disk> Osd<D> {
             return None;
         }
         let next = self.view.pg_history.get(&key)?.next_scrub.unwrap_or(0);
-        if pg.scrub_served == Some(next) {
-            return None; // done already (its history write may have failed)
+        if pg.scrub_served == Some(next) || self.now_ms < pg.scrub_not_before_ms {
+            return None; // done, its record on the way; or retried a little later
         }
         let due = if next != 0 {
             next <= self.unix_s
@@ -255,7 +270,10 @@ impl<D: Disk> Osd<D> {
             .iter()
             .any(|(_, c)| matches!(c, Err(code) if *code != errno::EDOM))
         {
-            return; // not judged: a member did not answer
+            if let Some(scrub) = self.pgs.get_mut(&key).and_then(|pg| pg.scrub.as_mut()) {
+                scrub.unjudged += 1; // not judged: a member did not answer
+            }
+            return;
         }
         let damaged: Vec<u64> = copies
             .iter()
@@ -333,29 +351,53 @@ impl<D: Disk> Osd<D> {
             pool = key.0,
             pg = key.1,
             checked = scrub.checked,
+            unjudged = scrub.unjudged,
             repaired = scrub.repaired,
             inconsistent = scrub.inconsistent.len(),
             "scrub finished"
         );
-        pg.scrub_served = Some(scrub.due);
         pg.inconsistent = scrub.inconsistent;
-        let writing = pg.history_write.is_some();
-        let current = self.view.pg_history.get(&key).cloned().unwrap_or_default();
-        let next_scrub =
-            (self.view.global.auto_scrub == Some(true)).then_some(self.unix_s + interval);
-        if !writing && current.next_scrub != next_scrub {
-            let new = PgHistory {
-                next_scrub,
-                ..current.clone()
-            };
-            self.put_history(
-                key,
-                HistoryWrite::Scrubbed(new.clone()),
-                Some(&current),
-                &new,
-            );
+        if scrub.unjudged > 0 {
+            // A member did not answer for some objects: the scrub is still due; run it
+            // again a little later (the PG repeers meanwhile, most likely).
+            pg.scrub_not_before_ms = self.now_ms + SCRUB_RETRY_MS;
+        } else {
+            pg.scrub_served = Some(scrub.due);
+            let next =
+                (self.view.global.auto_scrub == Some(true)).then_some(self.unix_s + interval);
+            pg.scrub_record = Some(next);
+            self.record_scrub(key);
         }
         self.publish_state(key);
+    }
+
+    /// Writes the finished scrub's `next_scrub` to the history once no other history
+    /// write is on its way (tried again from [`Osd::pump_scrub`] until it is).
+    fn record_scrub(&mut self, key: PgKey) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        if pg.history_write.is_some() || pg.base != super::PgBase::Active {
+            return;
+        }
+        let Some(next_scrub) = pg.scrub_record.take() else {
+            return;
+        };
+        let current = self.view.pg_history.get(&key).cloned().unwrap_or_default();
+        if current.next_scrub == next_scrub {
+            pg.scrub_served = None;
+            return;
+        }
+        let new = PgHistory {
+            next_scrub,
+            ..current.clone()
+        };
+        self.put_history(
+            key,
+            HistoryWrite::Scrubbed(new.clone()),
+            Some(&current),
+            &new,
+        );
     }
 
     /// The history with the new `next_scrub` is in etcd.
