@@ -116,9 +116,10 @@ fn osd_state_exists(cluster: &Cluster, num: u64) -> bool {
         .is_empty()
 }
 
-#[test]
-fn osd_cut_off_from_etcd_stops_before_its_lease_expires_and_comes_back() {
-    let mut cluster = Cluster::start("etcd-fence", 2);
+/// A 2-OSD cluster with one PG (set [1, 2], primary 1) whose OSD 1 (started here with
+/// `lease` options) reaches etcd only through a proxy the test can stop.
+fn osd1_behind_a_proxy(name: &str, lease: &[&str]) -> (Cluster, Proxy) {
+    let mut cluster = Cluster::start(name, 2);
     cluster.put(
         "/vitastor/config/pools",
         r#"{"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":1,"failure_domain":"osd"}}"#,
@@ -127,14 +128,20 @@ fn osd_cut_off_from_etcd_stops_before_its_lease_expires_and_comes_back() {
         "/vitastor/pg/config",
         r#"{"items":{"1":{"1":{"osd_set":[1,2],"primary":1}}}}"#,
     );
-    let mut proxy = Proxy::new(&cluster.etcd_address);
-    let short_lease = ["--etcd_report_interval", "1", "--max_etcd_attempts", "2"];
+    let proxy = Proxy::new(&cluster.etcd_address);
     let mut osd1 = std::process::Command::new(env!("CARGO_BIN_EXE_vitastor-osd"));
     osd1.args(["--osd_num", "1"])
         .args(["--data_device", cluster.osd_file(1).to_str().unwrap()])
         .args(["--etcd_address", &proxy.address()])
-        .args(short_lease);
+        .args(lease);
     cluster.start_osd_with(1, osd1);
+    (cluster, proxy)
+}
+
+#[test]
+fn osd_cut_off_from_etcd_stops_before_its_lease_expires_and_comes_back() {
+    let short_lease = ["--etcd_report_interval", "1", "--max_etcd_attempts", "2"];
+    let (mut cluster, mut proxy) = osd1_behind_a_proxy("etcd-fence", &short_lease);
     let mut osd2 = cluster.osd_command(2);
     osd2.args(["--max_etcd_attempts", "2"]);
     cluster.start_osd_with(2, osd2);
@@ -247,24 +254,9 @@ fn osd_lease(cluster: &Cluster, num: u64) -> String {
 /// acknowledged.)
 #[test]
 fn a_deposed_primary_cannot_acknowledge_writes_after_a_takeover() {
-    let mut cluster = Cluster::start("etcd-takeover", 2);
-    cluster.put(
-        "/vitastor/config/pools",
-        r#"{"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":1,"failure_domain":"osd"}}"#,
-    );
-    cluster.put(
-        "/vitastor/pg/config",
-        r#"{"items":{"1":{"1":{"osd_set":[1,2],"primary":1}}}}"#,
-    );
-    let mut proxy = Proxy::new(&cluster.etcd_address);
     // A long lease: OSD 1 keeps serving ~10 s after it last reached etcd.
     let long_lease = ["--etcd_report_interval", "1", "--max_etcd_attempts", "10"];
-    let mut osd1 = std::process::Command::new(env!("CARGO_BIN_EXE_vitastor-osd"));
-    osd1.args(["--osd_num", "1"])
-        .args(["--data_device", cluster.osd_file(1).to_str().unwrap()])
-        .args(["--etcd_address", &proxy.address()])
-        .args(long_lease);
-    cluster.start_osd_with(1, osd1);
+    let (mut cluster, mut proxy) = osd1_behind_a_proxy("etcd-takeover", &long_lease);
     cluster.start_osd(2);
     cluster.wait_active(&[(1, 1)], Duration::from_secs(60));
     let mut client = WireClient::connect(&cluster.osd_address(1).unwrap()).unwrap();
