@@ -140,7 +140,10 @@ fn image_and_pool_commands() {
     assert_eq!(ec["parity_chunks"], 1);
     assert_eq!(ec["pg_minsize"], 2);
     ok(&cluster, &["modify-pool", "ecpool", "-n", "16"]);
-    ok(&cluster, &["modify-pool", "ecpool", "--scrub_interval", "7d"]);
+    ok(
+        &cluster,
+        &["modify-pool", "ecpool", "--scrub_interval", "7d"],
+    );
     fails(
         &cluster,
         &["modify-pool", "ecpool", "--scrub_interval", "weekly"],

@@ -5,9 +5,9 @@
 //! and sent to every other live member in parallel, and is acknowledged when all of them
 //! have it (each after an fsync when every write must be durable). If a member fails, the
 //! client gets -EPIPE (and retries), and the PG repeers so the member's copy is repaired or
-//! the member is left out. Reads come from the primary's blockstore, or, for an object
-//! whose newest version the primary lacks, from the member that holds it. A write or
-//! delete of an object some live member still lacks waits for its copy (`recovery.rs`).
+//! the member is left out. Reads come from the primary's blockstore. Any op on an object
+//! some live member still lacks waits for its copy (`recovery.rs`; a primary out of space
+//! reads such objects from the member that holds them).
 
 use super::{ClientPart, ConnId, Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
@@ -150,13 +150,13 @@ impl<D: Disk> Osd<D> {
         let mut op = self.client_op(conn, id, Opcode::Read, ClientKind::Read);
         (op.pg, op.oid, op.offset, op.len, op.pending) = (Some(pg), oid, offset, rw.len, 1);
         let key = self.new_op(op);
-        // The primary lacks the newest version: the member that has it serves the read
-        // while the copy waits its turn (the primary may even be out of space)...
+        // The primary lacks the newest version and is out of space: the member that has
+        // it serves the read...
         if let Some((source, version)) = self.proxy_read_source(pg, oid) {
             return self.proxy_read(key, source, version);
         }
-        // ...or, while the copy runs, the read follows it.
-        if self.recover_first(pg, oid, true) {
+        // ...otherwise a copy of a degraded object comes first and the read follows it.
+        if self.recover_first(pg, oid) {
             return self.queue_on_object(pg, oid, key);
         }
         // A write or delete in flight is not acknowledged yet and may still be lost (a
@@ -182,10 +182,16 @@ impl<D: Disk> Osd<D> {
     }
 
     /// The member and version to read `oid` from when the primary lacks its newest
-    /// version and no copy of it runs: the copy's source. (A newest version that is a
-    /// tombstone is copied first: a delete is small and reads then come out as zeros.)
+    /// version, cannot store it (out of space) and no copy of it runs: the copy's source.
+    /// (Otherwise the copy comes first, see [`Osd::recover_first`]. A newest version that
+    /// is a tombstone is copied first: a delete is small and reads then come out as
+    /// zeros.) Known limit: such a read can show a write whose client got an error and
+    /// which only the source holds; it is lost if the source fails before the copy.
     fn proxy_read_source(&self, pg: PgKey, oid: ObjectId) -> Option<(u64, u64)> {
         let me = self.settings.osd_num;
+        if self.now_ms >= self.full_until_ms {
+            return None;
+        }
         let pg = self.pgs.get(&pg)?;
         let queue = pg.recovery.as_ref()?;
         let item = queue.item(&oid)?;
@@ -320,7 +326,7 @@ impl<D: Disk> Osd<D> {
             .contains_key(&oid);
         // A write must find the object whole on every live member: a pending copy of it
         // starts now and the write queues behind it.
-        if busy || self.recover_first(pg, oid, false) {
+        if busy || self.recover_first(pg, oid) {
             return self.queue_on_object(pg, oid, key);
         }
         self.pgs

@@ -7,9 +7,9 @@
 //! | object | client read | client write / delete | background |
 //! |---|---|---|---|
 //! | clean | served locally | runs | - |
-//! | pending, the primary has the newest | served locally | waits: the item starts at once, the write follows | copied when its turn comes |
-//! | pending, the primary lacks it | served by the copy's source (a proxied `SEC_READ`; a tombstone is copied first) | same | same |
-//! | running (a copy holds the object's queue) | waits if the primary lacks it | queued behind the copy | - |
+//! | pending, the primary has the newest | waits: the item starts at once, the read follows | waits: the item starts at once, the write follows | copied when its turn comes |
+//! | pending, the primary lacks it | same (a primary out of space: served by the copy's source, a proxied `SEC_READ`) | same | same |
+//! | running (a copy holds the object's queue) | queued behind the copy | queued behind the copy | - |
 //!
 //! A copy holds the object's queue like a write does, so no client write can run between
 //! reading the source and writing the targets; a write never starts on an object a live
@@ -276,20 +276,19 @@ impl<D: Disk> Osd<D> {
 
     /// Before a client op touches `oid`: if the object still has to be copied to a live
     /// member, starts that copy now (it takes the object's queue) and returns `true`: the
-    /// op must queue behind it. `for_read`: only when the primary itself lacks the object.
-    pub(super) fn recover_first(&mut self, key: PgKey, oid: ObjectId, for_read: bool) -> bool {
-        let me = self.settings.osd_num;
+    /// op must queue behind it. Reads too, even when the primary has the newest version:
+    /// that version may be a write whose client never got an answer, held by fewer than
+    /// all live members; once a read showed it, it must survive the loss of any one of
+    /// them (monotonic reads), so it is copied to every live member first.
+    pub(super) fn recover_first(&mut self, key: PgKey, oid: ObjectId) -> bool {
         let Some(pg) = self.pgs.get(&key) else {
             return false;
         };
         let Some(queue) = pg.recovery.as_ref() else {
             return false;
         };
-        let Some(item) = queue.item(&oid) else {
+        if queue.item(&oid).is_none() {
             return false;
-        };
-        if for_read && !item.targets.contains(&me) {
-            return false; // the primary has the newest version
         }
         if queue.is_pending(&oid) {
             debug_assert!(

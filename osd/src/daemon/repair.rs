@@ -140,7 +140,7 @@ impl<D: Disk> Osd<D> {
         op.repair_source = source;
         let key = self.new_op(op);
         let busy = self.pgs[&pg].busy.contains_key(&oid);
-        if busy || self.recover_first(pg, oid, false) {
+        if busy || self.recover_first(pg, oid) {
             return self.queue_on_object(pg, oid, key);
         }
         self.pgs
