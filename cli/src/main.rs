@@ -2,6 +2,7 @@
 //! Errors are one line on stderr and a non-zero exit code.
 
 mod cluster;
+mod describe;
 mod df;
 mod etcd;
 mod images;
@@ -103,6 +104,8 @@ pub enum Command {
     OsdTree,
     /// List OSDs.
     LsOsd,
+    /// Objects that are degraded, misplaced, corrupted or inconsistent, and where.
+    Describe(describe::DescribeArgs),
     /// List PGs.
     PgList {
         #[arg(long)]
@@ -177,5 +180,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::OsdTree => cluster::osd_tree(&ctx),
         Command::LsOsd => cluster::ls_osd(&ctx),
         Command::PgList { pool } => cluster::pg_list(&ctx, pool.as_deref()),
+        Command::Describe(args) => describe::describe(&ctx, args).await,
     }
 }

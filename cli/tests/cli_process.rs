@@ -173,6 +173,15 @@ fn image_and_pool_commands() {
     assert!(ok(&cluster, &["osd-tree"]).contains("osd.1"));
     assert!(ok(&cluster, &["df"]).contains("testpool"));
     assert!(ok(&cluster, &["status"]).contains("1 / 1 up"));
+    // A healthy single-OSD pool: nothing degraded, misplaced, corrupted or inconsistent.
+    let described: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["describe", "--json", "--pool", "testpool"])).unwrap();
+    assert_eq!(described, serde_json::json!([]));
+    fails(
+        &cluster,
+        &["describe", "--object-state", "broken"],
+        "unknown state",
+    );
 }
 
 #[test]

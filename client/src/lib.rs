@@ -8,6 +8,7 @@
 pub mod capi;
 mod client;
 mod conn;
+pub mod describe;
 mod error;
 mod list;
 mod liveness;

@@ -69,9 +69,20 @@ impl Link {
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Write { sector: u64, value: u32 },
-    Delete { object: u64, value: u32 },
-    Read { sector: u64, allowed: BTreeSet<u32> },
+    Write {
+        sector: u64,
+        value: u32,
+    },
+    Delete {
+        object: u64,
+        value: u32,
+    },
+    Read {
+        sector: u64,
+        allowed: BTreeSet<u32>,
+    },
+    /// Any other request (the reply is kept in `other_replies`).
+    Other,
 }
 
 /// What the client knows of one sector. Value 0 = zeros (never written or deleted).
@@ -157,6 +168,7 @@ struct Sim {
     client_pending: BTreeMap<u64, (u64, Pending)>,
     read_failures: BTreeMap<u64, i64>,
     reads_done: BTreeMap<u64, u32>,
+    other_replies: BTreeMap<u64, (vitastor_proto::wire::Reply, Vec<u8>)>,
     next_request: u64,
     model: BTreeMap<u64, SectorModel>,
     next_value: u32,
@@ -221,6 +233,7 @@ impl Sim {
             client_pending: BTreeMap::new(),
             read_failures: BTreeMap::new(),
             reads_done: BTreeMap::new(),
+            other_replies: BTreeMap::new(),
             next_request: 1,
             model: BTreeMap::new(),
             next_value: 1,
@@ -359,6 +372,12 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Puts `/config/global` and hands the view to every OSD.
+    fn set_global(&mut self, json: &str) {
+        self.view.apply("/config/global", Some(json.as_bytes()));
+        self.broadcast_view();
     }
 
     /// Runs until every scrub asked for has run (each PG's `next_scrub` is cleared).
@@ -582,6 +601,7 @@ impl Sim {
             Pending::Read { sector, .. } => {
                 self.model.entry(sector).or_default().reads.remove(&id);
             }
+            Pending::Other => {}
         }
     }
 
@@ -748,6 +768,10 @@ impl Sim {
                             model.not_acknowledged(value);
                         }
                     }
+                }
+                Pending::Other => {
+                    self.other_replies
+                        .insert(reply.id, (reply, payload.to_vec()));
                 }
                 Pending::Read { sector, allowed } => {
                     tracing::info!(sector, retval = reply.retval, from, "SIM: read reply");
@@ -1633,4 +1657,47 @@ fn scrub_finds_and_repairs_damaged_copies_without_reads() {
         sim.settle("only the repaired member");
         sim.verify("the repaired member alone");
     }
+}
+
+/// DESCRIBE (for `vitastor-cli describe`): with recovery paused, the primaries report the
+/// objects a returning member lacks as outdated on that member; once recovery ran, none.
+#[test]
+fn describe_reports_objects_a_member_lacks_until_they_are_copied() {
+    use vitastor_proto::wire::describe::{decode_describe_items, LOC_OUTDATED};
+    use vitastor_proto::wire::request::Describe;
+    let describe = |sim: &mut Sim| {
+        let mut items = Vec::new();
+        let primaries: BTreeSet<u64> = sim.pg_sets().values().map(|(_, p)| *p).collect();
+        for osd in primaries {
+            let id = sim.send_client(osd, RequestBody::Describe(Describe::default()), &[]);
+            sim.client_pending.insert(id, (osd, Pending::Other));
+            sim.drain();
+            let (reply, payload) = sim.other_replies.remove(&id).expect("answered");
+            let found = decode_describe_items(&payload).unwrap();
+            assert_eq!(reply.retval, found.len() as i64);
+            items.extend(found);
+        }
+        items
+    };
+    let mut sim = two_osds(7);
+    write_all(&mut sim);
+    sim.set_global(r#"{"no_recovery":true}"#);
+    sim.kill(2);
+    sim.settle("OSD 2 down");
+    write_all(&mut sim);
+    sim.start(2);
+    for _ in 0..3000 {
+        sim.step(false);
+    }
+    let items = describe(&mut sim);
+    assert!(
+        !items.is_empty(),
+        "objects written while OSD 2 was down are degraded"
+    );
+    for item in &items {
+        assert_eq!((item.osd_num, item.loc_bad), (2, LOC_OUTDATED), "{item:?}");
+    }
+    sim.set_global("{}");
+    sim.settle("recovered");
+    assert_eq!(describe(&mut sim), vec![]);
 }

@@ -68,6 +68,7 @@ impl<D: Disk> Osd<D> {
             RequestBody::Write(rw) => self.client_write(conn, id, rw, payload),
             RequestBody::Delete(rw) => self.client_delete(conn, id, rw),
             RequestBody::Sync => self.client_sync(conn, id),
+            RequestBody::Describe(describe) => self.describe(conn, id, describe),
             RequestBody::SecRead(_)
             | RequestBody::SecWrite(_)
             | RequestBody::SecWriteStable(_)

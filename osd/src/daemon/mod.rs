@@ -16,6 +16,7 @@
 //! activation rule and the `/pg/history` it leaves.
 
 mod cleanup;
+mod describe;
 mod history;
 mod inbound;
 mod peering;

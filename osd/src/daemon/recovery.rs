@@ -164,6 +164,11 @@ impl RecoveryQueue {
         self.pending.get(oid).or_else(|| self.running.get(oid))
     }
 
+    /// Every object still to copy (pending or running).
+    pub fn items(&self) -> impl Iterator<Item = (&ObjectId, &RecoveryItem)> {
+        self.pending.iter().chain(self.running.iter())
+    }
+
     pub fn is_pending(&self, oid: &ObjectId) -> bool {
         self.pending.contains_key(oid)
     }

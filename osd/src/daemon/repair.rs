@@ -111,7 +111,7 @@ impl<D: Disk> Osd<D> {
     }
 
     /// The PG of `oid` among the pools this OSD knows.
-    fn pg_of_object(&self, oid: &ObjectId) -> Option<PgKey> {
+    pub(super) fn pg_of_object(&self, oid: &ObjectId) -> Option<PgKey> {
         let rw = vitastor_proto::wire::request::Rw {
             inode: oid.inode,
             offset: oid.stripe,

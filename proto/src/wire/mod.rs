@@ -17,6 +17,7 @@
 //! ops and on the read-only secondary ops their tools use.
 //! [`framing`] splits a byte stream into messages.
 
+pub mod describe;
 pub mod framing;
 pub mod opcode;
 pub mod reply;

@@ -89,6 +89,10 @@ pub struct Describe {
     pub max_inode: u64,
     pub max_offset: u64,
     pub limit: u64,
+    /// 0: every pool.
+    pub pool_id: u32,
+    /// 0: every PG.
+    pub pg_num: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,6 +237,8 @@ impl Request {
                 f.put_u64(48, d.max_inode);
                 f.put_u64(56, d.max_offset);
                 f.put_u64(64, d.limit);
+                f.put_u32(72, d.pool_id);
+                f.put_u32(76, d.pg_num);
             }
             RequestBody::SecLock(lock) => {
                 f.put_u64(24, lock.flags);
@@ -347,6 +353,8 @@ impl Request {
                 max_inode: f.u64(48),
                 max_offset: f.u64(56),
                 limit: f.u64(64),
+                pool_id: f.u32(72),
+                pg_num: f.u32(76),
             }),
             Opcode::SecLock => RequestBody::SecLock(SecLock {
                 flags: f.u64(24),

@@ -93,14 +93,18 @@ fn arb_body() -> impl Strategy<Value = RequestBody> {
         arb_rw(u32::MAX).prop_map(RequestBody::Delete),
         Just(RequestBody::Ping),
         arb_rw(u32::MAX).prop_map(RequestBody::Scrub),
-        any::<[u64; 6]>().prop_map(|d| RequestBody::Describe(Describe {
-            object_state: d[0],
-            min_inode: d[1],
-            min_offset: d[2],
-            max_inode: d[3],
-            max_offset: d[4],
-            limit: d[5],
-        })),
+        (any::<[u64; 6]>(), any::<[u32; 2]>()).prop_map(|(d, pg)| {
+            RequestBody::Describe(Describe {
+                object_state: d[0],
+                min_inode: d[1],
+                min_offset: d[2],
+                max_inode: d[3],
+                max_offset: d[4],
+                limit: d[5],
+                pool_id: pg[0],
+                pg_num: pg[1],
+            })
+        }),
         any::<[u64; 4]>().prop_map(|l| RequestBody::SecLock(SecLock {
             flags: l[0],
             pool_id: l[1],
