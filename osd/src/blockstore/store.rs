@@ -85,6 +85,18 @@ pub struct Completion {
     pub result: Result<OpOutput, OpError>,
 }
 
+/// Whether `oid` is in PG `pg_num` of `pg_count` (objects placed by `pg_stripe_size`;
+/// `pg_count` 0: every PG) and its inode in `min_inode..=max_inode`: the filter of
+/// [`Blockstore::list`] and [`Blockstore::changes_in_flight`].
+fn in_listing(
+    oid: &ObjectId,
+    (pg_num, pg_count, pg_stripe_size, min_inode, max_inode): (u32, u32, u64, u64, u64),
+) -> bool {
+    oid.inode >= min_inode
+        && oid.inode <= max_inode
+        && (pg_count == 0 || pg_of_stripe(oid.stripe, pg_stripe_size, pg_count).get() == pg_num)
+}
+
 /// One version of one object, as listed for peering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ListedVersion {
@@ -489,12 +501,8 @@ impl<D: Disk> Blockstore<D> {
         min_inode: u64,
         max_inode: u64,
     ) -> bool {
-        let in_pg = |oid: ObjectId| {
-            oid.inode >= min_inode
-                && oid.inode <= max_inode
-                && (pg_count == 0
-                    || pg_of_stripe(oid.stripe, pg_stripe_size, pg_count).get() == pg_num)
-        };
+        let filter = (pg_num, pg_count, pg_stripe_size, min_inode, max_inode);
+        let in_pg = |oid: ObjectId| in_listing(&oid, filter);
         self.slots.iter().flatten().any(|slot| match &slot.state {
             OpState::Write(op) => in_pg(op.oid()),
             OpState::Journal(op) => in_pg(op.oid()),
@@ -569,12 +577,8 @@ impl<D: Disk> Blockstore<D> {
         min_inode: u64,
         max_inode: u64,
     ) -> Vec<ListedVersion> {
-        let in_pg = |oid: &ObjectId| {
-            oid.inode >= min_inode
-                && oid.inode <= max_inode
-                && (pg_count == 0
-                    || pg_of_stripe(oid.stripe, pg_stripe_size, pg_count).get() == pg_num)
-        };
+        let filter = (pg_num, pg_count, pg_stripe_size, min_inode, max_inode);
+        let in_pg = |oid: &ObjectId| in_listing(oid, filter);
         let mut out = Vec::new();
         for (oid, clean) in self.clean.iter() {
             if in_pg(&oid) {

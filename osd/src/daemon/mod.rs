@@ -213,6 +213,8 @@ pub struct Osd<D: Disk> {
     /// Objects being compared by scrubs (at most `scrub_queue_depth`), the earliest
     /// time the next may start (`scrub_sleep`), the last look for due PGs (`scrub.rs`).
     scrub_inflight: usize,
+    /// PGs with a scrub running (no PG needs looking at while it is 0).
+    scrubbing_pgs: usize,
     scrub_next_at_ms: u64,
     scrub_checked_at_ms: u64,
     recovery_tuner: recovery_tune::RecoveryTuner,
@@ -260,6 +262,7 @@ impl<D: Disk> Osd<D> {
             now_us: 0,
             unix_s: 0,
             scrub_inflight: 0,
+            scrubbing_pgs: 0,
             scrub_next_at_ms: 0,
             scrub_checked_at_ms: 0,
             recovery_tuner: Default::default(),

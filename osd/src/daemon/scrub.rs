@@ -90,7 +90,16 @@ impl<D: Disk> Osd<D> {
             }
         }
         let depth = self.view.global.scrub_queue_depth.unwrap_or(1).max(1) as usize;
-        while self.scrub_inflight < depth && self.now_ms >= self.scrub_next_at_ms {
+        debug_assert_eq!(
+            self.scrubbing_pgs,
+            self.pgs.values().filter(|pg| pg.scrub.is_some()).count(),
+            "scrubbing PGs counted"
+        );
+        // Called on every event: look for objects only while some PG scrubs.
+        while self.scrubbing_pgs > 0
+            && self.scrub_inflight < depth
+            && self.now_ms >= self.scrub_next_at_ms
+        {
             let next = self.pgs.iter_mut().find_map(|(&key, pg)| {
                 let busy = &pg.busy;
                 let scrub = pg.scrub.as_mut()?;
@@ -153,6 +162,7 @@ impl<D: Disk> Osd<D> {
             todo: todo.into(),
             ..Scrub::default()
         });
+        self.scrubbing_pgs += 1;
         self.publish_state(key);
         self.scrub_progress(key);
     }
@@ -347,6 +357,7 @@ impl<D: Disk> Osd<D> {
             return;
         }
         let scrub = pg.scrub.take().expect("checked above");
+        self.scrubbing_pgs -= 1;
         tracing::info!(
             pool = key.0,
             pg = key.1,
@@ -430,6 +441,7 @@ impl<D: Disk> Osd<D> {
         let Some(scrub) = pg.scrub.take() else {
             return;
         };
+        self.scrubbing_pgs -= 1;
         for oid in scrub.running.keys() {
             let queued = pg.busy.remove(oid);
             debug_assert!(
