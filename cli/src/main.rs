@@ -5,6 +5,7 @@ mod cluster;
 mod describe;
 mod df;
 mod etcd;
+mod fix;
 mod images;
 mod output;
 mod pools;
@@ -106,6 +107,8 @@ pub enum Command {
     LsOsd,
     /// Objects that are degraded, misplaced, corrupted or inconsistent, and where.
     Describe(describe::DescribeArgs),
+    /// Settle inconsistent objects: remove the copies on the OSDs named bad.
+    Fix(fix::FixArgs),
     /// List PGs.
     PgList {
         #[arg(long)]
@@ -181,5 +184,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::LsOsd => cluster::ls_osd(&ctx),
         Command::PgList { pool } => cluster::pg_list(&ctx, pool.as_deref()),
         Command::Describe(args) => describe::describe(&ctx, args).await,
+        Command::Fix(args) => fix::fix(&ctx, args).await,
     }
 }

@@ -10,6 +10,7 @@ mod client;
 mod conn;
 pub mod describe;
 mod error;
+pub mod fix;
 mod list;
 mod liveness;
 pub mod state;

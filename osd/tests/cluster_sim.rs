@@ -1701,3 +1701,184 @@ fn describe_reports_objects_a_member_lacks_until_they_are_copied() {
     sim.settle("recovered");
     assert_eq!(describe(&mut sim), vec![]);
 }
+
+/// Sends `body` to `osd` as the client, runs the cluster until it is answered, and returns
+/// the answer.
+fn ask(
+    sim: &mut Sim,
+    osd: u64,
+    body: RequestBody,
+    payload: &[u8],
+) -> (vitastor_proto::wire::Reply, Vec<u8>) {
+    let id = sim.send_client(osd, body, payload);
+    sim.client_pending.insert(id, (osd, Pending::Other));
+    sim.drain();
+    sim.other_replies.remove(&id).expect("answered")
+}
+
+/// `vitastor-cli fix` (issue 12): one object's copies differ at the same version (made by
+/// purging one member's copy and writing other data there at the old version, as a bug
+/// or undetected rot would). Scrubbing the object finds it inconsistent (two copies, no
+/// majority) and leaves it alone; the fix's steps (condemn the bad member's copy, scrub
+/// the object again) rewrite it from the good copy, whichever member is bad and whichever
+/// is primary; meanwhile reads return the acknowledged data.
+#[test]
+fn fix_settles_an_inconsistent_object_from_the_copy_the_operator_trusts() {
+    use vitastor_proto::wire::describe::{decode_describe_items, LOC_INCONSISTENT};
+    use vitastor_proto::wire::request::{Describe, SecDelete, SecRw};
+    use vitastor_proto::ObjectId;
+    for seed in 0..4 {
+        let mut sim = two_osds(seed);
+        write_all(&mut sim);
+        let object = seed % OBJECTS;
+        let oid = ObjectId {
+            inode: INODE,
+            stripe: object * BLOCK,
+        };
+        let (primary, offset) = sim.primary_of(object * SECTORS_PER_OBJECT);
+        let bad = if seed % 2 == 0 { primary } else { 3 - primary };
+        let good = 3 - bad;
+        let pg = (object % u64::from(PG_COUNT)) as u32 + 1;
+        let version = sim.osds[&bad].store().object_version(&oid);
+        assert_ne!(version, 0, "seed {seed}: written");
+        // The bad member's copy becomes other data at the same version.
+        for (version, purge) in [(version + 1, false), (version + 1, true)] {
+            let del = SecDelete {
+                oid,
+                version,
+                purge,
+                pg,
+                epoch: 0,
+            };
+            let (reply, _) = ask(&mut sim, bad, RequestBody::SecDelete(del), &[]);
+            assert_eq!(reply.retval, 0, "seed {seed}: delete/purge {purge}");
+        }
+        assert_eq!(
+            sim.osds[&bad].store().object_version(&oid),
+            0,
+            "seed {seed}: purged"
+        );
+        let rw = SecRw {
+            oid,
+            version,
+            offset: 0,
+            len: SECTOR as u32,
+            pg,
+            ..SecRw::default()
+        };
+        let (reply, _) = ask(
+            &mut sim,
+            bad,
+            RequestBody::SecWriteStable(rw),
+            &[0xee; SECTOR],
+        );
+        assert!(reply.retval >= 0, "seed {seed}: the odd copy is written");
+        let scrub = |sim: &mut Sim| {
+            let rw = Rw {
+                inode: INODE,
+                offset,
+                ..Rw::default()
+            };
+            ask(sim, primary, RequestBody::Scrub(rw), &[]).0.retval
+        };
+        let inconsistent_on = |sim: &mut Sim| {
+            let (_, payload) = ask(
+                sim,
+                primary,
+                RequestBody::Describe(Describe::default()),
+                &[],
+            );
+            let items = decode_describe_items(&payload).unwrap();
+            let mut osds: Vec<u64> = items
+                .iter()
+                .filter(|i| i.loc_bad & LOC_INCONSISTENT != 0)
+                .map(|i| i.osd_num)
+                .collect();
+            osds.sort();
+            osds
+        };
+        assert_eq!(scrub(&mut sim), 0, "seed {seed}: scrubbed");
+        assert_eq!(
+            inconsistent_on(&mut sim),
+            vec![1, 2],
+            "seed {seed}: no majority"
+        );
+        // The fix: the operator names the bad member.
+        let (reply, _) = ask(&mut sim, bad, RequestBody::CondemnCopy(oid), &[]);
+        assert_eq!(reply.retval, 0, "seed {seed}: condemned");
+        sim.verify("a condemned copy is never read");
+        assert_eq!(scrub(&mut sim), 0, "seed {seed}: scrubbed again");
+        // The repair is queued behind the scrub: it may still be on its way to the disks.
+        for _ in 0..10_000 {
+            if sim.osds[&bad].store().damaged_objects().is_empty() {
+                break;
+            }
+            sim.step(false);
+        }
+        assert!(
+            sim.osds[&bad].store().damaged_objects().is_empty(),
+            "seed {seed}: the condemned copy was rewritten"
+        );
+        assert_eq!(inconsistent_on(&mut sim), Vec::<u64>::new(), "seed {seed}");
+        sim.verify("after the fix");
+        sim.kill(good);
+        sim.settle("only the fixed member");
+        sim.verify("the fixed member alone");
+    }
+}
+
+/// Recovery (issue 12): when the chosen source's copy fails its checksums, the copy is
+/// made from another member that holds the same version instead of repeering (which would
+/// choose the same source again, for ever). Three members; writes while OSD 3 is down;
+/// then every object of OSD 1 is damaged at rest, and OSDs 1 and 3 come back together.
+/// Every PG becomes clean (OSD 3 copied from OSD 2 where OSD 1 was chosen first), OSD 1's
+/// copies are repaired, and OSDs 1 and 3 serve everything without OSD 2.
+#[test]
+fn recovery_copies_from_another_holder_when_the_source_copy_is_damaged() {
+    use vitastor_proto::ObjectId;
+    for seed in 0..4 {
+        let mut sim = Sim::new(
+            seed,
+            Config {
+                osds: 3,
+                pg_size: 3,
+                pg_minsize: 1,
+                small_disk: None,
+            },
+        );
+        sim.settle("start");
+        sim.kill(3);
+        sim.settle("OSD 3 down");
+        write_all(&mut sim);
+        sim.osds.get_mut(&1).unwrap().flush_store();
+        let offsets: Vec<u64> = (0..OBJECTS)
+            .filter_map(|o| {
+                let oid = ObjectId {
+                    inode: INODE,
+                    stripe: o * BLOCK,
+                };
+                sim.osds[&1].store().data_offset_of(&oid)
+            })
+            .collect();
+        assert_eq!(offsets.len() as u64, OBJECTS, "seed {seed}: flushed");
+        sim.kill(1);
+        let disk = sim.dead.get_mut(&1).unwrap();
+        for offset in offsets {
+            disk.flip_bit(offset + 300, 2);
+        }
+        sim.start(1);
+        sim.start(3);
+        sim.settle("OSDs 1 and 3 back");
+        sim.verify("with OSD 1 damaged");
+        for _ in 0..10_000 {
+            if sim.osds[&1].store().damaged_objects().is_empty() {
+                break;
+            }
+            sim.step(false);
+        }
+        // Whatever is still marked was never read; a scrub would find it. Read it now.
+        sim.kill(2);
+        sim.settle("without OSD 2");
+        sim.verify("OSDs 1 and 3 alone");
+    }
+}

@@ -42,6 +42,10 @@ pub enum DamageReason {
     BadJournalData,
     /// Data in a block fails its checksums (reads of those sectors fail).
     BadData,
+    /// An operator named this copy bad (`vitastor-cli fix --bad-osds`): every read fails
+    /// until the primary rewrites the object from the good copies. Kept in memory only:
+    /// after a restart the copy reads as before and the next scrub finds it again.
+    Condemned,
 }
 
 /// One damaged object: the newest version known to be affected, and why. After a lost
@@ -85,11 +89,32 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
-    /// Whether every read of `oid` must fail: a journal entry of it is lost.
+    /// Whether a journal entry of `oid` is lost (its versions must not be flushed).
     pub(super) fn has_lost_entry(&self, oid: &ObjectId) -> bool {
         self.damaged
             .get(oid)
             .is_some_and(|d| matches!(d.reason, DamageReason::LostEntry { .. }))
+    }
+
+    /// Why every read of `oid` must fail, if it must: a journal entry of it is lost, or an
+    /// operator condemned the copy.
+    pub(super) fn unreadable(&self, oid: &ObjectId) -> Option<DamageReason> {
+        self.damaged
+            .get(oid)
+            .map(|d| d.reason)
+            .filter(|r| matches!(r, DamageReason::LostEntry { .. } | DamageReason::Condemned))
+    }
+
+    /// Marks this store's copy of `oid` bad on an operator's word (`vitastor-cli fix`):
+    /// no read returns it any more, and a whole-object rewrite at a newer version (the
+    /// primary's repair) clears the mark. Returns false if the store has no such object.
+    pub fn condemn(&mut self, oid: ObjectId) -> bool {
+        let version = self.object_version(&oid);
+        if version == 0 {
+            return false;
+        }
+        self.mark_damaged(oid, version, DamageReason::Condemned);
+        true
     }
 
     /// The oldest lost journal entry still marked: the journal start must not pass it.

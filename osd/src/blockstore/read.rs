@@ -83,10 +83,15 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: read op")
         };
         let oid = op.oid;
-        if self.has_lost_entry(&oid) {
-            let message = format!(
-                "{oid} lost a journal entry to corruption; it must be recovered from a peer"
-            );
+        if let Some(reason) = self.unreadable(&oid) {
+            let message = match reason {
+                DamageReason::Condemned => {
+                    format!("{oid}: this copy was marked bad by `fix`; a repair rewrites it")
+                }
+                _ => format!(
+                    "{oid} lost a journal entry to corruption; it must be recovered from a peer"
+                ),
+            };
             return self.complete(index, Err(OpError::new(errno::EDOM, message)));
         }
         self.plan_and_submit_read(index);

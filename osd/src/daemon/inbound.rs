@@ -69,6 +69,8 @@ impl<D: Disk> Osd<D> {
             RequestBody::Delete(rw) => self.client_delete(conn, id, rw),
             RequestBody::Sync => self.client_sync(conn, id),
             RequestBody::Describe(describe) => self.describe(conn, id, describe),
+            RequestBody::Scrub(rw) => self.client_scrub(conn, id, rw),
+            RequestBody::CondemnCopy(oid) => self.condemn_copy(conn, id, oid),
             RequestBody::SecRead(_)
             | RequestBody::SecWrite(_)
             | RequestBody::SecWriteStable(_)

@@ -17,6 +17,7 @@
 
 mod cleanup;
 mod describe;
+mod fix;
 mod history;
 mod inbound;
 mod peering;
@@ -160,6 +161,8 @@ enum Waiter {
         oid: vitastor_proto::ObjectId,
         osd: u64,
     },
+    /// The copy on `osd` read for SCRUB op `op` (`fix.rs`).
+    ScrubRequest { op: u64, osd: u64 },
     /// Step of the copy of `oid` of `pg` in generation `gen`.
     Recovery {
         pg: PgKey,
@@ -561,6 +564,7 @@ impl<D: Disk> Osd<D> {
             Waiter::Scrub { pg, gen, oid, osd } => {
                 self.scrub_local_read((pg, gen, oid, osd), result)
             }
+            Waiter::ScrubRequest { op, osd } => self.scrub_request_local(op, osd, result),
         }
     }
 
@@ -595,6 +599,11 @@ impl<D: Disk> Osd<D> {
             Waiter::Purge => self.purge_done(),
             Waiter::Scrub { pg, gen, oid, osd } => self.scrub_peer_read(
                 (pg, gen, oid, osd),
+                result.map(|reply| (reply, payload.unwrap_or_default())),
+            ),
+            Waiter::ScrubRequest { op, osd } => self.scrub_request_peer(
+                op,
+                osd,
                 result.map(|reply| (reply, payload.unwrap_or_default())),
             ),
             Waiter::Cleanup { pg, gen, osd } => {

@@ -628,10 +628,13 @@ impl<D: Disk> Osd<D> {
             let whole = targets
                 .iter()
                 .any(|osd| holders.get(osd).is_some_and(|l| !l.deleted));
-            plan.insert(
-                *oid,
-                RecoveryItem::new(newest, source, targets, kind, whole),
-            );
+            let mut item = RecoveryItem::new(newest, source, targets, kind, whole);
+            item.other_sources = holders
+                .iter()
+                .filter(|(&osd, l)| osd != source && l.version == newest.version && !l.deleted)
+                .map(|(&osd, _)| osd)
+                .collect();
+            plan.insert(*oid, item);
         }
         if !plan.is_empty() {
             tracing::info!(

@@ -165,6 +165,11 @@ pub(super) struct Pg {
 }
 
 impl Pg {
+    /// Whether the PG reports `has_inconsistent`.
+    pub fn has_inconsistent(&self) -> bool {
+        !self.inconsistent.is_empty()
+    }
+
     pub fn new() -> Pg {
         Pg {
             base: PgBase::Starting,

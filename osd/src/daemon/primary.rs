@@ -30,6 +30,11 @@ pub(super) enum ClientKind {
     /// An internal rewrite of a damaged object (`repair.rs`): reads the object from a
     /// member with a good copy, then writes it whole at a new version to every member.
     Repair,
+    /// SCRUB of one object (`fix.rs`): the copies read so far, and how many are awaited.
+    Scrub {
+        copies: Vec<(u64, super::scrub::ReadCopy)>,
+        awaited: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -345,6 +350,9 @@ impl<D: Disk> Osd<D> {
         if matches!(op.kind, ClientKind::Repair) {
             op.holds_object = true;
             return self.start_repair_read(key);
+        }
+        if matches!(op.kind, ClientKind::Scrub { .. }) {
+            return self.start_object_scrub(key);
         }
         if !matches!(op.kind, ClientKind::Read) {
             return self.start_modify(key);

@@ -70,6 +70,9 @@ pub(super) struct RecoveryItem {
     pub version: u64,
     pub deleted: bool,
     pub source: u64,
+    /// Other holders of the newest version, tried in turn when the source's copy fails
+    /// its checksums (-EDOM).
+    pub other_sources: Vec<u64>,
     pub targets: Vec<u64>,
     pub kind: CopyKind,
     /// A target holds an older live version: copy the whole block, not just the written
@@ -101,6 +104,7 @@ impl RecoveryItem {
             version: newest.version,
             deleted: newest.deleted,
             source,
+            other_sources: Vec::new(),
             targets,
             kind,
             whole,
@@ -307,12 +311,10 @@ impl<D: Disk> Osd<D> {
 
     /// Moves `oid` from pending to running, takes its queue and reads the source.
     fn start_copy(&mut self, key: PgKey, oid: ObjectId, urgent: bool) {
-        let me = self.settings.osd_num;
-        let block_size = self.store.block_size();
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        let (gen, epoch) = (pg.generation, pg.epoch);
+        let gen = pg.generation;
         let Some(queue) = pg.recovery.as_mut() else {
             return;
         };
@@ -325,13 +327,25 @@ impl<D: Disk> Osd<D> {
             queue.background += 1;
             self.recovery_inflight += 1;
         }
-        let (version, source, deleted) = (item.version, item.source, item.deleted);
+        let deleted = item.deleted;
         queue.running.insert(oid, item);
         let previous = pg.busy.insert(oid, Default::default());
         debug_assert!(previous.is_none(), "a copy starts only on a free object");
         if deleted {
             return self.copy_to_targets(key, gen, oid, None);
         }
+        self.read_recovery_source(key, gen, oid);
+    }
+
+    /// Reads the running copy's source (the whole object).
+    fn read_recovery_source(&mut self, key: PgKey, gen: u64, oid: ObjectId) {
+        let me = self.settings.osd_num;
+        let block_size = self.store.block_size();
+        let epoch = self.pgs.get(&key).map_or(0, |pg| pg.epoch);
+        let Some(item) = self.running_item(key, gen, &oid) else {
+            return;
+        };
+        let (version, source) = (item.version, item.source);
         let waiter = Waiter::Recovery {
             pg: key,
             gen,
@@ -361,6 +375,29 @@ impl<D: Disk> Osd<D> {
         }
     }
 
+    /// The source's copy of a running copy failed its checksums: read another holder of
+    /// the same version if there is one (repeering would pick the same source again).
+    /// Returns false if none is left.
+    fn try_next_source(&mut self, key: PgKey, gen: u64, oid: ObjectId) -> bool {
+        let Some(item) = self.running_item(key, gen, &oid) else {
+            return true; // the PG moved on: nothing to do
+        };
+        let Some(next) = item.other_sources.pop() else {
+            return false;
+        };
+        tracing::warn!(
+            pool = key.0,
+            pg = key.1,
+            %oid,
+            damaged = item.source,
+            next,
+            "the recovery source's copy is damaged; copying from another holder"
+        );
+        item.source = next;
+        self.read_recovery_source(key, gen, oid);
+        true
+    }
+
     pub(super) fn recovery_local_done(
         &mut self,
         key: PgKey,
@@ -388,6 +425,8 @@ impl<D: Disk> Osd<D> {
                 self.submit_store(Op::Sync, waiter);
             }
             (_, Ok(_)) => self.recovery_write_done(key, gen, oid),
+            (RecoveryStep::Read, Err(error))
+                if error.errno == errno::EDOM && self.try_next_source(key, gen, oid) => {}
             (RecoveryStep::LocalWrite | RecoveryStep::LocalSync, Err(error))
                 if error.errno == errno::ENOSPC =>
             {
@@ -419,6 +458,7 @@ impl<D: Disk> Osd<D> {
                 self.source_read(key, gen, oid, version, bitmap, data);
             }
             (_, Ok(_)) => self.recovery_write_done(key, gen, oid),
+            (RecoveryStep::Read, Err(errno::EDOM)) if self.try_next_source(key, gen, oid) => {}
             (RecoveryStep::PeerWrite, Err(errno::ENOSPC)) if from.is_some() => {
                 self.member_is_full(key, gen, from.expect("checked"))
             }

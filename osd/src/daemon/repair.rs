@@ -20,9 +20,9 @@
 //! partly written object becomes fully written (its unwritten sectors as zeros), as a
 //! recovery copy of its written span already does between its first and last sector.
 //!
-//! Not handled here yet: damage on a secondary is found when that copy is read (as the
-//! source of a recovery copy, or after the primary moves to it); scrub would find it
-//! sooner (issue 12).
+//! Damage on a secondary is found when that copy is read: by scrub (`scrub.rs`), as the
+//! source of a recovery copy (another holder is then the source), or after the primary
+//! moves to it.
 
 use super::primary::{ClientKind, ClientOp};
 use super::{ConnId, Osd};
@@ -123,11 +123,18 @@ impl<D: Disk> Osd<D> {
 
     /// Queues a repair of `oid` (one per object at a time).
     fn start_repair(&mut self, pg: PgKey, oid: ObjectId) {
-        self.start_repair_from(pg, oid, 0)
+        self.start_repair_from(pg, oid, 0, 0)
     }
 
-    /// Queues a repair of `oid` from the copy on `source` (0: any member that has it).
-    pub(super) fn start_repair_from(&mut self, pg: PgKey, oid: ObjectId, source: u64) {
+    /// Queues a repair of `oid` from the copy on `source` (0: any member that has it),
+    /// written at `min_version` or newer (a scrub saw copies up to `min_version - 1`).
+    pub(super) fn start_repair_from(
+        &mut self,
+        pg: PgKey,
+        oid: ObjectId,
+        source: u64,
+        min_version: u64,
+    ) {
         let block = self.store.block_size();
         let Some(state) = self.pgs.get_mut(&pg) else {
             return;
@@ -137,7 +144,7 @@ impl<D: Disk> Osd<D> {
         }
         let mut op = self.client_op(REPAIR_CONN, 0, Opcode::Write, ClientKind::Repair);
         (op.pg, op.oid, op.offset, op.len) = (Some(pg), oid, 0, block);
-        op.repair_source = source;
+        (op.repair_source, op.min_version) = (source, min_version);
         let key = self.new_op(op);
         let busy = self.pgs[&pg].busy.contains_key(&oid);
         if busy || self.recover_first(pg, oid) {
@@ -196,7 +203,7 @@ impl<D: Disk> Osd<D> {
             return;
         };
         debug_assert_eq!(data.len(), op.len as usize, "a whole object was read");
-        op.min_version = version.max(newest) + 1;
+        op.min_version = op.min_version.max(version.max(newest) + 1);
         op.kind = ClientKind::Write { data };
         op.pending = 0;
         self.start_modify(key);

@@ -23,6 +23,9 @@
 //! | they differ without a majority (2 replicas, say) | inconsistent: logged, the PG gets `has_inconsistent`, nothing is changed |
 //! | a member could not answer (disconnect) | not judged: the scrub runs again later |
 //!
+//! One object can also be compared on request (SCRUB, opcode 17, as `vitastor-cli fix`
+//! sends it: `fix.rs`), with the same verdicts.
+//!
 //! A repair is the one of `repair.rs`: the chosen copy is written whole at a new version
 //! to every live member, which also clears a damage mark on any of them.
 
@@ -45,7 +48,20 @@ const SCRUB_RETRY_MS: u64 = 5_000;
 /// One copy as read: version, bitmap, data.
 type Copy = (u64, Vec<u8>, Vec<u8>);
 /// A copy, or the errno of its read.
-type ReadCopy = Result<Copy, i32>;
+pub(super) type ReadCopy = Result<Copy, i32>;
+
+/// What the comparison of one object's copies concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// A member could not answer: not judged.
+    Unjudged,
+    /// Every copy read and they are equal.
+    Fine,
+    /// Some copies were bad; a repair from a good one is queued on the object.
+    Repairing,
+    /// The copies differ and nothing says which is right: left alone, reported.
+    Inconsistent,
+}
 
 /// The scrub of one PG.
 #[derive(Debug, Default)]
@@ -60,6 +76,30 @@ pub(super) struct Scrub {
     unjudged: u64,
     repaired: u64,
     inconsistent: BTreeSet<ObjectId>,
+}
+
+/// The local copy of an object, as the blockstore read it whole.
+pub(super) fn local_copy(result: Result<OpOutput, OpError>) -> ReadCopy {
+    match result {
+        Ok(OpOutput::Read {
+            version,
+            bitmap,
+            data,
+        }) => Ok((version, bitmap, data.to_vec())),
+        Ok(_) => Err(errno::EIO),
+        Err(error) => Err(error.errno),
+    }
+}
+
+/// A member's copy of an object, as its SEC_READ reply brought it.
+pub(super) fn peer_copy(result: Result<(Reply, Vec<u8>), i32>) -> ReadCopy {
+    result.and_then(|(reply, payload)| match reply.body {
+        ReplyBody::SecRw { version, attr_len } if payload.len() >= attr_len as usize => {
+            let (bitmap, data) = payload.split_at(attr_len as usize);
+            Ok((version, bitmap.to_vec(), data.to_vec()))
+        }
+        _ => Err(errno::EIO),
+    })
 }
 
 impl<D: Disk> Osd<D> {
@@ -169,8 +209,6 @@ impl<D: Disk> Osd<D> {
 
     /// Reads every live member's copy of `oid`, holding the object's queue.
     fn compare_object(&mut self, key: PgKey, oid: ObjectId) {
-        let me = self.settings.osd_num;
-        let block = self.store.block_size();
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -184,20 +222,39 @@ impl<D: Disk> Osd<D> {
         let scrub = pg.scrub.as_mut().expect("invariant: the caller found it");
         scrub.running.insert(oid, (Vec::new(), members.len()));
         self.scrub_inflight += 1;
-        for osd in members {
-            let waiter = Waiter::Scrub {
-                pg: key,
-                gen,
-                oid,
-                osd,
-            };
+        let waiter = |osd| Waiter::Scrub {
+            pg: key,
+            gen,
+            oid,
+            osd,
+        };
+        for osd in self.read_copies(key, epoch, oid, &members, waiter) {
+            self.scrub_copy_read(key, gen, oid, osd, Err(errno::EPIPE));
+        }
+    }
+
+    /// Reads the whole copy of `oid` on each of `members` (a SEC_READ in `epoch`, or the
+    /// local store), each answer going to `waiter(osd)`. Returns the members that could
+    /// not be asked (not connected).
+    pub(super) fn read_copies(
+        &mut self,
+        key: PgKey,
+        epoch: u64,
+        oid: ObjectId,
+        members: &[u64],
+        waiter: impl Fn(u64) -> Waiter,
+    ) -> Vec<u64> {
+        let me = self.settings.osd_num;
+        let block = self.store.block_size();
+        let mut unasked = Vec::new();
+        for &osd in members {
             if osd == me {
                 let read = Op::Read {
                     oid,
                     offset: 0,
                     len: block,
                 };
-                self.submit_store(read, waiter);
+                self.submit_store(read, waiter(osd));
                 continue;
             }
             let rw = SecRw {
@@ -209,10 +266,11 @@ impl<D: Disk> Osd<D> {
                 pg: key.1,
                 epoch,
             };
-            if !self.send_to_peer(osd, RequestBody::SecRead(rw), &[], waiter) {
-                self.scrub_copy_read(key, gen, oid, osd, Err(errno::EPIPE));
+            if !self.send_to_peer(osd, RequestBody::SecRead(rw), &[], waiter(osd)) {
+                unasked.push(osd);
             }
         }
+        unasked
     }
 
     /// The local copy, as read by the blockstore.
@@ -221,16 +279,7 @@ impl<D: Disk> Osd<D> {
         (key, gen, oid, osd): (PgKey, u64, ObjectId, u64),
         result: Result<OpOutput, OpError>,
     ) {
-        let copy = match result {
-            Ok(OpOutput::Read {
-                version,
-                bitmap,
-                data,
-            }) => Ok((version, bitmap, data.to_vec())),
-            Ok(_) => Err(errno::EIO),
-            Err(error) => Err(error.errno),
-        };
-        self.scrub_copy_read(key, gen, oid, osd, copy);
+        self.scrub_copy_read(key, gen, oid, osd, local_copy(result));
     }
 
     /// A member's copy, as its SEC_READ reply brought it.
@@ -239,14 +288,7 @@ impl<D: Disk> Osd<D> {
         (key, gen, oid, osd): (PgKey, u64, ObjectId, u64),
         result: Result<(Reply, Vec<u8>), i32>,
     ) {
-        let copy = result.and_then(|(reply, payload)| match reply.body {
-            ReplyBody::SecRw { version, attr_len } if payload.len() >= attr_len as usize => {
-                let (bitmap, data) = payload.split_at(attr_len as usize);
-                Ok((version, bitmap.to_vec(), data.to_vec()))
-            }
-            _ => Err(errno::EIO),
-        });
-        self.scrub_copy_read(key, gen, oid, osd, copy);
+        self.scrub_copy_read(key, gen, oid, osd, peer_copy(result));
     }
 
     fn scrub_copy_read(&mut self, key: PgKey, gen: u64, oid: ObjectId, osd: u64, copy: ReadCopy) {
@@ -269,21 +311,37 @@ impl<D: Disk> Osd<D> {
         let sleep = self.view.global.scrub_sleep.unwrap_or(0);
         self.scrub_next_at_ms = self.now_ms + sleep;
         self.release_object(key, oid);
-        self.judge_copies(key, oid, copies);
+        let verdict = self.judge_copies(key, oid, copies);
+        if let Some(scrub) = self.pgs.get_mut(&key).and_then(|pg| pg.scrub.as_mut()) {
+            match verdict {
+                Verdict::Unjudged => scrub.unjudged += 1,
+                Verdict::Fine => scrub.checked += 1,
+                Verdict::Repairing => {
+                    (scrub.checked, scrub.repaired) = (scrub.checked + 1, scrub.repaired + 1)
+                }
+                Verdict::Inconsistent => {
+                    scrub.checked += 1;
+                    scrub.inconsistent.insert(oid);
+                }
+            }
+        }
         self.scrub_progress(key);
     }
 
-    /// Applies the table at the top of this file to one object's copies.
-    fn judge_copies(&mut self, key: PgKey, oid: ObjectId, copies: Vec<(u64, ReadCopy)>) {
+    /// Applies the table at the top of this file to one object's copies (a repair it
+    /// decides on is queued on the object).
+    pub(super) fn judge_copies(
+        &mut self,
+        key: PgKey,
+        oid: ObjectId,
+        copies: Vec<(u64, ReadCopy)>,
+    ) -> Verdict {
         let total = copies.len();
         if copies
             .iter()
             .any(|(_, c)| matches!(c, Err(code) if *code != errno::EDOM))
         {
-            if let Some(scrub) = self.pgs.get_mut(&key).and_then(|pg| pg.scrub.as_mut()) {
-                scrub.unjudged += 1; // not judged: a member did not answer
-            }
-            return;
+            return Verdict::Unjudged;
         }
         let damaged: Vec<u64> = copies
             .iter()
@@ -299,13 +357,8 @@ impl<D: Disk> Osd<D> {
                 None => groups.push((copy, vec![*osd])),
             }
         }
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
-        };
-        let scrub = pg.scrub.as_mut().expect("invariant: scrubbing");
-        scrub.checked += 1;
         if damaged.is_empty() && groups.len() <= 1 {
-            return;
+            return Verdict::Fine;
         }
         let source = match groups.as_slice() {
             [(_, osds)] => Some(osds[0]), // the damaged ones differ only by checksums
@@ -326,8 +379,13 @@ impl<D: Disk> Osd<D> {
                     source,
                     "scrub: copies differ; repairing from the good one"
                 );
-                scrub.repaired += 1;
-                self.start_repair_from(key, oid, source);
+                let newest = copies
+                    .iter()
+                    .filter_map(|(_, c)| c.as_ref().ok())
+                    .map(|c| c.0);
+                let min_version = newest.max().unwrap_or(0) + 1;
+                self.start_repair_from(key, oid, source, min_version);
+                Verdict::Repairing
             }
             None => {
                 tracing::error!(
@@ -339,7 +397,7 @@ impl<D: Disk> Osd<D> {
                     variants = groups.len(),
                     "scrub: copies differ and no majority says which is right; marked inconsistent"
                 );
-                scrub.inconsistent.insert(oid);
+                Verdict::Inconsistent
             }
         }
     }

@@ -222,6 +222,7 @@ mod tests {
     use super::super::request::Rw;
     use super::super::{Opcode, ReplyBody, RequestBody, REQUEST_MAGIC};
     use super::*;
+    use crate::ObjectId;
     use proptest::prelude::*;
 
     fn write_request(id: u64, len: u32) -> (Request, Vec<u8>) {
@@ -381,6 +382,57 @@ mod tests {
                 _
             ))
         ));
+    }
+
+    /// `vitastor-cli fix` removes a copy with an unsealed SEC_DELETE carrying
+    /// `OSD_OP_IGNORE_PG_LOCK`: accepted, as a copy to condemn; the same delete without
+    /// that flag is a primary's and needs the seal.
+    #[test]
+    fn fix_deletes_need_no_seal_but_plain_deletes_do() {
+        use super::super::request::{SecDelete, SEC_IGNORE_PG_LOCK};
+        let oid = ObjectId {
+            inode: 1 << 48 | 5,
+            stripe: 0x20000,
+        };
+        let mut fix = Request {
+            id: 1,
+            body: RequestBody::CondemnCopy(oid),
+        }
+        .encode();
+        assert_eq!(
+            u32::from_le_bytes(fix[48..52].try_into().unwrap()),
+            SEC_IGNORE_PG_LOCK
+        );
+        fix[124..].copy_from_slice(&[0; 4]);
+        let mut plain = Request {
+            id: 2,
+            body: RequestBody::SecDelete(SecDelete {
+                oid,
+                ..SecDelete::default()
+            }),
+        }
+        .encode();
+        plain[124..].copy_from_slice(&[0; 4]);
+        let mut decoder = RequestDecoder::new();
+        decoder.push(&fix);
+        decoder.push(&plain);
+        assert_eq!(
+            decoder.next_event().unwrap(),
+            Some(RequestEvent::Request(
+                Request {
+                    id: 1,
+                    body: RequestBody::CondemnCopy(oid)
+                },
+                Vec::new()
+            ))
+        );
+        assert_eq!(
+            decoder.next_event().unwrap(),
+            Some(RequestEvent::Unsealed {
+                id: 2,
+                opcode: Opcode::SecDelete
+            })
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl Opcode {
     /// | client ops (10-15, 17, 18) | optional | Vitastor clients never send one |
     /// | SEC_READ, SEC_READ_BMP, SEC_LIST, SEC_SYNC | optional | Vitastor's tools send them (`rm`, `merge`, `flatten`, `describe` list objects with SEC_LIST); they change no data, so an unchecked header can at worst return the wrong objects |
     /// | SEC_WRITE, SEC_WRITE_STABLE, SEC_DELETE, SEC_STABILIZE, SEC_ROLLBACK, TEST_SYNC_STAB_ALL, SEC_LOCK | required | they change what a PG holds; only our primaries send them, and only a sealed header proves their fencing fields (pg, epoch) are the ones the primary wrote |
+    /// | SEC_DELETE with `OSD_OP_IGNORE_PG_LOCK` (`vitastor-cli fix`) | optional | decoded as [`super::RequestBody::CondemnCopy`]: the copy is only marked bad, never deleted, so no PG can lose data by it |
     ///
     /// An unsealed header never carries fencing: [`super::Request::decode`] zeroes `pg` and
     /// `pg_epoch` of an unsealed read-only op, so Vitastor's tools (which leave that padding

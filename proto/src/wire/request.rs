@@ -3,7 +3,7 @@
 //! | ops | layout from offset 24 | payload |
 //! |---|---|---|
 //! | SEC_READ, SEC_WRITE, SEC_WRITE_STABLE | inode u64 @24, stripe u64 @32, version u64 @40, offset u32 @48, len u32 @52, attr_len u32 @56; pg u32 @104, pg_epoch u64 @112 (ours) | writes: attr_len + len |
-//! | SEC_DELETE | inode @24, stripe @32, version @40; flags u32 @108 (ours: 1 = purge the tombstone), pg u32 @104, pg_epoch @112 (ours) | - |
+//! | SEC_DELETE | inode @24, stripe @32, version @40, flags u32 @48 (Vitastor's: 2 = `OSD_OP_IGNORE_PG_LOCK`, see [`RequestBody::CondemnCopy`]); purge u32 @108 (ours: 1 = purge the tombstone), pg u32 @104, pg_epoch @112 (ours) | - |
 //! | SEC_STABILIZE, SEC_ROLLBACK, SEC_READ_BMP | len u64 @24 | len bytes of `{inode, stripe, version}` |
 //! | SEC_LIST | list_pg u32 @24, pg_count u32 @28, pg_stripe_size @32, min_inode @40, max_inode @48, min_stripe @56, max_stripe @64, stable_limit u32 @72; flags u32 @76 (ours: 1 = list tombstones too), pg_epoch @112 (ours) | - |
 //! | SHOW_CONFIG | json_len u64 @24 | json_len bytes of JSON |
@@ -44,6 +44,11 @@ pub struct SecDelete {
     pub pg: u32,
     pub epoch: u64,
 }
+
+/// SEC_DELETE `flags` bit (Vitastor's `OSD_OP_IGNORE_PG_LOCK`): sent only by
+/// `vitastor-cli fix`, straight to the OSD whose copy it removes; see
+/// [`RequestBody::CondemnCopy`]. Our primaries never set it.
+pub const SEC_IGNORE_PG_LOCK: u32 = 2;
 
 /// SEC_LIST `flags` bit: include tombstones (the reply's last `deleted_count` entries).
 pub const LIST_TOMBSTONES: u32 = 1;
@@ -109,18 +114,33 @@ pub enum RequestBody {
     SecWrite(SecRw),
     SecWriteStable(SecRw),
     SecSync,
-    SecStabilize { len: u64 },
-    SecRollback { len: u64 },
+    SecStabilize {
+        len: u64,
+    },
+    SecRollback {
+        len: u64,
+    },
     SecDelete(SecDelete),
+    /// A SEC_DELETE with [`SEC_IGNORE_PG_LOCK`]: `vitastor-cli fix --bad-osds` (Vitastor's or
+    /// ours) removing this OSD's copy of an inconsistent object, then asking the primary
+    /// to scrub the object. It needs no seal (the stock tool cannot make one). The OSD
+    /// does not delete: it marks the copy bad so that no read returns it and the primary
+    /// rewrites it from the good copies; a real delete under a primary that counts on the
+    /// copy could lose the only good one or make a read return zeros.
+    CondemnCopy(ObjectId),
     TestSyncStabAll,
     SecList(SecList),
-    ShowConfig { json_len: u64 },
+    ShowConfig {
+        json_len: u64,
+    },
     Read(Rw),
     Write(Rw),
     Sync,
     Delete(Rw),
     Ping,
-    SecReadBmp { len: u64 },
+    SecReadBmp {
+        len: u64,
+    },
     Scrub(Rw),
     Describe(Describe),
     SecLock(SecLock),
@@ -134,6 +154,12 @@ pub struct Request {
 }
 
 impl RequestBody {
+    /// Whether this op is refused without the header seal ([`Opcode::requires_seal`], but
+    /// a fix's delete needs none: see [`RequestBody::CondemnCopy`]).
+    pub fn requires_seal(&self) -> bool {
+        !matches!(self, RequestBody::CondemnCopy(_)) && self.opcode().requires_seal()
+    }
+
     pub fn opcode(&self) -> Opcode {
         match self {
             RequestBody::SecRead(_) => Opcode::SecRead,
@@ -142,7 +168,7 @@ impl RequestBody {
             RequestBody::SecSync => Opcode::SecSync,
             RequestBody::SecStabilize { .. } => Opcode::SecStabilize,
             RequestBody::SecRollback { .. } => Opcode::SecRollback,
-            RequestBody::SecDelete(_) => Opcode::SecDelete,
+            RequestBody::SecDelete(_) | RequestBody::CondemnCopy(_) => Opcode::SecDelete,
             RequestBody::TestSyncStabAll => Opcode::TestSyncStabAll,
             RequestBody::SecList(_) => Opcode::SecList,
             RequestBody::ShowConfig { .. } => Opcode::ShowConfig,
@@ -202,6 +228,11 @@ impl Request {
                 f.put_u32(104, del.pg);
                 f.put_u32(108, u32::from(del.purge));
                 f.put_u64(112, del.epoch);
+            }
+            RequestBody::CondemnCopy(oid) => {
+                f.put_u64(24, oid.inode);
+                f.put_u64(32, oid.stripe);
+                f.put_u32(48, SEC_IGNORE_PG_LOCK);
             }
             RequestBody::SecStabilize { len }
             | RequestBody::SecRollback { len }
@@ -314,6 +345,12 @@ impl Request {
             Opcode::SecReadBmp => RequestBody::SecReadBmp {
                 len: obj_ver_len()?,
             },
+            Opcode::SecDelete if f.u32(48) & SEC_IGNORE_PG_LOCK != 0 => {
+                RequestBody::CondemnCopy(ObjectId {
+                    inode: f.u64(24),
+                    stripe: f.u64(32),
+                })
+            }
             Opcode::SecDelete => RequestBody::SecDelete(SecDelete {
                 oid: ObjectId {
                     inode: f.u64(24),
@@ -371,7 +408,7 @@ impl Request {
         if sealed {
             return Ok(request);
         }
-        if opcode.requires_seal() {
+        if request.body.requires_seal() {
             return Err(WireError::MissingChecksum {
                 id,
                 opcode,

@@ -73,6 +73,10 @@ fn arb_body() -> impl Strategy<Value = RequestBody> {
                 purge,
             })
         }),
+        any::<[u64; 2]>().prop_map(|n| RequestBody::CondemnCopy(ObjectId {
+            inode: n[0],
+            stripe: n[1],
+        })),
         Just(RequestBody::TestSyncStabAll),
         (any::<[u32; 4]>(), any::<[u64; 6]>()).prop_map(|(a, b)| RequestBody::SecList(SecList {
             list_pg: a[0],
@@ -153,7 +157,7 @@ proptest! {
         header[124..].copy_from_slice(&[0; 4]);
         if let Ok(request) = Request::decode(&header) {
             prop_assert!(request.payload_len() <= MAX_PAYLOAD_BYTES);
-            prop_assert!(!request.body.opcode().requires_seal());
+            prop_assert!(!request.body.requires_seal());
             prop_assert_eq!(request.body, request.body.without_fencing());
         }
         super::seal(&mut header);
