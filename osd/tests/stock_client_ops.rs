@@ -1,7 +1,8 @@
 //! What a stock Vitastor client or tool sends to our OSD (issue 18): headers without our
 //! crc. Read-only sub-ops (SEC_LIST as `vitastor-cli rm` sends it) are answered, mutating
 //! sub-ops without the seal get -EPERM, unknown opcodes -EINVAL, and the connection stays
-//! open through all of it. The SHOW_CONFIG reply follows Vitastor's NUL convention.
+//! open through all of it. The SHOW_CONFIG reply follows Vitastor's NUL convention. Also
+//! the sealed SEC_STABILIZE / SEC_ROLLBACK of our primaries (EC's second phase).
 
 use vitastor_osd::blockstore::prepare::prepare;
 use vitastor_osd::blockstore::sim::SimDisk;
@@ -145,4 +146,79 @@ fn show_config_reply_is_json_and_one_nul() {
     assert_eq!(config.osd_num, 3);
     assert_eq!(config.protocol_version, 1);
     assert!(!config.readonly);
+}
+
+/// EC's second phase (issue 13): a primary's sealed SEC_STABILIZE / SEC_ROLLBACK over a
+/// list of chunk versions makes unstable versions stable or drops them; a request of an
+/// older epoch than the PG's fence is refused, a bad list gets -EINVAL, and the connection
+/// stays open.
+#[test]
+fn stabilize_and_rollback_settle_unstable_versions() {
+    use vitastor_proto::wire::encode_obj_versions;
+    use vitastor_proto::{ObjectId, ObjectVersion};
+    let mut osd = osd();
+    let oid = |stripe| ObjectId {
+        inode: 1 << 48 | 7,
+        stripe,
+    };
+    let (a, b) = (oid(0x20001), oid(0x40002));
+    let write = |id, oid, version| {
+        let rw = SecRw {
+            oid,
+            version,
+            len: 4096,
+            pg: 1,
+            epoch: 5,
+            ..SecRw::default()
+        };
+        let mut bytes = Request {
+            id,
+            body: RequestBody::SecWrite(rw),
+        }
+        .encode()
+        .to_vec();
+        bytes.extend_from_slice(&[id as u8; 4096]);
+        bytes
+    };
+    let mut bytes = write(1, a, 1);
+    bytes.extend(write(2, a, 2));
+    bytes.extend(write(3, b, 1));
+    for (id, retval, _, _) in exchange(&mut osd, &bytes) {
+        assert_eq!(retval, 4096, "write {id}");
+    }
+    let settle = |id, rollback: bool, epoch, items: &[(ObjectId, u64)]| {
+        let list: Vec<ObjectVersion> = items
+            .iter()
+            .map(|&(oid, version)| ObjectVersion { oid, version })
+            .collect();
+        let payload = encode_obj_versions(&list);
+        let len = payload.len() as u64;
+        let body = if rollback {
+            RequestBody::SecRollback { len, pg: 1, epoch }
+        } else {
+            RequestBody::SecStabilize { len, pg: 1, epoch }
+        };
+        let mut bytes = Request { id, body }.encode().to_vec();
+        bytes.extend(payload);
+        bytes
+    };
+    let replies = exchange(&mut osd, &settle(4, true, 5, &[(a, 1)]));
+    assert_eq!(replies[0].1, 0, "rollback of a to 1");
+    let replies = exchange(&mut osd, &settle(5, false, 5, &[(a, 1), (b, 1)]));
+    assert_eq!(replies[0].1, 0, "stabilize");
+    let listed: Vec<(ObjectId, u64, bool)> = osd
+        .store()
+        .list(0, 0, 0, 1 << 48, 2 << 48)
+        .into_iter()
+        .map(|v| (v.oid, v.version, v.stable))
+        .collect();
+    assert_eq!(listed, vec![(a, 1, true), (b, 1, true)]);
+    let replies = exchange(&mut osd, &settle(6, false, 4, &[(a, 1)]));
+    assert_eq!(
+        replies[0].1,
+        -i64::from(errno::EPIPE),
+        "a deposed primary's epoch"
+    );
+    let replies = exchange(&mut osd, &settle(7, true, 5, &[]));
+    assert_eq!(replies[0].1, -i64::from(errno::EINVAL), "an empty list");
 }

@@ -75,6 +75,8 @@ impl<D: Disk> Osd<D> {
             | RequestBody::SecWrite(_)
             | RequestBody::SecWriteStable(_)
             | RequestBody::SecSync
+            | RequestBody::SecStabilize { .. }
+            | RequestBody::SecRollback { .. }
             | RequestBody::SecDelete { .. }
             | RequestBody::SecList(_) => self.secondary_op(conn, request, payload),
             _ => {

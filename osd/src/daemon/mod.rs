@@ -28,6 +28,7 @@ mod recovery_tune;
 mod repair;
 mod scrub;
 mod secondary;
+mod stabilize;
 
 pub use pg::{PgBase, PgStatus};
 
@@ -149,6 +150,8 @@ enum Waiter {
         version: u64,
         len: u32,
     },
+    /// One item of a SEC_STABILIZE / SEC_ROLLBACK request (`stabilize.rs`).
+    Stabilize { batch: u64 },
     /// The version listing of `osd` for the peering of `pg` in generation `gen`.
     List { pg: PgKey, gen: u64, osd: u64 },
     /// Client read `op` of an object the primary lacks, served by the member that holds
@@ -238,6 +241,9 @@ pub struct Osd<D: Disk> {
     /// SEC_LIST requests waiting for changes of their PG in flight (`secondary.rs`); at
     /// most one per PG a primary peers, each answered after the next disk completions.
     deferred_lists: Vec<(ConnId, vitastor_proto::wire::Request)>,
+    /// SEC_STABILIZE / SEC_ROLLBACK requests in progress, by batch number.
+    stabilize_batches: BTreeMap<u64, stabilize::StabilizeBatch>,
+    next_stabilize_batch: u64,
     /// Numbers the history writes ([`EtcdAction::PutPgHistory`]).
     next_history_write: u64,
 }
@@ -275,6 +281,8 @@ impl<D: Disk> Osd<D> {
             recovery_cursor: (0, 0),
             full_until_ms: 0,
             deferred_lists: Vec::new(),
+            stabilize_batches: BTreeMap::new(),
+            next_stabilize_batch: 0,
             recovery_switch_count: 0,
             purges_inflight: 0,
             next_history_write: 1,
@@ -550,6 +558,7 @@ impl<D: Disk> Osd<D> {
     fn store_done(&mut self, waiter: Waiter, result: Result<OpOutput, OpError>) {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
+            Waiter::Stabilize { batch } => self.stabilize_item_done(batch, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
             Waiter::List { .. }
             | Waiter::Cleanup { .. }
@@ -622,7 +631,7 @@ impl<D: Disk> Osd<D> {
             Waiter::CleanupSync { pg, gen, osd } => {
                 self.cleanup_sync_done(pg, gen, osd, result.is_ok())
             }
-            Waiter::Secondary { .. } => {}
+            Waiter::Secondary { .. } | Waiter::Stabilize { .. } => {}
         }
     }
 

@@ -1,5 +1,6 @@
 //! Sub-ops a primary sends to the other OSDs of a PG: write or read one object version,
-//! delete (a tombstone) or purge a tombstone, fsync, list a PG's versions for peering.
+//! delete (a tombstone) or purge a tombstone, fsync, list a PG's versions for peering,
+//! stabilize or roll back unstable versions (`stabilize.rs`).
 //! They run straight on the blockstore; when every write must be durable
 //! (`immediate_commit = all`), a write is followed by an fsync before its reply.
 //!
@@ -73,6 +74,14 @@ impl<D: Disk> Osd<D> {
                 let pool = (list.min_inode >> 48) as u32;
                 !self.fence_allows((pool, list.list_pg), list.epoch, opcode)
             }
+            RequestBody::SecStabilize { pg, epoch, .. }
+            | RequestBody::SecRollback { pg, epoch, .. } => {
+                // Every item is of PG `pg`; the pool comes from the first one.
+                let pool = payload.get(..8).map_or(0, |b| {
+                    (u64::from_le_bytes(b.try_into().expect("8 bytes")) >> 48) as u32
+                });
+                !self.fence_allows((pool, *pg), *epoch, opcode)
+            }
             _ => false,
         };
         if fenced {
@@ -119,6 +128,10 @@ impl<D: Disk> Osd<D> {
                 };
                 self.submit_store(op, waiter(sync && !del.purge, version, 0));
             }
+            RequestBody::SecStabilize { .. } => {
+                self.stabilize_or_rollback(conn, id, false, &payload)
+            }
+            RequestBody::SecRollback { .. } => self.stabilize_or_rollback(conn, id, true, &payload),
             RequestBody::SecSync => {
                 Self::count(&mut self.counters.subops, "sync", 0);
                 self.submit_store(Op::Sync, waiter(false, 0, 0));

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | SEC_READ, SEC_WRITE, SEC_WRITE_STABLE | inode u64 @24, stripe u64 @32, version u64 @40, offset u32 @48, len u32 @52, attr_len u32 @56; pg u32 @104, pg_epoch u64 @112 (ours) | writes: attr_len + len |
 //! | SEC_DELETE | inode @24, stripe @32, version @40, flags u32 @48 (Vitastor's: 2 = `OSD_OP_IGNORE_PG_LOCK`, see [`RequestBody::CondemnCopy`]); purge u32 @108 (ours: 1 = purge the tombstone), pg u32 @104, pg_epoch @112 (ours) | - |
-//! | SEC_STABILIZE, SEC_ROLLBACK, SEC_READ_BMP | len u64 @24 | len bytes of `{inode, stripe, version}` |
+//! | SEC_STABILIZE, SEC_ROLLBACK | len u64 @24; pg u32 @104, pg_epoch @112 (ours) | len bytes of `{inode, stripe, version}` |
+//! | SEC_READ_BMP | len u64 @24 | len bytes of `{inode, stripe, version}` |
 //! | SEC_LIST | list_pg u32 @24, pg_count u32 @28, pg_stripe_size @32, min_inode @40, max_inode @48, min_stripe @56, max_stripe @64, stable_limit u32 @72; flags u32 @76 (ours: 1 = list tombstones too), pg_epoch @112 (ours) | - |
 //! | SHOW_CONFIG | json_len u64 @24 | json_len bytes of JSON |
 //! | READ, WRITE, DELETE, SCRUB | inode @24, offset @32, len u32 @40, flags u32 @44, meta_revision @48, version @56 | WRITE: len |
@@ -114,11 +115,17 @@ pub enum RequestBody {
     SecWrite(SecRw),
     SecWriteStable(SecRw),
     SecSync,
+    /// Stabilize (or roll back) the `{inode, stripe, version}` list of the payload
+    /// (`len` bytes); `pg` and `epoch` fence deposed primaries as in [`SecRw`].
     SecStabilize {
         len: u64,
+        pg: u32,
+        epoch: u64,
     },
     SecRollback {
         len: u64,
+        pg: u32,
+        epoch: u64,
     },
     SecDelete(SecDelete),
     /// A SEC_DELETE with [`SEC_IGNORE_PG_LOCK`]: `vitastor-cli fix --bad-osds` (Vitastor's or
@@ -192,8 +199,8 @@ impl Request {
             RequestBody::SecWrite(rw) | RequestBody::SecWriteStable(rw) => {
                 u64::from(rw.attr_len) + u64::from(rw.len)
             }
-            RequestBody::SecStabilize { len }
-            | RequestBody::SecRollback { len }
+            RequestBody::SecStabilize { len, .. }
+            | RequestBody::SecRollback { len, .. }
             | RequestBody::SecReadBmp { len } => len,
             RequestBody::ShowConfig { json_len } => json_len,
             RequestBody::Write(rw) => u64::from(rw.len),
@@ -234,10 +241,15 @@ impl Request {
                 f.put_u64(32, oid.stripe);
                 f.put_u32(48, SEC_IGNORE_PG_LOCK);
             }
-            RequestBody::SecStabilize { len }
-            | RequestBody::SecRollback { len }
-            | RequestBody::SecReadBmp { len }
-            | RequestBody::ShowConfig { json_len: len } => f.put_u64(24, len),
+            RequestBody::SecStabilize { len, pg, epoch }
+            | RequestBody::SecRollback { len, pg, epoch } => {
+                f.put_u64(24, len);
+                f.put_u32(104, pg);
+                f.put_u64(112, epoch);
+            }
+            RequestBody::SecReadBmp { len } | RequestBody::ShowConfig { json_len: len } => {
+                f.put_u64(24, len)
+            }
             RequestBody::SecList(list) => {
                 f.put_u32(24, list.list_pg);
                 f.put_u32(28, list.pg_count);
@@ -338,9 +350,13 @@ impl Request {
             Opcode::SecSync => RequestBody::SecSync,
             Opcode::SecStabilize => RequestBody::SecStabilize {
                 len: obj_ver_len()?,
+                pg: f.u32(104),
+                epoch: f.u64(112),
             },
             Opcode::SecRollback => RequestBody::SecRollback {
                 len: obj_ver_len()?,
+                pg: f.u32(104),
+                epoch: f.u64(112),
             },
             Opcode::SecReadBmp => RequestBody::SecReadBmp {
                 len: obj_ver_len()?,

@@ -54,12 +54,10 @@ fn arb_body() -> impl Strategy<Value = RequestBody> {
         arb_sec_rw().prop_map(RequestBody::SecWrite),
         arb_sec_rw().prop_map(RequestBody::SecWriteStable),
         Just(RequestBody::SecSync),
-        obj_len
-            .clone()
-            .prop_map(|len| RequestBody::SecStabilize { len }),
-        obj_len
-            .clone()
-            .prop_map(|len| RequestBody::SecRollback { len }),
+        (obj_len.clone(), any::<u32>(), any::<u64>())
+            .prop_map(|(len, pg, epoch)| RequestBody::SecStabilize { len, pg, epoch }),
+        (obj_len.clone(), any::<u32>(), any::<u64>())
+            .prop_map(|(len, pg, epoch)| RequestBody::SecRollback { len, pg, epoch }),
         obj_len.prop_map(|len| RequestBody::SecReadBmp { len }),
         (any::<[u64; 4]>(), any::<u32>(), any::<bool>()).prop_map(|(n, pg, purge)| {
             RequestBody::SecDelete(request::SecDelete {
@@ -252,7 +250,11 @@ fn hostile_headers_get_specific_errors() {
     // clients do), and so may read-only sub-ops (Vitastor's tools send SEC_LIST).
     let mut unsealed = Request {
         id: 1,
-        body: RequestBody::SecStabilize { len: 24 },
+        body: RequestBody::SecStabilize {
+            len: 24,
+            pg: 1,
+            epoch: 2,
+        },
     }
     .encode();
     unsealed[124..].copy_from_slice(&[0; 4]);
