@@ -3,37 +3,21 @@
 
 use super::cache::{Pattern, PlanCache};
 use super::gf;
-use super::kernel::Kernel;
+use super::kernel::{Kernel, Row};
 use super::matrix::{vandermonde_coding_matrix, Matrix};
 use super::{Error, Scheme, MAX_CHUNKS};
 use std::sync::{Arc, Mutex};
 
-/// One output chunk as a linear combination of source chunks, with its shuffle tables
-/// prepared once.
-#[derive(Debug)]
-struct Combination {
-    coeffs: Vec<u8>,
-    tables: Vec<[u8; 32]>,
-    /// Every coefficient is 1: plain XOR, the cheapest loop.
-    all_ones: bool,
-}
-
-impl Combination {
-    fn new(coeffs: &[u8]) -> Combination {
-        Combination {
-            coeffs: coeffs.to_vec(),
-            tables: coeffs.iter().map(|&c| gf::nibble_tables(c)).collect(),
-            all_ones: coeffs.iter().all(|&c| c == 1),
-        }
-    }
-
-    fn apply(&self, kernel: Kernel, srcs: &[&[u8]], dst: &mut [u8]) {
-        debug_assert_eq!(srcs.len(), self.coeffs.len());
-        if self.all_ones {
+/// Computes `dsts[r]` as `rows[r]` of `srcs`: all-ones rows with the XOR loop, the others
+/// together so the SIMD kernels share each pass over the sources among up to four rows.
+fn apply_rows(kernel: Kernel, rows: &[Row], srcs: &[&[u8]], dsts: &mut [&mut [u8]]) {
+    assert_eq!(rows.len(), dsts.len());
+    if rows.iter().all(|row| row.xor) {
+        for dst in dsts.iter_mut() {
             kernel.xor(srcs, dst);
-        } else {
-            kernel.dot(&self.coeffs, &self.tables, srcs, dst);
         }
+    } else {
+        kernel.dot(rows, srcs, dsts);
     }
 }
 
@@ -41,7 +25,7 @@ impl Combination {
 #[derive(Debug)]
 struct DecodePlan {
     /// One combination of the sources per rebuilt chunk, in chunk order.
-    targets: Vec<Combination>,
+    targets: Vec<Row>,
 }
 
 /// One chunk of a stripe handed to [`ErasureCode::reconstruct`].
@@ -67,7 +51,7 @@ pub struct ErasureCode {
     kernel: Kernel,
     /// The m x k coding matrix: parity i = sum over j of matrix[i][j] * data j.
     matrix: Matrix,
-    encode_rows: Vec<Combination>,
+    encode_rows: Vec<Row>,
     /// Behind a mutex so the codec can be shared; it is held only to look up or insert.
     decode_plans: Mutex<PlanCache<DecodePlan>>,
 }
@@ -120,7 +104,7 @@ impl ErasureCode {
         // jerasure's matrix for m = 1 is a row of ones: XOR parity is the same code.
         let matrix = vandermonde_coding_matrix(k, m);
         debug_assert!(scheme == Scheme::ReedSolomon || matrix.row(0).iter().all(|&c| c == 1));
-        let encode_rows = (0..m).map(|i| Combination::new(matrix.row(i))).collect();
+        let encode_rows = (0..m).map(|i| Row::new(matrix.row(i))).collect();
         // A plan rebuilds at most m chunks from k sources: 32 table bytes + 1 coefficient each.
         let plan_bytes = m * k * 33;
         Ok(ErasureCode {
@@ -178,9 +162,7 @@ impl ErasureCode {
                 && parity.iter().all(|chunk| chunk.len() == len),
             "all chunks of a stripe range have the same length"
         );
-        for (row, out) in self.encode_rows.iter().zip(parity.iter_mut()) {
-            row.apply(self.kernel, data, out);
-        }
+        apply_rows(self.kernel, &self.encode_rows, data, parity);
     }
 
     /// Rebuilds every [`Chunk::Rebuild`] chunk (data or parity) from k of the
@@ -233,10 +215,7 @@ impl ErasureCode {
             }
         }
         debug_assert_eq!(srcs.len(), self.k);
-        debug_assert_eq!(dsts.len(), plan.targets.len());
-        for (combination, dst) in plan.targets.iter().zip(dsts) {
-            combination.apply(self.kernel, &srcs, dst);
-        }
+        apply_rows(self.kernel, &plan.targets, &srcs, &mut dsts);
         Ok(())
     }
 
@@ -261,7 +240,7 @@ impl ErasureCode {
                 let coeffs: Vec<u8> = (0..self.k)
                     .map(|j| (0..self.k).fold(0, |acc, i| acc ^ gf::mul(row[i], decode.get(i, j))))
                     .collect();
-                Combination::new(&coeffs)
+                Row::new(&coeffs)
             })
             .collect();
         DecodePlan { targets }

@@ -1,14 +1,35 @@
 //! Region kernels: the inner loops that combine whole chunks. Two operations cover both
-//! encoding and decoding: `dot` (one output = a GF(2^8) linear combination of the sources)
-//! and `xor` (one output = the XOR of the sources; the all-ones rows such as XOR parity
-//! and jerasure's first parity row). Each output is written once, with all sources
-//! folded in per block, so a chunk is stored once instead of once per source.
+//! encoding and decoding: `dot` (each output = a GF(2^8) linear combination of the
+//! sources; the SIMD kernels fill up to four outputs per pass, reading each source block
+//! once) and `xor` (one output = the XOR of the sources: XOR parity, and decode rows that
+//! are all ones). Each output is written once, with all sources folded in per block, so a
+//! chunk is stored once instead of once per source.
 //!
 //! [`Kernel`] picks the implementation: portable scalar table lookups, or split-nibble
 //! shuffles (SSSE3 `pshufb`, AVX2 `vpshufb`) detected at run time. The SIMD paths process
 //! whole blocks and hand the tail (any length, any alignment) to the scalar code.
 
 use super::gf;
+
+/// One output chunk as a linear combination of the sources: the coefficients and their
+/// split-nibble tables, prepared once per encode matrix or decode plan.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub coeffs: Vec<u8>,
+    pub tables: Vec<[u8; 32]>,
+    /// Every coefficient is 1: the output is the XOR of the sources.
+    pub xor: bool,
+}
+
+impl Row {
+    pub fn new(coeffs: &[u8]) -> Row {
+        Row {
+            coeffs: coeffs.to_vec(),
+            tables: coeffs.iter().map(|&c| gf::nibble_tables(c)).collect(),
+            xor: coeffs.iter().all(|&c| c == 1),
+        }
+    }
+}
 
 /// Which implementation of the region loops runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,36 +72,65 @@ impl Kernel {
         }
     }
 
-    /// `dst = sum of coeffs[j] * srcs[j]`; `tables[j]` is `gf::nibble_tables(coeffs[j])`.
-    pub(crate) fn dot(self, coeffs: &[u8], tables: &[[u8; 32]], srcs: &[&[u8]], dst: &mut [u8]) {
+    /// `dsts[r] = sum over j of rows[r].coeffs[j] * srcs[j]`. The SIMD kernels compute up
+    /// to four outputs per pass over the sources.
+    pub(crate) fn dot(self, rows: &[Row], srcs: &[&[u8]], dsts: &mut [&mut [u8]]) {
         assert!(!srcs.is_empty(), "a combination needs at least one source");
-        assert_eq!(coeffs.len(), srcs.len());
-        assert_eq!(tables.len(), srcs.len());
+        assert_eq!(rows.len(), dsts.len());
+        assert!(rows
+            .iter()
+            .all(|row| row.coeffs.len() == srcs.len() && row.tables.len() == srcs.len()));
+        let len = srcs[0].len();
         assert!(
-            srcs.iter().all(|src| src.len() == dst.len()),
+            srcs.iter().all(|src| src.len() == len) && dsts.iter().all(|dst| dst.len() == len),
             "lengths differ"
         );
-        let done = match self {
-            Kernel::Scalar => 0,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Ssse3 => {
-                assert!(self.is_available());
-                // SAFETY: the CPU has SSSE3 (checked above) and every source is as long as
-                // dst (asserted above), which is all the kernel reads and writes.
-                unsafe { super::x86::dot_ssse3(tables, srcs, dst) }
+        const GROUP: usize = 4;
+        for (rows, dsts) in rows.chunks(GROUP).zip(dsts.chunks_mut(GROUP)) {
+            let done = self.dot_simd(rows, srcs, dsts);
+            if done < len {
+                let tails: Vec<&[u8]> = srcs.iter().map(|src| &src[done..]).collect();
+                for (row, dst) in rows.iter().zip(dsts.iter_mut()) {
+                    dot_scalar(&row.coeffs, &tails, &mut dst[done..]);
+                }
             }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
-                assert!(self.is_available());
-                // SAFETY: as above, with AVX2.
-                unsafe { super::x86::dot_avx2(tables, srcs, dst) }
+        }
+    }
+
+    /// The SIMD part of `dot` for up to four outputs: returns the bytes done (0 for the
+    /// scalar kernel).
+    fn dot_simd(self, rows: &[Row], srcs: &[&[u8]], dsts: &mut [&mut [u8]]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::x86;
+            const _: () = assert!(x86::MAX_ROWS >= 4);
+            assert!(self.is_available(), "{self:?} is not supported by this CPU");
+            // SAFETY: the CPU feature each function is compiled for was checked above; the
+            // functions check the buffer lengths themselves.
+            unsafe {
+                match (self, dsts.len()) {
+                    (Kernel::Scalar, _) => 0,
+                    (Kernel::Ssse3, 1) => x86::dot_ssse3::<1>(rows, srcs, dsts),
+                    (Kernel::Ssse3, 2) => x86::dot_ssse3::<2>(rows, srcs, dsts),
+                    (Kernel::Ssse3, 3) => x86::dot_ssse3::<3>(rows, srcs, dsts),
+                    (Kernel::Ssse3, 4) => x86::dot_ssse3::<4>(rows, srcs, dsts),
+                    (Kernel::Avx2, 1) => x86::dot_avx2::<1>(rows, srcs, dsts),
+                    (Kernel::Avx2, 2) => x86::dot_avx2::<2>(rows, srcs, dsts),
+                    (Kernel::Avx2, 3) => x86::dot_avx2::<3>(rows, srcs, dsts),
+                    (Kernel::Avx2, 4) => x86::dot_avx2::<4>(rows, srcs, dsts),
+                    (_, rows) => unreachable!("groups have 1 to 4 rows, not {rows}"),
+                }
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Ssse3 | Kernel::Avx2 => unreachable!("not available on this CPU"),
-        };
-        if done < dst.len() {
-            let tails: Vec<&[u8]> = srcs.iter().map(|src| &src[done..]).collect();
-            dot_scalar(coeffs, &tails, &mut dst[done..]);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (rows, srcs, dsts);
+            assert_eq!(
+                self,
+                Kernel::Scalar,
+                "{self:?} is not supported by this CPU"
+            );
+            0
         }
     }
 
@@ -208,10 +258,8 @@ mod tests {
                     let srcs: Vec<&[u8]> = buffers.iter().map(|b| &b[offset..]).collect();
                     let mut coeffs: Vec<u8> = (0..sources).map(|_| rng.gen()).collect();
                     coeffs[0] = [0, 1, rng.gen()][len % 3];
-                    let tables: Vec<[u8; 32]> =
-                        coeffs.iter().map(|&c| gf::nibble_tables(c)).collect();
                     let mut out = vec![0xaau8; len + 1];
-                    kernel.dot(&coeffs, &tables, &srcs, &mut out[1..]);
+                    kernel.dot(&[Row::new(&coeffs)], &srcs, &mut [&mut out[1..]]);
                     assert_eq!(
                         out[1..],
                         reference_dot(&coeffs, &srcs, len),
@@ -222,6 +270,32 @@ mod tests {
                     let ones = vec![1u8; sources];
                     kernel.xor(&srcs, &mut out[1..]);
                     assert_eq!(out[1..], reference_dot(&ones, &srcs, len), "{kernel:?} xor");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn several_outputs_per_pass_equal_one_at_a_time() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for kernel in all_kernels() {
+            for rows in 1..=9 {
+                for len in [0, 15, 16, 31, 32, 33, 100, 4096 + 5] {
+                    let buffers: Vec<Vec<u8>> = (0..3)
+                        .map(|_| (0..len).map(|_| rng.gen()).collect())
+                        .collect();
+                    let srcs: Vec<&[u8]> = buffers.iter().map(|b| b.as_slice()).collect();
+                    let coeffs: Vec<Vec<u8>> = (0..rows)
+                        .map(|_| (0..3).map(|_| rng.gen()).collect())
+                        .collect();
+                    let row_list: Vec<Row> = coeffs.iter().map(|c| Row::new(c)).collect();
+                    let mut outs = vec![vec![0u8; len]; rows];
+                    let mut out_refs: Vec<&mut [u8]> =
+                        outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                    kernel.dot(&row_list, &srcs, &mut out_refs);
+                    for (row, out) in coeffs.iter().zip(&outs) {
+                        assert_eq!(*out, reference_dot(row, &srcs, len), "{kernel:?} {rows}");
+                    }
                 }
             }
         }
