@@ -7,7 +7,8 @@
 //! [`PlanCache::capacity`] plans, so memory stays bounded however many patterns a pool
 //! goes through.
 
-use std::collections::{HashMap, VecDeque};
+use hashbrown::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// The most memory (approximately) the cached plans of one code may take.
@@ -17,27 +18,49 @@ pub const MIN_PLANS: usize = 4;
 pub const MAX_PLANS: usize = 1024;
 
 /// An erasure pattern: bit i of `sources` = chunk i is read; of `targets` = rebuilt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Pattern {
     pub sources: [u64; 4],
     pub targets: [u64; 4],
 }
 
 impl Pattern {
+    #[cfg(test)]
     pub fn new(sources: &[usize], targets: &[usize]) -> Pattern {
-        let mask = |indices: &[usize]| {
-            let mut bits = [0u64; 4];
-            for &i in indices {
-                assert!(i < super::MAX_CHUNKS);
-                bits[i / 64] |= 1 << (i % 64);
-            }
-            bits
-        };
-        Pattern {
-            sources: mask(sources),
-            targets: mask(targets),
-        }
+        let mut pattern = Pattern::default();
+        sources.iter().for_each(|&i| pattern.add_source(i));
+        targets.iter().for_each(|&i| pattern.add_target(i));
+        pattern
     }
+
+    pub fn add_source(&mut self, chunk: usize) {
+        assert!(chunk < super::MAX_CHUNKS);
+        self.sources[chunk / 64] |= 1 << (chunk % 64);
+    }
+
+    pub fn add_target(&mut self, chunk: usize) {
+        assert!(chunk < super::MAX_CHUNKS);
+        self.targets[chunk / 64] |= 1 << (chunk % 64);
+    }
+
+    /// How many chunks are rebuilt.
+    pub fn targets(&self) -> usize {
+        self.targets.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn source_list(&self) -> Vec<usize> {
+        indices(&self.sources)
+    }
+
+    pub fn target_list(&self) -> Vec<usize> {
+        indices(&self.targets)
+    }
+}
+
+fn indices(mask: &[u64; 4]) -> Vec<usize> {
+    (0..super::MAX_CHUNKS)
+        .filter(|&i| mask[i / 64] & (1 << (i % 64)) != 0)
+        .collect()
 }
 
 pub struct PlanCache<T> {
@@ -121,5 +144,8 @@ mod tests {
         let pattern = Pattern::new(&[0, 64, 255], &[128]);
         assert_eq!(pattern.sources, [1, 1, 0, 1 << 63]);
         assert_eq!(pattern.targets, [0, 0, 1, 0]);
+        assert_eq!(pattern.source_list(), [0, 64, 255]);
+        assert_eq!(pattern.target_list(), [128]);
+        assert_eq!(pattern.targets(), 1);
     }
 }

@@ -6,7 +6,7 @@ use super::gf;
 use super::kernel::{Kernel, Row};
 use super::matrix::{vandermonde_coding_matrix, Matrix};
 use super::{Error, Scheme, MAX_CHUNKS};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Computes `dsts[r]` as `rows[r]` of `srcs`: all-ones rows with the XOR loop, the others
 /// together so the SIMD kernels share each pass over the sources among up to four rows.
@@ -52,7 +52,8 @@ pub struct ErasureCode {
     /// The m x k coding matrix: parity i = sum over j of matrix[i][j] * data j.
     matrix: Matrix,
     encode_rows: Vec<Row>,
-    /// Behind a mutex so the codec can be shared; it is held only to look up or insert.
+    /// Behind a mutex so the codec can be shared between threads; held to look up a plan
+    /// (and to build it on a miss, which only happens when the erasure pattern changes).
     decode_plans: Mutex<PlanCache<DecodePlan>>,
 }
 
@@ -174,11 +175,24 @@ impl ErasureCode {
     pub fn reconstruct(&self, chunks: &mut [Chunk<'_>]) -> Result<(), Error> {
         let n = self.k + self.m;
         assert_eq!(chunks.len(), n, "reconstruct takes k + m = {n} chunks");
+        // One pass: the common length, and the pattern (the first k present chunks are
+        // the sources) as bit masks, so a cached plan is found without allocating.
         let mut len = None;
-        for chunk in chunks.iter() {
+        let mut pattern = Pattern::default();
+        let mut present = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
             let chunk_len = match chunk {
-                Chunk::Present(buf) => buf.len(),
-                Chunk::Rebuild(buf) => buf.len(),
+                Chunk::Present(buf) => {
+                    if present < self.k {
+                        pattern.add_source(i);
+                    }
+                    present += 1;
+                    buf.len()
+                }
+                Chunk::Rebuild(buf) => {
+                    pattern.add_target(i);
+                    buf.len()
+                }
                 Chunk::Absent => continue,
             };
             assert_eq!(
@@ -187,26 +201,22 @@ impl ErasureCode {
                 "all chunks of a stripe range have the same length"
             );
         }
-        let present: Vec<usize> = (0..n)
-            .filter(|&i| matches!(chunks[i], Chunk::Present(_)))
-            .collect();
-        if present.len() < self.k {
-            return Err(Error::TooFewChunks {
-                present: present.len(),
-                k: self.k,
-            });
+        if present < self.k {
+            return Err(Error::TooFewChunks { present, k: self.k });
         }
-        let sources = &present[..self.k];
-        let targets: Vec<usize> = (0..n)
-            .filter(|&i| matches!(chunks[i], Chunk::Rebuild(_)))
-            .collect();
-        if targets.is_empty() {
+        if pattern.targets() == 0 {
             return Ok(());
         }
-        let plan = self.decode_plan(sources, &targets);
+        let plan = self
+            .decode_plans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(pattern, || {
+                self.build_plan(&pattern.source_list(), &pattern.target_list())
+            });
 
         let mut srcs: Vec<&[u8]> = Vec::with_capacity(self.k);
-        let mut dsts: Vec<&mut [u8]> = Vec::with_capacity(targets.len());
+        let mut dsts: Vec<&mut [u8]> = Vec::with_capacity(pattern.targets());
         for chunk in chunks.iter_mut() {
             match chunk {
                 Chunk::Present(buf) if srcs.len() < self.k => srcs.push(buf),
@@ -217,13 +227,6 @@ impl ErasureCode {
         debug_assert_eq!(srcs.len(), self.k);
         apply_rows(self.kernel, &plan.targets, &srcs, &mut dsts);
         Ok(())
-    }
-
-    /// The cached plan for reading `sources` and rebuilding `targets`.
-    fn decode_plan(&self, sources: &[usize], targets: &[usize]) -> Arc<DecodePlan> {
-        let pattern = Pattern::new(sources, targets);
-        let mut plans = self.decode_plans.lock().unwrap_or_else(|e| e.into_inner());
-        plans.get_or_insert_with(pattern, || self.build_plan(sources, targets))
     }
 
     /// Decoding rows: with G = [I; C] the (k + m) x k generator and G_S its rows for the
