@@ -76,7 +76,7 @@ const CODES: [Code; 5] = [
     },
 ];
 const CHUNK_SIZES: [usize; 2] = [4096, 128 << 10];
-const KERNELS: [Kernel; 3] = [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2];
+const KERNELS: [Kernel; 4] = [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2, Kernel::Gfni];
 
 struct Measurement {
     code: &'static str,

@@ -88,6 +88,24 @@ pub fn nibble_tables(c: u8) -> [u8; 32] {
     tables
 }
 
+/// Multiplication by `c` as an 8 x 8 matrix over GF(2) (it is linear over XOR), in the
+/// layout of x86's GF2P8AFFINEQB: byte `7 - i` holds the input bits that feed output bit i.
+/// One such instruction multiplies 32 or 64 bytes by `c`, for any reduction polynomial
+/// (GF2P8MULB is fixed to AES's 0x11b, so it does not fit jerasure's field).
+pub fn affine_matrix(c: u8) -> u64 {
+    let mut matrix = 0u64;
+    for i in 0..8 {
+        let mut row = 0u8;
+        for j in 0..8 {
+            if (mul(c, 1 << j) >> i) & 1 != 0 {
+                row |= 1 << j;
+            }
+        }
+        matrix |= u64::from(row) << (8 * (7 - i));
+    }
+    matrix
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +182,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn affine_matrix_multiplies() {
+        // GF2P8AFFINEQB's definition: output bit i = parity(matrix byte (7 - i) AND x).
+        let affine = |matrix: u64, x: u8| {
+            (0..8).fold(0u8, |out, i| {
+                let row = (matrix >> (8 * (7 - i))) as u8;
+                out | (((row & x).count_ones() & 1) as u8) << i
+            })
+        };
+        for c in 0..=255u8 {
+            let matrix = affine_matrix(c);
+            for x in 0..=255u8 {
+                assert_eq!(affine(matrix, x), mul(c, x), "{c} * {x}");
+            }
+        }
+        assert_eq!(affine_matrix(1), 0x0102_0408_1020_4080);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! are all ones). Each output is written once, with all sources folded in per block, so a
 //! chunk is stored once instead of once per source.
 //!
-//! [`Kernel`] picks the implementation: portable scalar table lookups, or split-nibble
-//! shuffles (SSSE3 `pshufb`, AVX2 `vpshufb`) detected at run time. The SIMD paths process
+//! [`Kernel`] picks the implementation: portable scalar table lookups, split-nibble
+//! shuffles (SSSE3 `pshufb`, AVX2 `vpshufb`) or GFNI affine transforms, detected at run
+//! time. The SIMD paths process
 //! whole blocks and hand the tail (any length, any alignment) to the scalar code.
 
 use super::gf;
@@ -17,6 +18,8 @@ use super::gf;
 pub(crate) struct Row {
     pub coeffs: Vec<u8>,
     pub tables: Vec<[u8; 32]>,
+    /// `gf::affine_matrix` of each coefficient, for the GFNI kernel.
+    pub affine: Vec<u64>,
     /// Every coefficient is 1: the output is the XOR of the sources.
     pub xor: bool,
 }
@@ -26,6 +29,7 @@ impl Row {
         Row {
             coeffs: coeffs.to_vec(),
             tables: coeffs.iter().map(|&c| gf::nibble_tables(c)).collect(),
+            affine: coeffs.iter().map(|&c| gf::affine_matrix(c)).collect(),
             xor: coeffs.iter().all(|&c| c == 1),
         }
     }
@@ -40,12 +44,14 @@ pub enum Kernel {
     Ssse3,
     /// Split-nibble multiplication with 32-byte `vpshufb`.
     Avx2,
+    /// One GFNI affine transform (`vgf2p8affineqb`) per 32 bytes and coefficient.
+    Gfni,
 }
 
 impl Kernel {
     /// The fastest kernel this CPU supports.
     pub fn detect() -> Kernel {
-        [Kernel::Avx2, Kernel::Ssse3]
+        [Kernel::Gfni, Kernel::Avx2, Kernel::Ssse3]
             .into_iter()
             .find(|kernel| kernel.is_available())
             .unwrap_or(Kernel::Scalar)
@@ -59,8 +65,13 @@ impl Kernel {
             Kernel::Ssse3 => std::arch::is_x86_feature_detected!("ssse3"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Gfni => {
+                std::arch::is_x86_feature_detected!("gfni")
+                    && std::arch::is_x86_feature_detected!("avx2")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Ssse3 | Kernel::Avx2 => false,
+            Kernel::Ssse3 | Kernel::Avx2 | Kernel::Gfni => false,
         }
     }
 
@@ -69,6 +80,7 @@ impl Kernel {
             Kernel::Scalar => "scalar",
             Kernel::Ssse3 => "ssse3",
             Kernel::Avx2 => "avx2",
+            Kernel::Gfni => "gfni",
         }
     }
 
@@ -118,6 +130,10 @@ impl Kernel {
                     (Kernel::Avx2, 2) => x86::dot_avx2::<2>(rows, srcs, dsts),
                     (Kernel::Avx2, 3) => x86::dot_avx2::<3>(rows, srcs, dsts),
                     (Kernel::Avx2, 4) => x86::dot_avx2::<4>(rows, srcs, dsts),
+                    (Kernel::Gfni, 1) => x86::dot_gfni::<1>(rows, srcs, dsts),
+                    (Kernel::Gfni, 2) => x86::dot_gfni::<2>(rows, srcs, dsts),
+                    (Kernel::Gfni, 3) => x86::dot_gfni::<3>(rows, srcs, dsts),
+                    (Kernel::Gfni, 4) => x86::dot_gfni::<4>(rows, srcs, dsts),
                     (_, rows) => unreachable!("groups have 1 to 4 rows, not {rows}"),
                 }
             }
@@ -143,7 +159,7 @@ impl Kernel {
         );
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
+            Kernel::Avx2 | Kernel::Gfni => {
                 assert!(self.is_available());
                 // SAFETY: the CPU has AVX2; the function is safe code compiled for it.
                 unsafe { super::x86::xor_avx2(srcs, dst) }
@@ -228,7 +244,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn all_kernels() -> Vec<Kernel> {
-        [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2]
+        [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2, Kernel::Gfni]
             .into_iter()
             .filter(|kernel| kernel.is_available())
             .collect()

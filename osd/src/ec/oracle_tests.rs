@@ -85,7 +85,7 @@ fn run_oracle(oracle: &PathBuf, k: usize, m: usize, data: &[Vec<u8>]) -> OracleO
 fn matrix_and_parity_equal_jerasure() {
     let oracle = build_oracle();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-    let kernels: Vec<Kernel> = [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2]
+    let kernels: Vec<Kernel> = [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2, Kernel::Gfni]
         .into_iter()
         .filter(|kernel| kernel.is_available())
         .collect();

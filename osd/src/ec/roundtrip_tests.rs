@@ -57,7 +57,7 @@ fn check_all_patterns(code: &ErasureCode, len: usize, seed: u64, spare_absent: b
 }
 
 fn available_kernels() -> Vec<Kernel> {
-    [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2]
+    [Kernel::Scalar, Kernel::Ssse3, Kernel::Avx2, Kernel::Gfni]
         .into_iter()
         .filter(|kernel| kernel.is_available())
         .collect()

@@ -1,8 +1,9 @@
-//! x86-64 SIMD region kernels: split-nibble GF(2^8) multiplication with byte shuffles.
+//! x86-64 SIMD region kernels: GF(2^8) multiplication of whole blocks by a coefficient.
 //!
-//! A product `c * x` is `low[x & 15] ^ high[x >> 4]` (see `gf::nibble_tables`); `pshufb`
-//! looks up 16 (SSSE3) or 32 (AVX2, per 128-bit lane) such table entries in one
-//! instruction. Up to [`MAX_ROWS`] outputs are computed in one pass: each source block is
+//! Split-nibble (SSSE3, AVX2): a product `c * x` is `low[x & 15] ^ high[x >> 4]` (see
+//! `gf::nibble_tables`); `pshufb` looks up 16 (SSSE3) or 32 (AVX2, per 128-bit lane) such
+//! table entries in one instruction. GFNI: multiplication by `c` is a linear map over
+//! GF(2), so one `vgf2p8affineqb` with `gf::affine_matrix(c)` multiplies 32 bytes. Up to [`MAX_ROWS`] outputs are computed in one pass: each source block is
 //! loaded and split into nibbles once and folded into every output's accumulator, so the
 //! sources are read once per pass rather than once per output (what makes 8+4 fast).
 //!
@@ -98,6 +99,41 @@ pub(crate) unsafe fn dot_avx2<const N: usize>(
                     _mm256_shuffle_epi8(low, low_nibbles),
                     _mm256_shuffle_epi8(high, high_nibbles),
                 );
+                *acc = _mm256_xor_si256(*acc, product);
+            }
+        }
+        for (acc, dst) in acc.iter().zip(dsts.iter_mut()) {
+            _mm256_storeu_si256(dst.as_mut_ptr().add(offset) as *mut __m256i, *acc);
+        }
+        offset += 32;
+    }
+    offset
+}
+
+/// `dsts[r] = sum of c_rj * srcs[j]` over 32-byte blocks with one affine transform per
+/// coefficient (`gf::affine_matrix`), N = dsts.len() outputs.
+///
+/// # Safety
+/// The CPU must support GFNI and AVX2.
+#[target_feature(enable = "gfni,avx2")]
+pub(crate) unsafe fn dot_gfni<const N: usize>(
+    rows: &[Row],
+    srcs: &[&[u8]],
+    dsts: &mut [&mut [u8]],
+) -> usize {
+    let len = check(rows, srcs, dsts);
+    assert_eq!(dsts.len(), N);
+    assert!(rows.iter().all(|row| row.affine.len() == srcs.len()));
+    let mut offset = 0;
+    while offset + 32 <= len {
+        let mut acc = [_mm256_setzero_si256(); N];
+        for (j, src) in srcs.iter().enumerate() {
+            // SAFETY (all loads and stores below): offset + 32 <= len, and every source,
+            // output and matrix row has the length checked above.
+            let x = _mm256_loadu_si256(src.as_ptr().add(offset) as *const __m256i);
+            for (acc, row) in acc.iter_mut().zip(rows) {
+                let matrix = _mm256_set1_epi64x(*row.affine.get_unchecked(j) as i64);
+                let product = _mm256_gf2p8affine_epi64_epi8::<0>(x, matrix);
                 *acc = _mm256_xor_si256(*acc, product);
             }
         }
