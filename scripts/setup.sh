@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-packages="fio etcd-server etcd-client protobuf-compiler libnbd-bin fonts-dejavu-core busybox-static cpio libglib2.0-dev pkg-config python3"
+packages="fio etcd-server etcd-client protobuf-compiler libnbd-bin fonts-dejavu-core busybox-static cpio libglib2.0-dev pkg-config python3 libjerasure-dev libgf-complete-dev libisal-dev"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"

@@ -204,6 +204,87 @@ pub fn write_chart(path: &Path, title: &str, rows: &[Row]) -> Result<(), String>
     root.present().map_err(|e| e.to_string())
 }
 
+/// A grouped bar chart for benchmarks that compare implementations rather than ours with
+/// raw: one group of bars per label in `groups`, one bar per series in each group (with a
+/// legend), values on a linear axis described by `y_desc`.
+pub fn write_grouped_bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<(), String> {
+    assert!(!groups.is_empty(), "a chart needs at least one group");
+    assert!(series
+        .iter()
+        .all(|(_, values)| values.len() == groups.len()));
+    register_font()?;
+    let root = BitMapBackend::new(path, (1400, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let area = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| e.to_string())?;
+    let max = series
+        .iter()
+        .flat_map(|(_, values)| values.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.15;
+    // Two charts on the same area with the same margins: one draws the axes with a label
+    // centred under each group, the other the bars at fractional positions inside groups.
+    let build = || {
+        let mut builder = ChartBuilder::on(&area);
+        builder
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(70);
+        builder
+    };
+    let mut axes = build()
+        .build_cartesian_2d((0..groups.len() - 1).into_segmented(), 0.0..max)
+        .map_err(|e| e.to_string())?;
+    axes.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len())
+        .y_desc(y_desc)
+        .x_label_formatter(&|segment| match segment {
+            SegmentValue::CenterOf(i) => groups.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let mut bars = build()
+        .build_cartesian_2d(0.0..groups.len() as f64, 0.0..max)
+        .map_err(|e| e.to_string())?;
+    let width = 0.8 / series.len().max(1) as f64;
+    for (s, (name, values)) in series.iter().enumerate() {
+        let color = Palette99::pick(s).mix(0.85);
+        bars.draw_series(
+            values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(g, &value)| {
+                    let left = g as f64 + 0.1 + s as f64 * width;
+                    Rectangle::new([(left, 0.0), (left + width, value)], color.filled())
+                }),
+        )
+        .map_err(|e| e.to_string())?
+        .label(name.as_str())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    bars.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
 /// Loads a system TrueType font for chart text (Debian: fonts-dejavu-core).
 fn register_font() -> Result<(), String> {
     const CANDIDATES: [&str; 3] = [

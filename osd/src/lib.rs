@@ -5,4 +5,5 @@
 pub mod blockstore;
 pub mod cluster;
 pub mod daemon;
+pub mod ec;
 pub mod net;
