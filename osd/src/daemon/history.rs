@@ -42,6 +42,8 @@ pub enum Blocker {
     BelowMinsize { live: usize, pg_minsize: u32 },
     /// The primary is not a member of the set it serves.
     PrimaryNotMember,
+    /// What an EC PG still lacks to be served (`ec_peering.rs`).
+    Ec(String),
 }
 
 impl std::fmt::Display for Blocker {
@@ -55,6 +57,7 @@ impl std::fmt::Display for Blocker {
                 write!(f, "{live} members reachable, pg_minsize is {pg_minsize}")
             }
             Blocker::PrimaryNotMember => write!(f, "the primary is not in the PG's set"),
+            Blocker::Ec(reason) => f.write_str(reason),
         }
     }
 }

@@ -17,6 +17,10 @@
 
 mod cleanup;
 mod describe;
+mod ec_decide;
+mod ec_layout;
+mod ec_peering;
+mod ec_primary;
 mod fix;
 mod history;
 mod inbound;
@@ -150,6 +154,11 @@ enum Waiter {
         version: u64,
         len: u32,
     },
+    /// A rollback, stabilize or tombstone of the peering of EC PG `pg` in generation
+    /// `gen` (`ec_peering.rs`).
+    EcSettle { pg: PgKey, gen: u64 },
+    /// Part `chunk` of EC client op `op` (`ec_primary.rs`); `sync`: the fsync after it.
+    Ec { op: u64, chunk: u32, sync: bool },
     /// One item of a SEC_STABILIZE / SEC_ROLLBACK request (`stabilize.rs`).
     Stabilize { batch: u64 },
     /// The version listing of `osd` for the peering of `pg` in generation `gen`.
@@ -241,6 +250,10 @@ pub struct Osd<D: Disk> {
     /// SEC_LIST requests waiting for changes of their PG in flight (`secondary.rs`); at
     /// most one per PG a primary peers, each answered after the next disk completions.
     deferred_lists: Vec<(ConnId, vitastor_proto::wire::Request)>,
+    /// Stripe geometry and codec per EC pool (`ec_peering.rs`).
+    ec_codecs: HashMap<u32, std::sync::Arc<ec_primary::EcInfo>>,
+    /// EC client ops in progress, by client op key (`ec_primary.rs`).
+    ec_ops: HashMap<u64, ec_primary::EcOp>,
     /// SEC_STABILIZE / SEC_ROLLBACK requests in progress, by batch number.
     stabilize_batches: BTreeMap<u64, stabilize::StabilizeBatch>,
     next_stabilize_batch: u64,
@@ -282,6 +295,8 @@ impl<D: Disk> Osd<D> {
             full_until_ms: 0,
             deferred_lists: Vec::new(),
             stabilize_batches: BTreeMap::new(),
+            ec_ops: HashMap::new(),
+            ec_codecs: HashMap::new(),
             next_stabilize_batch: 0,
             recovery_switch_count: 0,
             purges_inflight: 0,
@@ -559,6 +574,8 @@ impl<D: Disk> Osd<D> {
         match waiter {
             Waiter::Secondary { .. } => self.secondary_store_done(waiter, result),
             Waiter::Stabilize { batch } => self.stabilize_item_done(batch, result),
+            Waiter::Ec { op, chunk, sync } => self.ec_store_done(op, chunk, sync, result),
+            Waiter::EcSettle { pg, gen } => self.ec_settle_local(pg, gen, result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
             Waiter::List { .. }
             | Waiter::Cleanup { .. }
@@ -608,6 +625,16 @@ impl<D: Disk> Osd<D> {
             Waiter::Purge => self.purge_done(),
             Waiter::Scrub { pg, gen, oid, osd } => self.scrub_peer_read(
                 (pg, gen, oid, osd),
+                result.map(|reply| (reply, payload.unwrap_or_default())),
+            ),
+            Waiter::EcSettle { pg, gen } => self.ec_settle_done(
+                pg,
+                gen,
+                result.map(|_| ()).map_err(|code| format!("error {code}")),
+            ),
+            Waiter::Ec { op, chunk, .. } => self.ec_peer_done(
+                op,
+                chunk,
                 result.map(|reply| (reply, payload.unwrap_or_default())),
             ),
             Waiter::ScrubRequest { op, osd } => self.scrub_request_peer(

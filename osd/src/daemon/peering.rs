@@ -95,6 +95,10 @@ pub(super) struct Peering {
     pub listed: BTreeSet<u64>,
     /// Object -> OSD -> newest version there.
     pub versions: BTreeMap<ObjectId, BTreeMap<u64, Listed>>,
+    /// EC PGs: stripe -> every listed version of its chunks (`ec_peering.rs`).
+    pub ec_held: BTreeMap<ObjectId, Vec<super::ec_decide::HeldChunk>>,
+    /// EC PGs: settle actions not finished yet.
+    pub ec_settling: usize,
     /// The history this peering decided on (compared by etcd when the new one is written).
     pub based_on: Option<PgHistory>,
     /// The epoch announced to the members (`based_on.epoch + 1`).
@@ -123,10 +127,6 @@ impl<D: Disk> Osd<D> {
             else {
                 continue;
             };
-            if pool.scheme != PoolScheme::Replicated {
-                tracing::warn!(pool = key.0, "EC and XOR pools are not served yet");
-                continue;
-            }
             let pool_block = pool.block_size.unwrap_or(self.view.global.block_size());
             if pool_block != block_size || key.1 > pool.pg_count {
                 if pool_block != block_size {
@@ -140,9 +140,17 @@ impl<D: Disk> Osd<D> {
                 continue;
             }
             let stripe = pool.pg_stripe_size.unwrap_or(0);
+            let ec = (pool.scheme != PoolScheme::Replicated)
+                .then(|| (pool.scheme, pool.data_chunks(), pool.parity_chunks()));
             wanted.insert(
                 *key,
-                (item.osd_set.clone(), pool.pg_minsize, pool.pg_count, stripe),
+                (
+                    item.osd_set.clone(),
+                    pool.pg_minsize,
+                    pool.pg_count,
+                    stripe,
+                    ec,
+                ),
             );
         }
         let stale: Vec<PgKey> = self
@@ -154,7 +162,14 @@ impl<D: Disk> Osd<D> {
         for key in stale {
             self.stop_pg(key);
         }
-        for (key, (osd_set, pg_minsize, pg_count, pg_stripe_size)) in wanted {
+        for (key, (osd_set, pg_minsize, pg_count, pg_stripe_size, ec)) in wanted {
+            let ec = match ec {
+                None => None,
+                Some((scheme, k, m)) => match self.ec_info(key.0, scheme, k, m) {
+                    Some(info) => Some(info),
+                    None => continue,
+                },
+            };
             let history = self.view.pg_history.get(&key).cloned();
             let pg = self.pgs.entry(key).or_insert_with(Pg::new);
             if pg.stop {
@@ -163,7 +178,8 @@ impl<D: Disk> Osd<D> {
             let changed = pg.osd_set != osd_set
                 || pg.pg_minsize != pg_minsize
                 || pg.pg_count != pg_count
-                || pg.pg_stripe_size != pg_stripe_size;
+                || pg.pg_stripe_size != pg_stripe_size
+                || pg.ec.as_ref().map(|e| e.layout) != ec.as_ref().map(|e| e.layout);
             // A history written by someone else (the monitor recording a moved set) while
             // we wait or peer changes what peering must look at.
             // Our own history write showing up in the watch is not a change.
@@ -175,6 +191,7 @@ impl<D: Disk> Osd<D> {
             pg.pg_minsize = pg_minsize;
             pg.pg_count = pg_count;
             pg.pg_stripe_size = pg_stripe_size;
+            pg.ec = ec;
             if !pg.claimed {
                 self.try_claim(key);
             } else if changed || history_changed {
@@ -405,11 +422,16 @@ impl<D: Disk> Osd<D> {
             }
             return;
         }
+        let ec = self.pgs.get(&key).is_some_and(|pg| pg.ec.is_some());
         for version in self
             .store
             .list(key.1, pg_count, stripe, min_inode, max_inode)
         {
             peering.record(version.oid, me, version.version, version.deleted);
+            if ec {
+                let listed = (version.version, version.stable, version.deleted);
+                super::ec_peering::record_chunk(&mut peering.ec_held, version.oid, me, listed);
+            }
         }
         peering.listed.insert(me);
         let page = self.settings.list_page_objects;
@@ -430,7 +452,7 @@ impl<D: Disk> Osd<D> {
         }
     }
 
-    fn mark_incomplete(&mut self, key: PgKey, blocker: &Blocker) {
+    pub(super) fn mark_incomplete(&mut self, key: PgKey, blocker: &Blocker) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -449,8 +471,10 @@ impl<D: Disk> Osd<D> {
     }
 
     pub(super) fn pg_stripe_size(&self, key: PgKey) -> u64 {
-        let stripe = self.pgs.get(&key).map_or(0, |pg| pg.pg_stripe_size);
-        stripe.max(u64::from(self.store.block_size()))
+        let pg = self.pgs.get(&key);
+        let stripe = pg.map_or(0, |pg| pg.pg_stripe_size);
+        let data_chunks = pg.and_then(|pg| pg.ec.as_ref()).map_or(1, |ec| ec.layout.k);
+        stripe.max(u64::from(self.store.block_size()) * u64::from(data_chunks))
     }
 
     pub(super) fn peering_mut(&mut self, key: PgKey, gen: u64) -> Option<&mut Peering> {
@@ -470,16 +494,19 @@ impl<D: Disk> Osd<D> {
     ) {
         let listed = match result {
             Ok((reply, payload)) => {
-                let deleted_count = match reply.body {
-                    ReplyBody::SecList { deleted_count, .. } => deleted_count,
-                    _ => 0,
+                let (stable_count, deleted_count) = match reply.body {
+                    ReplyBody::SecList {
+                        stable_count,
+                        deleted_count,
+                    } => (stable_count as usize, deleted_count),
+                    _ => (0, 0),
                 };
                 decode_obj_versions(&payload)
                     .map_err(|e| e.to_string())
                     .and_then(|items| {
                         let first_deleted = items.len().checked_sub(deleted_count as usize);
                         match first_deleted {
-                            Some(first) => Ok((items, first)),
+                            Some(first) => Ok((items, first, stable_count)),
                             None => Err(format!(
                                 "{deleted_count} tombstones in a listing of {}",
                                 items.len()
@@ -490,18 +517,32 @@ impl<D: Disk> Osd<D> {
             Err(code) => Err(format!("error {code}")),
         };
         let page = self.settings.list_page_objects;
+        let ec = self.pgs.get(&key).is_some_and(|pg| pg.ec.is_some());
         let Some(peering) = self.peering_mut(key, gen) else {
             return;
         };
         match listed {
-            Ok((items, first_deleted)) => {
+            Ok((items, first_deleted, stable_count)) => {
                 if items.iter().any(|item| item.version == 0) {
                     tracing::error!(osd, "a listing holds version 0; closing the peer");
                     self.close_peer(osd);
                     return;
                 }
                 for (i, item) in items.iter().enumerate() {
-                    peering.record(item.oid, osd, item.version, i >= first_deleted);
+                    let deleted = i >= first_deleted;
+                    peering.record(item.oid, osd, item.version, deleted);
+                    if ec {
+                        // Stable live versions come first, then unstable ones, then
+                        // tombstones (always stable).
+                        let stable = i < stable_count || deleted;
+                        let listed = (item.version, stable, deleted);
+                        super::ec_peering::record_chunk(
+                            &mut peering.ec_held,
+                            item.oid,
+                            osd,
+                            listed,
+                        );
+                    }
                 }
                 let objects: BTreeSet<ObjectId> = items.iter().map(|item| item.oid).collect();
                 if objects.len() >= page {
@@ -539,6 +580,9 @@ impl<D: Disk> Osd<D> {
     /// All listings are in: check the activation rule, decide what to copy where, and
     /// record the new epoch in `/pg/history`.
     fn plan_recovery(&mut self, key: PgKey) {
+        if self.pgs.get(&key).is_some_and(|pg| pg.ec.is_some()) {
+            return self.ec_plan(key);
+        }
         let me = self.settings.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;

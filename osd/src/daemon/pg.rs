@@ -100,6 +100,8 @@ pub(super) struct Pg {
     pub pg_minsize: u32,
     pub pg_count: u32,
     pub pg_stripe_size: u64,
+    /// Stripe geometry and codec of an EC/XOR pool's PG (`None`: replicated).
+    pub ec: Option<std::sync::Arc<super::ec_primary::EcInfo>>,
     /// Members that take writes: the reachable members of `osd_set` when it activated.
     pub live: Vec<u64>,
     /// `live` in the slots of `osd_set`, 0 for absent members (what `/pg/history` records).
@@ -177,6 +179,7 @@ impl Pg {
             pg_minsize: 1,
             pg_count: 1,
             pg_stripe_size: 0,
+            ec: None,
             live: Vec::new(),
             live_slots: Vec::new(),
             peers: Vec::new(),

@@ -13,7 +13,6 @@ use super::{ClientPart, ConnId, Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
 use crate::cluster::PgKey;
 use vitastor_proto::errno;
-use vitastor_proto::etcd::PoolScheme;
 use vitastor_proto::placement::pg_of_stripe;
 use vitastor_proto::wire::request::{Rw, SecDelete, SecRw};
 use vitastor_proto::wire::{Opcode, Reply, ReplyBody, RequestBody};
@@ -75,16 +74,15 @@ impl<D: Disk> Osd<D> {
             tracing::debug!(inode = rw.inode, "{what}: no such pool");
             return Err(errno::ENOENT);
         };
-        if pool.scheme != PoolScheme::Replicated {
-            return Err(errno::EINVAL);
-        }
         let block_size = u64::from(self.store.block_size());
+        // An EC/XOR object (stripe) holds `k` chunks of image data.
+        let stripe_size = block_size * u64::from(pool.data_chunks().max(1));
         let granularity = u64::from(self.store.bitmap_granularity());
-        let stripe = rw.offset - rw.offset % block_size;
+        let stripe = rw.offset - rw.offset % stripe_size;
         let in_object = rw.offset - stripe;
         if !rw.offset.is_multiple_of(granularity)
             || !u64::from(rw.len).is_multiple_of(granularity)
-            || in_object + u64::from(rw.len) > block_size
+            || in_object + u64::from(rw.len) > stripe_size
         {
             tracing::debug!(
                 rw.offset,
@@ -93,7 +91,7 @@ impl<D: Disk> Osd<D> {
             );
             return Err(errno::EINVAL);
         }
-        let pg_stripe_size = pool.pg_stripe_size.unwrap_or(0).max(block_size);
+        let pg_stripe_size = pool.pg_stripe_size.unwrap_or(0).max(stripe_size);
         let pg = pg_of_stripe(stripe, pg_stripe_size, pool.pg_count).get();
         let key = (pool_id, pg);
         match self.pgs.get(&key) {
@@ -177,6 +175,13 @@ impl<D: Disk> Osd<D> {
         let Some(op) = self.client_ops.get(&key) else {
             return;
         };
+        if op
+            .pg
+            .and_then(|pg| self.pgs.get(&pg))
+            .is_some_and(|pg| pg.ec.is_some())
+        {
+            return self.ec_start_read(key);
+        }
         let read = Op::Read {
             oid: op.oid,
             offset: op.offset,
@@ -391,6 +396,9 @@ impl<D: Disk> Osd<D> {
         };
         if pg.base != super::PgBase::Active {
             return self.fail_client_op(key, errno::EPIPE);
+        }
+        if pg.ec.is_some() {
+            return self.ec_start_modify(key);
         }
         // A write starts only on an object every live member holds whole. The one way a
         // copy can still be due here: it went back to the queue because this OSD ran out

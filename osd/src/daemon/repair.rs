@@ -98,6 +98,9 @@ impl<D: Disk> Osd<D> {
 
     /// Repairs every object of `pg` this store has marked damaged.
     pub(super) fn repair_local_damage(&mut self, pg: PgKey) {
+        if self.pgs.get(&pg).is_some_and(|state| state.ec.is_some()) {
+            return; // chunks are rebuilt from the others, not copied (EC recovery)
+        }
         let damaged: Vec<ObjectId> = self
             .store
             .damaged_objects()
