@@ -5,7 +5,8 @@
 //! parity chunks) and decode (the worst case: m data chunks lost, rebuilt from the others)
 //! with each candidate: our codec (osd/src/ec) with its scalar, SSSE3 and AVX2 kernels,
 //! `reed-solomon-erasure`'s GF(2^8) slice helpers, and ISA-L. Throughput is the stripe's
-//! data (k x chunk bytes) per second of one thread, best of `--repeats` timed loops.
+//! data (k x chunk bytes) per second of one thread, best of `--repeats` timed loops taken
+//! in turns across the candidates.
 //! Every candidate's parity and rebuilt chunks are compared with ours before timing.
 
 #[path = "bench_ec/candidates.rs"]
@@ -29,10 +30,10 @@ struct Args {
     #[arg(long, default_value = "bench/results/ec")]
     results: PathBuf,
     /// Seconds per timed loop.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.2)]
     seconds: f64,
     /// Timed loops per measurement (the best counts: the machine is shared).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeats: usize,
 }
 
@@ -160,15 +161,16 @@ fn measure_code(
         Err(why) => skipped.push(("isa-l".to_string(), why)),
     }
 
-    let mut out = Vec::new();
     let stripe_refs: Vec<&[u8]> = stripe.iter().map(|c| c.as_slice()).collect();
     let data_refs = &stripe_refs[..k];
-    let bytes = (k * chunk) as f64;
+    let mut parity = vec![vec![0xeeu8; chunk]; m];
+    let mut parity_refs: Vec<&mut [u8]> = parity.iter_mut().map(|p| p.as_mut_slice()).collect();
+    let mut rebuilt = vec![vec![0xeeu8; chunk]; lost.len()];
+    let mut rebuilt_refs: Vec<&mut [u8]> = rebuilt.iter_mut().map(|p| p.as_mut_slice()).collect();
+    // Correctness first: the same parity and the same rebuilt chunks as ours.
     for candidate in &mut candidates {
         let name = candidate.name();
-        // Correctness first: the same parity and the same rebuilt chunks as ours.
-        let mut parity = vec![vec![0xeeu8; chunk]; m];
-        let mut parity_refs: Vec<&mut [u8]> = parity.iter_mut().map(|p| p.as_mut_slice()).collect();
+        parity_refs.iter_mut().for_each(|p| p.fill(0xee));
         candidate.encode(data_refs, &mut parity_refs);
         if parity_refs
             .iter()
@@ -177,9 +179,7 @@ fn measure_code(
         {
             return Err(format!("{name} {}: parity differs from ours", code.name));
         }
-        let mut rebuilt = vec![vec![0xeeu8; chunk]; lost.len()];
-        let mut rebuilt_refs: Vec<&mut [u8]> =
-            rebuilt.iter_mut().map(|p| p.as_mut_slice()).collect();
+        rebuilt_refs.iter_mut().for_each(|p| p.fill(0xee));
         candidate.decode(&stripe_refs, &mut rebuilt_refs);
         if lost
             .iter()
@@ -188,21 +188,32 @@ fn measure_code(
         {
             return Err(format!("{name} {}: rebuilt chunks differ", code.name));
         }
+    }
 
-        let encode = best_rate(args, bytes, || {
-            candidate.encode(data_refs, &mut parity_refs);
-            std::hint::black_box(&mut parity_refs);
-        });
-        let decode = best_rate(args, bytes, || {
-            candidate.decode(&stripe_refs, &mut rebuilt_refs);
-            std::hint::black_box(&mut rebuilt_refs);
-        });
+    // Repeats go round all candidates, so a burst of load from other processes on the
+    // shared machine costs each candidate one loop rather than all of one candidate's.
+    let bytes = (k * chunk) as f64;
+    let mut best = vec![(0.0f64, 0.0f64); candidates.len()];
+    for _ in 0..args.repeats {
+        for (candidate, (encode, decode)) in candidates.iter_mut().zip(&mut best) {
+            *encode = encode.max(rate(args, bytes, || {
+                candidate.encode(data_refs, &mut parity_refs);
+                std::hint::black_box(&mut parity_refs);
+            }));
+            *decode = decode.max(rate(args, bytes, || {
+                candidate.decode(&stripe_refs, &mut rebuilt_refs);
+                std::hint::black_box(&mut rebuilt_refs);
+            }));
+        }
+    }
+    let mut out = Vec::new();
+    for (candidate, (encode, decode)) in candidates.iter().zip(best) {
         for (op, gb_s) in [("encode", encode), ("decode", decode)] {
             out.push(Measurement {
                 code: code.name,
                 op,
                 chunk,
-                implementation: name.clone(),
+                implementation: candidate.name(),
                 gb_s,
             });
         }
@@ -210,25 +221,20 @@ fn measure_code(
     Ok((out, skipped))
 }
 
-/// GB/s (10^9 bytes) of `bytes_per_call`, the best of `args.repeats` loops of
-/// `args.seconds` each, after one warm-up call.
-fn best_rate(args: &Args, bytes_per_call: f64, mut call: impl FnMut()) -> f64 {
+/// GB/s (10^9 bytes) of `bytes_per_call` over one loop of `args.seconds`, after one
+/// warm-up call.
+fn rate(args: &Args, bytes_per_call: f64, mut call: impl FnMut()) -> f64 {
     call();
-    let mut best = 0.0f64;
-    for _ in 0..args.repeats {
-        let start = Instant::now();
-        let mut calls = 0u64;
-        loop {
-            call();
-            calls += 1;
-            let elapsed = start.elapsed().as_secs_f64();
-            if elapsed >= args.seconds {
-                best = best.max(calls as f64 * bytes_per_call / elapsed / 1e9);
-                break;
-            }
+    let start = Instant::now();
+    let mut calls = 0u64;
+    loop {
+        call();
+        calls += 1;
+        let elapsed = start.elapsed().as_secs_f64();
+        if elapsed >= args.seconds {
+            return calls as f64 * bytes_per_call / elapsed / 1e9;
         }
     }
-    best
 }
 
 /// Keeps the thread on one CPU so a migration does not split a timed loop.
@@ -255,7 +261,7 @@ fn implementations(measurements: &[Measurement]) -> Vec<String> {
     names
 }
 
-fn rate(measurements: &[Measurement], code: &str, op: &str, chunk: usize, name: &str) -> f64 {
+fn cell(measurements: &[Measurement], code: &str, op: &str, chunk: usize, name: &str) -> f64 {
     measurements
         .iter()
         .find(|x| x.code == code && x.op == op && x.chunk == chunk && x.implementation == name)
@@ -286,7 +292,7 @@ fn markdown(args: &Args, measurements: &[Measurement], skipped: &[(String, Strin
         ),
         "GB/s = 10^9 bytes of stripe data (k x chunk) per second; encode = all m parity chunks; decode = m data chunks lost, rebuilt from the other k chunks".to_string(),
         format!(
-            "best of {} loops of {} s per cell{}",
+            "best of {} loops of {} s per cell, taken in turns across the implementations{}",
             args.repeats,
             args.seconds,
             if args.short { " (--short: smoke test, numbers are noise)" } else { "" }
@@ -317,7 +323,7 @@ fn markdown(args: &Args, measurements: &[Measurement], skipped: &[(String, Strin
                 for name in &names {
                     out.push_str(&format!(
                         " {:.2} |",
-                        rate(measurements, code.name, op, chunk, name)
+                        cell(measurements, code.name, op, chunk, name)
                     ));
                 }
                 out.push('\n');
@@ -381,7 +387,7 @@ fn publish(
         .map(|name| {
             let values = groups
                 .iter()
-                .map(|(code, op)| rate(measurements, code, op, chunk, &name))
+                .map(|(code, op)| cell(measurements, code, op, chunk, &name))
                 .collect();
             (name, values)
         })

@@ -273,6 +273,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ErasureCode>();
+    }
+
+    #[test]
     fn shape_limits() {
         let rs = Scheme::ReedSolomon;
         assert!(ErasureCode::new(rs, 0, 1).is_err());

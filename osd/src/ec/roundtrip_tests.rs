@@ -100,6 +100,34 @@ fn reed_solomon_with_one_parity_chunk_is_xor() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
+    /// A partial write encodes one byte range of every chunk: its parity is that range of
+    /// the whole stripe's parity, at any offset and length.
+    #[test]
+    fn a_byte_range_encodes_to_the_same_range_of_parity(
+        k in 1usize..=8,
+        m in 1usize..=4,
+        start in 0usize..200,
+        range_len in 0usize..300,
+        seed in any::<u64>(),
+    ) {
+        let len = start + range_len + 17;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let data: Vec<Vec<u8>> = (0..k).map(|_| (0..len).map(|_| rng.gen()).collect()).collect();
+        let code = ErasureCode::new(Scheme::ReedSolomon, k, m).unwrap();
+        let mut whole = vec![vec![0u8; len]; m];
+        let mut whole_refs: Vec<&mut [u8]> = whole.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+        code.encode(&refs, &mut whole_refs);
+        let range = start..start + range_len;
+        let mut part = vec![vec![0u8; range_len]; m];
+        let mut part_refs: Vec<&mut [u8]> = part.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let range_refs: Vec<&[u8]> = data.iter().map(|d| &d[range.clone()]).collect();
+        code.encode(&range_refs, &mut part_refs);
+        for (part, whole) in part.iter().zip(&whole) {
+            prop_assert_eq!(&part[..], &whole[range.clone()]);
+        }
+    }
+
     /// Random shapes up to 8+4, lengths (incl. 0 and odd ones), kernels and data.
     #[test]
     fn every_erasure_pattern_round_trips(
