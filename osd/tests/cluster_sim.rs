@@ -1906,8 +1906,8 @@ fn recovery_copies_from_another_holder_when_the_source_copy_is_damaged() {
 /// primary dies in the middle of a round of writes (its chunk writes reach some OSDs and
 /// not others) and comes back: peering rolls back the stripes that did not reach every
 /// chunk and stabilizes those that did, and every sector reads an allowed value (the
-/// acknowledged one, or an unacknowledged newer one); a member down makes its PGs wait
-/// (EC needs every chunk OSD in this step) and serve again when it is back.
+/// acknowledged one, or an unacknowledged newer one); with a member down the PGs serve
+/// degraded, and still do once it is back with stale chunks (left out until rebuilt).
 #[test]
 fn ec_pool_serves_and_settles_half_written_stripes() {
     for seed in 0..6 {
@@ -1961,5 +1961,18 @@ fn ec_pool_serves_and_settles_half_written_stripes() {
         sim.verify("after a primary died mid-write");
         write_all(&mut sim);
         sim.verify("EC after more writes");
+        // One member down: its PGs serve degraded (reads rebuild its data chunks, writes
+        // skip it), and keep serving without it once it is back with stale chunks.
+        let down = 1 + seed % 3;
+        sim.kill(down);
+        sim.settle("an EC member down");
+        sim.verify("EC degraded");
+        write_all(&mut sim);
+        sim.verify("EC degraded, after writes");
+        sim.start(down);
+        sim.settle("the EC member is back");
+        sim.verify("EC with a stale member back");
+        write_all(&mut sim);
+        sim.verify("EC with a stale member back, after writes");
     }
 }

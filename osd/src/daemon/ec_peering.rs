@@ -3,15 +3,18 @@
 //! every chunk, stabilize one that did, complete a delete), then activate as a replicated
 //! PG does (history first).
 //!
-//! This step serves an EC PG only when every chunk OSD of its set, and every other OSD
-//! peering should hear from, is listed, and no chunk needs rebuilding; otherwise the PG is
-//! `incomplete` (never wrong data, but no I/O) until they are. Rebuilding chunks (EC
-//! recovery and rebalance) is the next step.
+//! Activation ([`history::decide_ec_activation`]): `k` reachable members of every set the
+//! history records, and `max(pg_minsize, k)` of the PG's own set holding every committed
+//! chunk; a member that lacks some chunk (it was down while stripes were written) is left
+//! out of the live set, so the PG serves degraded (reads rebuild the missing data chunks,
+//! writes skip the absent ones). Rebuilding the lacking chunks onto their members (EC
+//! recovery and rebalance) is not built yet: such a PG stays degraded, and is `incomplete`
+//! (never wrong data, but no I/O) when too few members hold everything.
 
 use super::ec_decide::{decide_stripe, HeldChunk};
 use super::ec_layout::EcLayout;
 use super::ec_primary::EcInfo;
-use super::history::Blocker;
+use super::history::{self, Blocker};
 use super::{Osd, Waiter};
 use crate::blockstore::{Disk, Op, OpError, OpOutput};
 use crate::cluster::PgKey;
@@ -77,20 +80,27 @@ impl<D: Disk> Osd<D> {
         };
         let n = info.layout.chunks() as usize;
         let k = info.layout.k as usize;
-        let unlisted: Vec<u64> = pg
-            .wanted
-            .iter()
-            .copied()
-            .filter(|osd| !peering.listed.contains(osd))
-            .collect();
-        if pg.osd_set.len() != n || pg.osd_set.contains(&0) || !unlisted.is_empty() {
-            let reason = format!(
-                "an EC PG is served only with every chunk OSD and every earlier holder listed; missing {unlisted:?}"
-            );
-            return self.mark_incomplete(key, &Blocker::Ec(reason));
-        }
+        let base_history = peering.based_on.clone().unwrap_or_default();
+        let live = match history::decide_ec_activation(
+            &pg.osd_set,
+            &base_history,
+            &peering.listed,
+            me,
+            pg.pg_minsize,
+            info.layout.k,
+        ) {
+            Ok(live) if pg.osd_set.len() == n => live,
+            Ok(_) => {
+                let reason = format!("the PG's set has {} slots, its pool {n}", pg.osd_set.len());
+                return self.mark_incomplete(key, &Blocker::Ec(reason));
+            }
+            Err(blocker) => return self.mark_incomplete(key, &blocker),
+        };
         let mut settle: BTreeMap<u64, Settle> = BTreeMap::new();
-        let (mut rebuild, mut lost) = (0usize, 0usize);
+        // Live slots whose OSD lacks the committed chunk of some stripe: left out of the
+        // live set until their chunks are rebuilt.
+        let mut lacking: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut lost = 0usize;
         for (stripe, held) in &peering.ec_held {
             let decision = decide_stripe(held, k, n);
             if decision.lost {
@@ -122,32 +132,53 @@ impl<D: Disk> Osd<D> {
             let Some(committed) = decision.committed else {
                 continue;
             };
-            for (slot, &osd) in pg.osd_set.iter().enumerate() {
+            for (slot, &osd) in live.iter().enumerate() {
                 let slot = slot as u32;
                 let has = decision
                     .holders
                     .get(&slot)
                     .is_some_and(|osds| osds.contains(&osd));
-                if has {
+                if osd == 0 || has {
                     continue;
                 }
                 if committed.deleted {
                     let tombstone = item(slot, committed.version);
                     settle.entry(osd).or_default().tombstones.push(tombstone);
                 } else {
-                    rebuild += 1;
+                    *lacking.entry(slot).or_default() += 1;
                 }
             }
         }
-        if rebuild > 0 || lost > 0 {
+        let live: Vec<u64> = live
+            .iter()
+            .enumerate()
+            .map(|(slot, &osd)| {
+                if lacking.contains_key(&(slot as u32)) {
+                    0
+                } else {
+                    osd
+                }
+            })
+            .collect();
+        let count = live.iter().filter(|&&osd| osd != 0).count();
+        if lost > 0 || count < (pg.pg_minsize as usize).max(k) || !live.contains(&me) {
             let reason = format!(
-                "{rebuild} EC chunks need rebuilding and {lost} stripes are lost; EC recovery is not built yet"
+                "{lost} stripes lost; {count} chunk OSDs hold everything (slots lacking chunks: {lacking:?}); chunk rebuild is not built yet"
             );
             return self.mark_incomplete(key, &Blocker::Ec(reason));
         }
-        pg.live = pg.osd_set.clone();
-        pg.live_slots = pg.osd_set.clone();
-        pg.degraded = false;
+        if !lacking.is_empty() {
+            tracing::warn!(
+                pool = key.0,
+                pg = key.1,
+                ?lacking,
+                "EC slots lack chunks; serving without them until rebuilt"
+            );
+        }
+        pg.live = live.iter().copied().filter(|&osd| osd != 0).collect();
+        pg.degraded = pg.live.len() < n;
+        pg.has_degraded = pg.degraded;
+        pg.live_slots = live;
         let (gen, epoch) = (pg.generation, peering.fence);
         let mut pending = 0;
         for (osd, work) in settle {

@@ -12,16 +12,20 @@
 //! reach every chunk and stabilizes one that did (`ec_decide.rs`), so no explicit
 //! SEC_ROLLBACK is needed here.
 //!
-//! Known limits of this step: the PG serves only with every chunk OSD live (peering says
-//! `incomplete` otherwise), so reads never need to reconstruct; a chunk whose checksums
-//! fail fails the read (-EPIPE, then -EDOM is logged) instead of being rebuilt from the
-//! others; scrub and read repair skip EC PGs.
+//! Degraded (a chunk OSD absent from the live set): a read that needs an absent data
+//! chunk reads the same in-chunk range of `k` live chunks and rebuilds it; a write that
+//! needs old bytes of an absent data chunk rebuilds them the same way; writes go to the
+//! live chunk OSDs only.
+//!
+//! Known limits of this step: a chunk whose checksums fail fails the op (-EPIPE; the PG
+//! peers again) instead of being rebuilt from the others; scrub and read repair skip EC
+//! PGs.
 
 use super::ec_layout::{ChunkPart, EcLayout};
 use super::primary::ClientKind;
 use super::{Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
-use crate::ec::ErasureCode;
+use crate::ec::{Chunk, ErasureCode};
 use vitastor_proto::errno;
 use vitastor_proto::wire::request::{SecDelete, SecRw};
 use vitastor_proto::wire::{Reply, ReplyBody, RequestBody};
@@ -40,6 +44,8 @@ pub(super) struct EcInfo {
 enum Phase {
     /// Reading the client's range.
     Read,
+    /// Reading a range of k live chunks to rebuild the client's range from.
+    ReadDegraded,
     /// Reading old bytes of the write's range.
     ReadOld,
     /// Phase 1: unstable chunk writes (or the tombstones of a delete).
@@ -60,9 +66,11 @@ pub(super) struct EcOp {
     /// Read: the stripe's bitmap.
     bitmap: Vec<u8>,
     parts: Vec<ChunkPart>,
-    /// In-chunk range every chunk is written over.
+    /// In-chunk range every chunk is written over (or read, degraded).
     range: (u32, u32),
     version: u64,
+    /// Chunks read to rebuild absent ones from (empty: nothing to rebuild).
+    sources: Vec<u32>,
 }
 
 /// The object of chunk `chunk` of stripe `oid`.
@@ -74,19 +82,56 @@ fn chunk_oid(oid: ObjectId, chunk: u32) -> ObjectId {
 }
 
 impl<D: Disk> Osd<D> {
-    /// The chunk OSDs of op `key`'s PG (slot order) and the PG's epoch and EC info, if
-    /// the PG is active and every chunk OSD is live.
+    /// The live chunk OSDs of op `key`'s PG in slot order (0 for absent ones), its epoch
+    /// and EC info, if the PG is active with at least `k` of them.
     fn ec_members(&self, key: u64) -> Option<(Vec<u64>, u64, std::sync::Arc<EcInfo>)> {
         let op = self.client_ops.get(&key)?;
         let pg = self.pgs.get(&op.pg?)?;
         let info = pg.ec.clone()?;
-        let all_live = pg.base == super::PgBase::Active
-            && pg.osd_set.len() == info.layout.chunks() as usize
-            && pg
-                .osd_set
-                .iter()
-                .all(|osd| *osd != 0 && pg.live.contains(osd));
-        all_live.then(|| (pg.osd_set.clone(), pg.epoch, info))
+        let live = pg.live_slots.iter().filter(|&&osd| osd != 0).count();
+        let serving = pg.base == super::PgBase::Active
+            && pg.live_slots.len() == info.layout.chunks() as usize
+            && live >= info.layout.k as usize;
+        serving.then(|| (pg.live_slots.clone(), pg.epoch, info))
+    }
+
+    /// Reads `[start, end)` of the first `k` live chunks of op `key`, to rebuild absent
+    /// data chunks from.
+    fn ec_read_sources(&mut self, key: u64, members: &[u64], k: u32, (start, end): (u32, u32)) {
+        let sources: Vec<u32> = (0..members.len() as u32)
+            .filter(|&chunk| members[chunk as usize] != 0)
+            .take(k as usize)
+            .collect();
+        let state = self.ec_ops.get_mut(&key).expect("invariant: a live EC op");
+        state.sources = sources.clone();
+        state.pending = sources.len();
+        for chunk in sources {
+            let osd = members[chunk as usize];
+            self.ec_read_chunk(key, osd, chunk, start, end - start);
+        }
+    }
+
+    /// Rebuilds the data chunks of `state` that were not read from the ones that were.
+    fn ec_rebuild_data(info: &EcInfo, state: &mut EcOp) -> Result<(), i32> {
+        let k = info.layout.k as usize;
+        let mut chunks: Vec<Chunk<'_>> = state
+            .bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(chunk, buf)| {
+                if state.sources.contains(&(chunk as u32)) {
+                    Chunk::Present(buf.as_slice())
+                } else if chunk < k {
+                    Chunk::Rebuild(buf.as_mut_slice())
+                } else {
+                    Chunk::Absent
+                }
+            })
+            .collect();
+        info.code.reconstruct(&mut chunks).map_err(|error| {
+            tracing::error!("EC rebuild of a range failed: {error}");
+            errno::EIO
+        })
     }
 
     /// Sends the read of `[offset, offset + len)` of chunk `chunk` to `osd` (or the local
@@ -126,19 +171,31 @@ impl<D: Disk> Osd<D> {
             return self.fail_client_op(key, errno::EPIPE);
         };
         let op = &self.client_ops[&key];
-        let parts = info.layout.parts(op.offset, op.len);
+        let (offset, len) = (op.offset, op.len);
+        let parts = info.layout.parts(offset, len);
         let granularity = self.store.bitmap_granularity();
         let bitmap_bytes = (info.layout.stripe_size() / u64::from(granularity)).div_ceil(8);
-        let state = EcOp {
+        let mut state = EcOp {
             phase: Phase::Read,
             pending: parts.len(),
             failed: None,
-            bufs: vec![vec![0; op.len as usize]],
+            bufs: vec![vec![0; len as usize]],
             bitmap: vec![0; bitmap_bytes as usize],
             parts: parts.clone(),
             range: (0, 0),
             version: 0,
+            sources: Vec::new(),
         };
+        if parts.iter().any(|part| members[part.chunk as usize] == 0) {
+            // A data chunk's OSD is absent: read the same range of k live chunks and
+            // rebuild what is missing.
+            let (start, end) = info.layout.write_range(offset, len);
+            state.phase = Phase::ReadDegraded;
+            state.range = (start, end);
+            state.bufs = vec![vec![0; (end - start) as usize]; info.layout.chunks() as usize];
+            self.ec_ops.insert(key, state);
+            return self.ec_read_sources(key, &members, info.layout.k, (start, end));
+        }
         self.ec_ops.insert(key, state);
         for part in parts {
             let osd = members[part.chunk as usize];
@@ -174,6 +231,7 @@ impl<D: Disk> Osd<D> {
             parts: Vec::new(),
             range: (0, 0),
             version,
+            sources: Vec::new(),
         };
         if is_delete {
             state.phase = Phase::Write;
@@ -196,7 +254,13 @@ impl<D: Disk> Osd<D> {
             })
             .collect();
         state.pending = old.len();
+        let degraded = old.iter().any(|&chunk| members[chunk as usize] == 0);
         self.ec_ops.insert(key, state);
+        if degraded {
+            // Old bytes of an absent data chunk: rebuild every data chunk's range from k
+            // live chunks.
+            return self.ec_read_sources(key, &members, k, (start, end));
+        }
         if old.is_empty() {
             return self.ec_encode_and_write(key);
         }
@@ -217,6 +281,12 @@ impl<D: Disk> Osd<D> {
         let ClientKind::Write { data } = &op.kind else {
             unreachable!("invariant: only writes read old bytes")
         };
+        let state = self.ec_ops.get_mut(&key).expect("invariant: a live EC op");
+        if !state.sources.is_empty() {
+            if let Err(code) = Self::ec_rebuild_data(&info, state) {
+                return self.ec_fail(key, code);
+            }
+        }
         let state = self.ec_ops.get_mut(&key).expect("invariant: a live EC op");
         let start = state.range.0;
         for part in &state.parts {
@@ -247,9 +317,12 @@ impl<D: Disk> Osd<D> {
         let (pg, oid) = (op.pg.expect("invariant: EC ops have a PG"), op.oid);
         let is_delete = matches!(op.kind, ClientKind::Delete);
         let state = self.ec_ops.get_mut(&key).expect("invariant: a live EC op");
-        state.pending = members.len();
+        state.pending = members.iter().filter(|&&osd| osd != 0).count();
         let (phase, version, (start, end)) = (state.phase, state.version, state.range);
         for (chunk, &osd) in members.iter().enumerate() {
+            if osd == 0 {
+                continue; // absent: its chunk is rebuilt later
+            }
             let chunk = chunk as u32;
             let oid = chunk_oid(oid, chunk);
             let waiter = Waiter::Ec {
@@ -396,7 +469,7 @@ impl<D: Disk> Osd<D> {
                         state.version = state.version.max(version);
                     }
                 }
-                Phase::ReadOld => {
+                Phase::ReadOld | Phase::ReadDegraded => {
                     let width = (state.range.1 - state.range.0) as usize;
                     if data.len() != width {
                         state.failed.get_or_insert(errno::EIO);
@@ -426,6 +499,7 @@ impl<D: Disk> Osd<D> {
                 self.finish_client_op(key);
             }
             Phase::ReadOld => self.ec_encode_and_write(key),
+            Phase::ReadDegraded => self.ec_finish_degraded_read(key),
             Phase::Write if !self.ec_is_delete(key) => {
                 self.ec_ops
                     .get_mut(&key)
@@ -441,6 +515,32 @@ impl<D: Disk> Osd<D> {
                 self.finish_client_op(key);
             }
         }
+    }
+
+    /// The k chunks of a degraded read are in: rebuild the absent data chunks and
+    /// answer with the client's range.
+    fn ec_finish_degraded_read(&mut self, key: u64) {
+        let Some((_, _, info)) = self.ec_members(key) else {
+            return self.ec_fail(key, errno::EPIPE);
+        };
+        let mut state = self.ec_ops.remove(&key).expect("invariant: a live EC op");
+        if let Err(code) = Self::ec_rebuild_data(&info, &mut state) {
+            self.ec_ops.insert(key, state);
+            return self.ec_fail(key, code);
+        }
+        let op = self.client_ops.get_mut(&key).expect("invariant: a live op");
+        let mut out = vec![0; op.len as usize];
+        let start = state.range.0;
+        for part in &state.parts {
+            let from = (part.offset - start) as usize;
+            let at = part.buf_offset as usize;
+            out[at..at + part.len as usize]
+                .copy_from_slice(&state.bufs[part.chunk as usize][from..from + part.len as usize]);
+        }
+        op.version = state.version;
+        op.read = Some((state.bitmap, AlignedBuf::from_slice(&out)));
+        op.pending = 0;
+        self.finish_client_op(key);
     }
 
     fn ec_is_delete(&self, key: u64) -> bool {

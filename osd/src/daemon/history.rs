@@ -126,6 +126,40 @@ pub fn decide_activation(
     Ok(live)
 }
 
+/// [`decide_activation`] for an EC/XOR PG with `k` data chunks: an acknowledged write is
+/// on every live member of the set that took it, and `k` of its chunks rebuild it, so
+/// each recorded set needs `k` reachable members (all of them if it has fewer), and the
+/// PG needs `max(pg_minsize, k)` reachable members of its own set.
+pub fn decide_ec_activation(
+    osd_set: &[u64],
+    history: &PgHistory,
+    reachable: &BTreeSet<u64>,
+    me: u64,
+    pg_minsize: u32,
+    k: u32,
+) -> Result<Vec<u64>, Blocker> {
+    if !osd_set.contains(&me) {
+        return Err(Blocker::PrimaryNotMember);
+    }
+    for set in sets_to_check(osd_set, history) {
+        let members = set.iter().filter(|&&osd| osd != 0).count();
+        let found = set
+            .iter()
+            .filter(|&&osd| osd != 0 && reachable.contains(&osd))
+            .count();
+        if found < members.min(k as usize) {
+            return Err(Blocker::SetUnreachable(set));
+        }
+    }
+    decide_activation(
+        osd_set,
+        &PgHistory::default(),
+        reachable,
+        me,
+        pg_minsize.max(k),
+    )
+}
+
 /// The history to record before a PG activated on `live` (after recovery) accepts writes.
 pub fn activated_history(
     old: &PgHistory,
@@ -183,6 +217,21 @@ mod tests {
 
     fn up(osds: &[u64]) -> BTreeSet<u64> {
         osds.iter().copied().collect()
+    }
+
+    #[test]
+    fn ec_sets_need_k_members_each() {
+        let h = PgHistory {
+            osd_sets: vec![vec![1, 2, 3]],
+            ..PgHistory::default()
+        };
+        let up = |osds: &[u64]| osds.iter().copied().collect::<BTreeSet<u64>>();
+        assert_eq!(
+            decide_ec_activation(&[1, 2, 3], &h, &up(&[1, 3]), 1, 2, 2),
+            Ok(vec![1, 0, 3])
+        );
+        assert!(decide_ec_activation(&[1, 4, 5], &h, &up(&[1, 4, 5]), 1, 2, 2).is_err());
+        assert!(decide_ec_activation(&[1, 2, 3], &h, &up(&[1]), 1, 1, 2).is_err());
     }
 
     #[test]
