@@ -1907,7 +1907,8 @@ fn recovery_copies_from_another_holder_when_the_source_copy_is_damaged() {
 /// not others) and comes back: peering rolls back the stripes that did not reach every
 /// chunk and stabilizes those that did, and every sector reads an allowed value (the
 /// acknowledged one, or an unacknowledged newer one); with a member down the PGs serve
-/// degraded, and still do once it is back with stale chunks (left out until rebuilt).
+/// degraded; once it is back its stale chunks are rebuilt from the others, so the PGs
+/// serve without another member afterwards.
 #[test]
 fn ec_pool_serves_and_settles_half_written_stripes() {
     for seed in 0..6 {
@@ -1970,9 +1971,14 @@ fn ec_pool_serves_and_settles_half_written_stripes() {
         write_all(&mut sim);
         sim.verify("EC degraded, after writes");
         sim.start(down);
-        sim.settle("the EC member is back");
-        sim.verify("EC with a stale member back");
+        sim.settle("the EC member is back and rebuilt");
+        sim.verify("EC with the member back");
         write_all(&mut sim);
-        sim.verify("EC with a stale member back, after writes");
+        sim.verify("EC with the member back, after writes");
+        // Its chunks were rebuilt: any other member can go now.
+        let other = 1 + (down % 3);
+        sim.kill(other);
+        sim.settle("another EC member down");
+        sim.verify("EC served by the rebuilt member and one more");
     }
 }

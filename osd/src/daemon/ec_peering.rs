@@ -4,17 +4,17 @@
 //! PG does (history first).
 //!
 //! Activation ([`history::decide_ec_activation`]): `k` reachable members of every set the
-//! history records, and `max(pg_minsize, k)` of the PG's own set holding every committed
-//! chunk; a member that lacks some chunk (it was down while stripes were written) is left
-//! out of the live set, so the PG serves degraded (reads rebuild the missing data chunks,
-//! writes skip the absent ones). Rebuilding the lacking chunks onto their members (EC
-//! recovery and rebalance) is not built yet: such a PG stays degraded, and is `incomplete`
-//! (never wrong data, but no I/O) when too few members hold everything.
+//! history records, and `max(pg_minsize, k)` reachable members of the PG's own set.
+//! Members that lack chunks get them rebuilt in the background (`ec_rebuild.rs`; ops on
+//! such a stripe wait for its rebuild); absent members are served around (reads rebuild
+//! their data chunks, writes skip them).
 
 use super::ec_decide::{decide_stripe, HeldChunk};
 use super::ec_layout::EcLayout;
 use super::ec_primary::EcInfo;
 use super::history::{self, Blocker};
+use super::peering::Listed;
+use super::recovery::{CopyKind, RecoveryItem};
 use super::{Osd, Waiter};
 use crate::blockstore::{Disk, Op, OpError, OpOutput};
 use crate::cluster::PgKey;
@@ -97,10 +97,9 @@ impl<D: Disk> Osd<D> {
             Err(blocker) => return self.mark_incomplete(key, &blocker),
         };
         let mut settle: BTreeMap<u64, Settle> = BTreeMap::new();
-        // Live slots whose OSD lacks the committed chunk of some stripe: left out of the
-        // live set until their chunks are rebuilt.
-        let mut lacking: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut plan = BTreeMap::new();
         let mut lost = 0usize;
+        let mut misplaced = false;
         for (stripe, held) in &peering.ec_held {
             let decision = decide_stripe(held, k, n);
             if decision.lost {
@@ -132,6 +131,10 @@ impl<D: Disk> Osd<D> {
             let Some(committed) = decision.committed else {
                 continue;
             };
+            if held.iter().any(|h| !pg.osd_set.contains(&h.osd)) {
+                misplaced = true;
+            }
+            let mut targets = Vec::new();
             for (slot, &osd) in live.iter().enumerate() {
                 let slot = slot as u32;
                 let has = decision
@@ -145,40 +148,53 @@ impl<D: Disk> Osd<D> {
                     let tombstone = item(slot, committed.version);
                     settle.entry(osd).or_default().tombstones.push(tombstone);
                 } else {
-                    *lacking.entry(slot).or_default() += 1;
+                    targets.push(osd);
                 }
             }
+            if targets.is_empty() {
+                continue;
+            }
+            // Sources: a holder of each chunk at the committed version, the chunk's own
+            // member first.
+            let mut sources: Vec<(u32, u64)> = Vec::new();
+            for (&chunk, osds) in &decision.holders {
+                let own = pg.osd_set.get(chunk as usize).copied();
+                let mut osds = osds.clone();
+                osds.sort_by_key(|&osd| Some(osd) != own);
+                sources.extend(osds.into_iter().map(|osd| (chunk, osd)));
+            }
+            let kind = if decision.holders.len() == n {
+                CopyKind::Misplaced
+            } else {
+                CopyKind::Degraded
+            };
+            let newest = Listed {
+                version: committed.version,
+                deleted: false,
+            };
+            let mut recovery = RecoveryItem::new(newest, 0, targets, kind, true);
+            recovery.ec_sources = sources;
+            plan.insert(*stripe, recovery);
         }
-        let live: Vec<u64> = live
-            .iter()
-            .enumerate()
-            .map(|(slot, &osd)| {
-                if lacking.contains_key(&(slot as u32)) {
-                    0
-                } else {
-                    osd
-                }
-            })
-            .collect();
         let count = live.iter().filter(|&&osd| osd != 0).count();
-        if lost > 0 || count < (pg.pg_minsize as usize).max(k) || !live.contains(&me) {
-            let reason = format!(
-                "{lost} stripes lost; {count} chunk OSDs hold everything (slots lacking chunks: {lacking:?}); chunk rebuild is not built yet"
-            );
+        if lost > 0 {
+            let reason =
+                format!("{lost} EC stripes are lost (a stable version on fewer than k chunks)");
             return self.mark_incomplete(key, &Blocker::Ec(reason));
         }
-        if !lacking.is_empty() {
-            tracing::warn!(
+        if !plan.is_empty() {
+            tracing::info!(
                 pool = key.0,
                 pg = key.1,
-                ?lacking,
-                "EC slots lack chunks; serving without them until rebuilt"
+                stripes = plan.len(),
+                "EC stripes to rebuild in the background once active"
             );
         }
         pg.live = live.iter().copied().filter(|&osd| osd != 0).collect();
-        pg.degraded = pg.live.len() < n;
-        pg.has_degraded = pg.degraded;
+        pg.degraded = count < n;
         pg.live_slots = live;
+        peering.plan = plan;
+        peering.misplaced_copies = misplaced;
         let (gen, epoch) = (pg.generation, peering.fence);
         let mut pending = 0;
         for (osd, work) in settle {

@@ -21,6 +21,7 @@ mod ec_decide;
 mod ec_layout;
 mod ec_peering;
 mod ec_primary;
+mod ec_rebuild;
 mod fix;
 mod history;
 mod inbound;
@@ -157,6 +158,13 @@ enum Waiter {
     /// A rollback, stabilize or tombstone of the peering of EC PG `pg` in generation
     /// `gen` (`ec_peering.rs`).
     EcSettle { pg: PgKey, gen: u64 },
+    /// Chunk `chunk` of stripe `oid` read to rebuild it (`ec_rebuild.rs`).
+    EcRebuild {
+        pg: PgKey,
+        gen: u64,
+        oid: vitastor_proto::ObjectId,
+        chunk: u32,
+    },
     /// Part `chunk` of EC client op `op` (`ec_primary.rs`); `sync`: the fsync after it.
     Ec { op: u64, chunk: u32, sync: bool },
     /// One item of a SEC_STABILIZE / SEC_ROLLBACK request (`stabilize.rs`).
@@ -252,6 +260,8 @@ pub struct Osd<D: Disk> {
     deferred_lists: Vec<(ConnId, vitastor_proto::wire::Request)>,
     /// Stripe geometry and codec per EC pool (`ec_peering.rs`).
     ec_codecs: HashMap<u32, std::sync::Arc<ec_primary::EcInfo>>,
+    /// EC stripes being rebuilt (`ec_rebuild.rs`).
+    ec_rebuilds: ec_rebuild::Rebuilds,
     /// EC client ops in progress, by client op key (`ec_primary.rs`).
     ec_ops: HashMap<u64, ec_primary::EcOp>,
     /// SEC_STABILIZE / SEC_ROLLBACK requests in progress, by batch number.
@@ -297,6 +307,7 @@ impl<D: Disk> Osd<D> {
             stabilize_batches: BTreeMap::new(),
             ec_ops: HashMap::new(),
             ec_codecs: HashMap::new(),
+            ec_rebuilds: HashMap::new(),
             next_stabilize_batch: 0,
             recovery_switch_count: 0,
             purges_inflight: 0,
@@ -576,6 +587,12 @@ impl<D: Disk> Osd<D> {
             Waiter::Stabilize { batch } => self.stabilize_item_done(batch, result),
             Waiter::Ec { op, chunk, sync } => self.ec_store_done(op, chunk, sync, result),
             Waiter::EcSettle { pg, gen } => self.ec_settle_local(pg, gen, result),
+            Waiter::EcRebuild {
+                pg,
+                gen,
+                oid,
+                chunk,
+            } => self.ec_rebuild_local((pg, gen, oid, chunk), result),
             Waiter::Client { op, part } => self.client_store_done(op, part, result),
             Waiter::List { .. }
             | Waiter::Cleanup { .. }
@@ -625,6 +642,15 @@ impl<D: Disk> Osd<D> {
             Waiter::Purge => self.purge_done(),
             Waiter::Scrub { pg, gen, oid, osd } => self.scrub_peer_read(
                 (pg, gen, oid, osd),
+                result.map(|reply| (reply, payload.unwrap_or_default())),
+            ),
+            Waiter::EcRebuild {
+                pg,
+                gen,
+                oid,
+                chunk,
+            } => self.ec_rebuild_peer(
+                (pg, gen, oid, chunk),
                 result.map(|reply| (reply, payload.unwrap_or_default())),
             ),
             Waiter::EcSettle { pg, gen } => self.ec_settle_done(

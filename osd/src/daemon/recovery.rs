@@ -73,16 +73,19 @@ pub(super) struct RecoveryItem {
     /// Other holders of the newest version, tried in turn when the source's copy fails
     /// its checksums (-EDOM).
     pub other_sources: Vec<u64>,
+    /// EC stripes: (chunk, OSD) holders of the committed version to rebuild from
+    /// (`ec_rebuild.rs`; `source` is unused).
+    pub ec_sources: Vec<(u32, u64)>,
     pub targets: Vec<u64>,
     pub kind: CopyKind,
     /// A target holds an older live version: copy the whole block, not just the written
     /// span, so none of the old data survives.
     pub whole: bool,
     /// Copies not acknowledged yet.
-    pending: usize,
+    pub(super) pending: usize,
     /// Started for a client op (does not take a `recovery_queue_depth` slot).
     urgent: bool,
-    bytes: u64,
+    pub(super) bytes: u64,
     /// The primary's own copy failed for lack of space (the item goes back to the queue
     /// for it alone once the other targets answered).
     local_full: bool,
@@ -105,6 +108,7 @@ impl RecoveryItem {
             deleted: newest.deleted,
             source,
             other_sources: Vec::new(),
+            ec_sources: Vec::new(),
             targets,
             kind,
             whole,
@@ -334,6 +338,9 @@ impl<D: Disk> Osd<D> {
         if deleted {
             return self.copy_to_targets(key, gen, oid, None);
         }
+        if self.pgs.get(&key).is_some_and(|pg| pg.ec.is_some()) {
+            return self.ec_rebuild_read(key, gen, oid);
+        }
         self.read_recovery_source(key, gen, oid);
     }
 
@@ -506,7 +513,12 @@ impl<D: Disk> Osd<D> {
         self.copy_to_targets(key, gen, oid, Some(span));
     }
 
-    fn running_item(&mut self, key: PgKey, gen: u64, oid: &ObjectId) -> Option<&mut RecoveryItem> {
+    pub(super) fn running_item(
+        &mut self,
+        key: PgKey,
+        gen: u64,
+        oid: &ObjectId,
+    ) -> Option<&mut RecoveryItem> {
         let pg = self.pgs.get_mut(&key)?;
         if pg.generation != gen {
             return None;
@@ -528,7 +540,7 @@ impl<D: Disk> Osd<D> {
         self.retry_peering_later(key, &format!("OSD {osd} is out of space"));
     }
 
-    fn recovery_failed(&mut self, key: PgKey, gen: u64, problem: &str) {
+    pub(super) fn recovery_failed(&mut self, key: PgKey, gen: u64, problem: &str) {
         if self.pgs.get(&key).is_none_or(|pg| pg.generation != gen) {
             return;
         }
@@ -699,6 +711,7 @@ impl<D: Disk> Osd<D> {
     /// ignored (the PG's generation changed).
     pub(super) fn drop_background_work(&mut self, key: PgKey) {
         self.drop_scrub(key);
+        self.ec_rebuilds.retain(|(pg, _), _| *pg != key);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
