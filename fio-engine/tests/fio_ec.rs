@@ -52,7 +52,9 @@ fn fio(cluster: &LocalCluster, image: &str, depth: &str, only_verify: bool) {
 
 /// Every PG of `pool` is active and degraded (a member is down).
 fn degraded(cluster: &LocalCluster, pool: u32) -> bool {
-    let states = cluster.etcd.get_prefix(&format!("/vitastor/pg/state/{pool}/"));
+    let states = cluster
+        .etcd
+        .get_prefix(&format!("/vitastor/pg/state/{pool}/"));
     states.len() == 8
         && states
             .iter()
@@ -87,7 +89,9 @@ fn fio_verifies_on_ec_and_xor_pools_through_failures() {
     }
     // One OSD down: degraded reads rebuild its data chunks; writes go on without it.
     cluster.kill("osd3");
-    wait_for("EC PGs degraded", Duration::from_secs(60), || degraded(&cluster, 1));
+    wait_for("EC PGs degraded", Duration::from_secs(60), || {
+        degraded(&cluster, 1)
+    });
     fio(&cluster, "img1", "16", true);
     fio(&cluster, "img1", "16", false);
     // Back: its stale chunks are rebuilt until every PG is clean.
@@ -97,6 +101,8 @@ fn fio_verifies_on_ec_and_xor_pools_through_failures() {
     });
     // Another one down: the rebuilt chunks serve.
     cluster.kill("osd1");
-    wait_for("EC PGs degraded again", Duration::from_secs(60), || degraded(&cluster, 1));
+    wait_for("EC PGs degraded again", Duration::from_secs(60), || {
+        degraded(&cluster, 1)
+    });
     fio(&cluster, "img1", "16", true);
 }

@@ -18,6 +18,8 @@ pub struct Config {
     pub osds: u64,
     pub osd_size: u64,
     pub pg_size: u32,
+    /// Parity chunks of an EC pool (0: replicated; `pg_size - parity_chunks` data chunks).
+    pub parity_chunks: u32,
     pub pg_count: u32,
     pub immediate_commit: String,
     pub image: String,
@@ -33,6 +35,7 @@ impl Default for Config {
             osds: 3,
             osd_size: 1 << 30,
             pg_size: 2,
+            parity_chunks: 0,
             pg_count: 32,
             immediate_commit: "all".into(),
             image: "testimg".into(),
@@ -191,9 +194,17 @@ impl Cluster {
             "mon",
             Command::new(binary("vitastor-mon")).args(["--etcd_address", &address]),
         )?;
+        let (pg_size, parity) = (cluster.config.pg_size, cluster.config.parity_chunks);
+        let scheme = match parity {
+            0 => r#""scheme":"replicated","pg_minsize":1"#.to_string(),
+            m => format!(
+                r#""scheme":"ec","parity_chunks":{m},"pg_minsize":{}"#,
+                pg_size - m + u32::from(m > 1)
+            ),
+        };
         let pools = format!(
-            r#"{{"1":{{"name":"testpool","scheme":"replicated","pg_size":{},"pg_minsize":1,"pg_count":{},"failure_domain":"osd"}}}}"#,
-            cluster.config.pg_size, cluster.config.pg_count
+            r#"{{"1":{{"name":"testpool",{scheme},"pg_size":{pg_size},"pg_count":{},"failure_domain":"osd"}}}}"#,
+            cluster.config.pg_count
         );
         cluster.etcdctl(&["put", &format!("{prefix}/config/pools"), &pools])?;
         let image = cluster.config.image.clone();

@@ -1962,8 +1962,31 @@ fn ec_pool_serves_and_settles_half_written_stripes() {
         sim.verify("after a primary died mid-write");
         write_all(&mut sim);
         sim.verify("EC after more writes");
+        // Bits flipped at rest in every chunk of one member: reads that meet a bad data
+        // chunk rebuild its range from the other two instead.
+        let rotten = 1 + (seed + 1) % 3;
+        sim.osds.get_mut(&rotten).unwrap().flush_store();
+        let offsets: Vec<u64> = sim.osds[&rotten]
+            .store()
+            .list(0, 0, 0, 0, u64::MAX)
+            .into_iter()
+            .filter_map(|v| sim.osds[&rotten].store().data_offset_of(&v.oid))
+            .collect();
+        assert!(!offsets.is_empty(), "seed {seed}: flushed chunks");
+        sim.kill(rotten);
+        let disk = sim.dead.get_mut(&rotten).unwrap();
+        for offset in offsets {
+            for sector in 0..(BLOCK / SECTOR as u64) {
+                disk.flip_bit(offset + sector * SECTOR as u64 + 7, 2);
+            }
+        }
+        sim.start(rotten);
+        sim.settle("a member with rotten chunks back");
+        sim.verify("EC reads around rotten chunks");
+        write_all(&mut sim);
+        sim.verify("EC after writes over rotten chunks");
         // One member down: its PGs serve degraded (reads rebuild its data chunks, writes
-        // skip it), and keep serving without it once it is back with stale chunks.
+        // skip it); back, its stale chunks are rebuilt from the others.
         let down = 1 + seed % 3;
         sim.kill(down);
         sim.settle("an EC member down");

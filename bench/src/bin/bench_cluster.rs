@@ -27,6 +27,9 @@ struct Args {
     /// 2-second runs on a 256 MiB image (smoke test for CI).
     #[arg(long)]
     short: bool,
+    /// An EC pool of K data and M parity chunks (`2+1`) instead of 2 replicas.
+    #[arg(long)]
+    ec: Option<String>,
 }
 
 struct Test {
@@ -109,12 +112,29 @@ fn run(args: Args) -> Result<(), String> {
             engine.display()
         ));
     }
+    let (pg_size, parity_chunks) = match args.ec.as_deref() {
+        None => (2, 0),
+        Some(spec) => {
+            let parsed = spec
+                .split_once('+')
+                .and_then(|(k, m)| Some((k.parse::<u32>().ok()?, m.parse::<u32>().ok()?)));
+            match parsed {
+                Some((k, m)) if k >= 1 && m >= 1 && k + m <= 3 => (k + m, m),
+                _ => return Err(format!("--ec {spec}: want K+M with K+M <= 3 (3 OSDs)")),
+            }
+        }
+    };
+    let pool = match parity_chunks {
+        0 => "pool of 2 replicas".to_string(),
+        m => format!("EC pool {}+{m}", pg_size - m),
+    };
     let _ = std::fs::remove_dir_all(&args.dir);
     let config = Config {
         dir: args.dir.join("cluster"),
         osds: 3,
         osd_size: if args.short { 1 << 30 } else { 2 << 30 },
-        pg_size: 2,
+        pg_size,
+        parity_chunks,
         pg_count: 32,
         immediate_commit: "all".into(),
         image: "bench".into(),
@@ -208,7 +228,7 @@ fn run(args: Args) -> Result<(), String> {
         .unwrap_or_default();
     let configuration = vec![
         format!("date: {date}"),
-        format!("ours: fio + libfio_vitastor.so -> 3 vitastor-osd on {} files, pool of 2 replicas, 32 PGs, immediate_commit=all (data fsynced before every ack), 128 KiB objects; etcd and vitastor-mon on the same 2-core machine", if args.short { "1 GiB" } else { "2 GiB" }),
+        format!("ours: fio + libfio_vitastor.so -> 3 vitastor-osd on {} files, {pool}, 32 PGs, immediate_commit=all (data fsynced before every ack), 128 KiB objects (chunks); etcd and vitastor-mon on the same 2-core machine", if args.short { "1 GiB" } else { "2 GiB" }),
         format!("raw: {}, ioengine=io_uring, direct=1, a {} MiB file on the same filesystem; T1Q1 write with fdatasync after every write", fio::fio_version().unwrap_or_default(), image_size >> 20),
         format!("{seconds} s per test and side, image prefilled; a verified randwrite (crc32c, QD16, 32 MiB) passed"),
     ];

@@ -32,6 +32,9 @@ enum Command {
         osd_size: String,
         #[arg(long, default_value_t = 2)]
         pg_size: u32,
+        /// Parity chunks: an EC pool of `pg_size - parity_chunks` data chunks (0: replicated).
+        #[arg(long, default_value_t = 0)]
+        parity_chunks: u32,
         #[arg(long, default_value_t = 32)]
         pg_count: u32,
         #[arg(long, default_value = "all")]
@@ -69,6 +72,7 @@ fn run(cli: Cli) -> Result<(), String> {
             osds,
             osd_size,
             pg_size,
+            parity_chunks,
             pg_count,
             immediate_commit,
             image,
@@ -80,6 +84,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 osds,
                 osd_size: parse_size(&osd_size)?,
                 pg_size,
+                parity_chunks,
                 pg_count,
                 immediate_commit,
                 image,

@@ -17,9 +17,10 @@
 //! needs old bytes of an absent data chunk rebuilds them the same way; writes go to the
 //! live chunk OSDs only.
 //!
-//! Known limits of this step: a chunk whose checksums fail fails the op (-EPIPE; the PG
-//! peers again) instead of being rebuilt from the others; scrub and read repair skip EC
-//! PGs.
+//! A read (or a write's read of old bytes) that meets a chunk whose checksums fail reads
+//! around it the same way; a write then rewrites the bad chunk's range too, but a bad
+//! sector outside it stays until a write covers it (the next read meets it and reads
+//! around it again). Scrub and `fix` skip EC PGs.
 
 use super::ec_layout::{ChunkPart, EcLayout};
 use super::primary::ClientKind;
@@ -71,6 +72,8 @@ pub(super) struct EcOp {
     version: u64,
     /// Chunks read to rebuild absent ones from (empty: nothing to rebuild).
     sources: Vec<u32>,
+    /// Chunks whose checksums failed here: read around them.
+    bad: Vec<u32>,
 }
 
 /// The object of chunk `chunk` of stripe `oid`.
@@ -185,6 +188,7 @@ impl<D: Disk> Osd<D> {
             range: (0, 0),
             version: 0,
             sources: Vec::new(),
+            bad: Vec::new(),
         };
         if parts.iter().any(|part| members[part.chunk as usize] == 0) {
             // A data chunk's OSD is absent: read the same range of k live chunks and
@@ -232,6 +236,7 @@ impl<D: Disk> Osd<D> {
             range: (0, 0),
             version,
             sources: Vec::new(),
+            bad: Vec::new(),
         };
         if is_delete {
             state.phase = Phase::Write;
@@ -447,6 +452,9 @@ impl<D: Disk> Osd<D> {
         };
         match result {
             Err(code) => {
+                if code == errno::EDOM && !state.bad.contains(&chunk) {
+                    state.bad.push(chunk); // its checksums failed: rebuild it instead
+                }
                 state.failed.get_or_insert(code);
             }
             Ok((version, bitmap, data)) => match state.phase {
@@ -485,6 +493,10 @@ impl<D: Disk> Osd<D> {
             return;
         }
         let (phase, failed) = (state.phase, state.failed);
+        let reading = matches!(phase, Phase::Read | Phase::ReadDegraded | Phase::ReadOld);
+        if failed == Some(errno::EDOM) && reading {
+            return self.ec_read_around_bad_chunks(key);
+        }
         if let Some(code) = failed {
             return self.ec_fail(key, code);
         }
@@ -541,6 +553,37 @@ impl<D: Disk> Osd<D> {
         op.read = Some((state.bitmap, AlignedBuf::from_slice(&out)));
         op.pending = 0;
         self.finish_client_op(key);
+    }
+
+    /// A read met chunks whose checksums fail (-EDOM): read the range again from `k`
+    /// other chunks and rebuild it, as if their members were absent (never wrong data;
+    /// -EDOM only when fewer than `k` good chunks are left).
+    fn ec_read_around_bad_chunks(&mut self, key: u64) {
+        let Some((mut members, _, info)) = self.ec_members(key) else {
+            return self.ec_fail(key, errno::EPIPE);
+        };
+        let state = self.ec_ops.get_mut(&key).expect("invariant: a live EC op");
+        for &chunk in &state.bad {
+            members[chunk as usize] = 0;
+        }
+        if members.iter().filter(|&&osd| osd != 0).count() < info.layout.k as usize {
+            tracing::error!(key, bad = ?state.bad, "EC read: too few chunks pass their checksums");
+            self.ec_ops.remove(&key);
+            return self.fail_client_op(key, errno::EDOM);
+        }
+        tracing::warn!(key, bad = ?state.bad, "EC read: chunks failed their checksums; rebuilding the range from the others");
+        let op = &self.client_ops[&key];
+        let (start, end) = info.layout.write_range(op.offset, op.len);
+        state.failed = None;
+        if state.phase != Phase::ReadOld {
+            // A client read: its range is rebuilt; a write's old bytes keep their buffers
+            // (the write then rewrites the bad chunk's range too).
+            state.phase = Phase::ReadDegraded;
+            state.range = (start, end);
+            state.bufs = vec![vec![0; (end - start) as usize]; info.layout.chunks() as usize];
+        }
+        let range = state.range;
+        self.ec_read_sources(key, &members, info.layout.k, range);
     }
 
     fn ec_is_delete(&self, key: u64) -> bool {

@@ -21,8 +21,12 @@ use vitastor_proto::ObjectId;
 pub(super) struct Rebuild {
     /// Chunk -> its bytes once read (one buffer per chunk of the stripe).
     bufs: Vec<Option<Vec<u8>>>,
+    /// The (chunk, OSD) pairs being read.
+    from: Vec<(u32, u64)>,
     pending: usize,
     failed: Option<String>,
+    /// Sources that failed (checksums, versions): not read again for this rebuild.
+    bad: Vec<(u32, u64)>,
 }
 
 /// Rebuilds in progress, by PG and stripe.
@@ -70,8 +74,10 @@ impl<D: Disk> Osd<D> {
             (key, oid),
             Rebuild {
                 bufs: vec![None; chunks],
+                from: sources.clone(),
                 pending: k,
                 failed: None,
+                bad: Vec::new(),
             },
         );
         for (chunk, osd) in sources {
@@ -159,9 +165,13 @@ impl<D: Disk> Osd<D> {
                     "chunk {chunk} read at version {version:#x} ({} bytes), wanted {wanted:#x?}",
                     data.len()
                 ));
+                let source = rebuild.from.iter().find(|(c, _)| *c == chunk).copied();
+                rebuild.bad.extend(source);
             }
             Err(problem) => {
                 rebuild.failed.get_or_insert(problem);
+                let source = rebuild.from.iter().find(|(c, _)| *c == chunk).copied();
+                rebuild.bad.extend(source);
             }
         }
         rebuild.pending -= 1;
@@ -173,7 +183,15 @@ impl<D: Disk> Osd<D> {
             .remove(&(key, oid))
             .expect("invariant: found above");
         if let Some(problem) = rebuild.failed {
-            return self.recovery_failed(key, gen, &problem);
+            // Read the other holders instead (a damaged chunk would fail every time);
+            // too few left: the PG peers again.
+            let Some(item) = self.running_item(key, gen, &oid) else {
+                return;
+            };
+            item.ec_sources
+                .retain(|source| !rebuild.bad.contains(source));
+            tracing::warn!(pool = key.0, pg = key.1, %oid, bad = ?rebuild.bad, "EC rebuild: a source failed ({problem}); trying others");
+            return self.ec_rebuild_read(key, gen, oid);
         }
         self.ec_rebuild_write(key, gen, oid, rebuild.bufs);
     }
