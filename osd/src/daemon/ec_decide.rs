@@ -11,8 +11,9 @@
 //! |---|---|
 //! | the newest version that every chunk holds, or that some chunk holds stable (and `k` chunks hold) | *committed*: the stripe's state; its unstable copies are stabilized |
 //! | a newer version, unstable everywhere and missing on some chunk | phase 1 did not finish, never acknowledged: rolled back to the committed one |
+//! | a tombstone (delete) newer than that, on any chunk | committed: a delete needs no data, so one that reached only some chunks is completed on the others (it cannot be rolled back) |
 //! | a newer version stable somewhere but on fewer than `k` chunks | chunks were lost beyond the pool's redundancy: `lost` |
-//! | a chunk without the committed version | to be rebuilt from `k` holders (`holders` says who has what) |
+//! | a chunk without the committed version | to be rebuilt from `k` holders (`holders` says who has what); its unstable older versions are rolled back (to its newest stable one) |
 //!
 //! An acknowledged version is stable somewhere and every chunk got it, so it is never
 //! rolled back; a version only some chunks got is rolled back rather than committed,
@@ -57,11 +58,14 @@ pub fn decide_stripe(held: &[HeldChunk], k: usize, n: usize) -> StripeDecision {
     assert!(k >= 1 && n > k, "an EC stripe has data and parity chunks");
     let mut chunks_at: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
     let mut stable_at: BTreeSet<u64> = BTreeSet::new();
+    let mut tombstone_at: BTreeSet<u64> = BTreeSet::new();
     for h in held {
         debug_assert!(h.version != 0, "version 0 is never listed");
         debug_assert!((h.chunk as usize) < n, "a chunk of the stripe");
         chunks_at.entry(h.version).or_default().insert(h.chunk);
-        if h.stable || h.deleted {
+        if h.deleted {
+            tombstone_at.insert(h.version);
+        } else if h.stable {
             stable_at.insert(h.version);
         }
     }
@@ -69,7 +73,9 @@ pub fn decide_stripe(held: &[HeldChunk], k: usize, n: usize) -> StripeDecision {
         .iter()
         .rev()
         .find(|(version, chunks)| {
-            chunks.len() == n || (stable_at.contains(version) && chunks.len() >= k)
+            chunks.len() == n
+                || tombstone_at.contains(version)
+                || (stable_at.contains(version) && chunks.len() >= k)
         })
         .map(|(&version, _)| version);
     let mut decision = StripeDecision {
@@ -96,6 +102,26 @@ pub fn decide_stripe(held: &[HeldChunk], k: usize, n: usize) -> StripeDecision {
                 decision.stabilize.push((h.osd, h.chunk, floor));
             }
         }
+    }
+    // A chunk copy that is all older than the committed version but has unstable versions
+    // (a write that reached it, then it left the set or missed later ones): drop those,
+    // so that rebuilding or purging it finds only stable versions.
+    let mut groups: BTreeMap<(u64, u32), Vec<&HeldChunk>> = BTreeMap::new();
+    for h in held {
+        groups.entry((h.osd, h.chunk)).or_default().push(h);
+    }
+    for ((osd, chunk), versions) in groups {
+        let newest = versions.iter().map(|h| h.version).max().unwrap_or(0);
+        if newest >= floor || versions.iter().all(|h| h.stable || h.deleted) {
+            continue;
+        }
+        let stable = versions
+            .iter()
+            .filter(|h| h.stable || h.deleted)
+            .map(|h| h.version)
+            .max()
+            .unwrap_or(0);
+        decision.rollback.push((osd, chunk, stable));
     }
     for osds in decision.holders.values_mut() {
         osds.sort_unstable();
@@ -179,6 +205,29 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_that_reached_one_chunk_is_completed() {
+        let mut found = vec![
+            held(1, 0, 1, true),
+            held(2, 1, 1, true),
+            held(3, 2, 1, true),
+        ];
+        found.push(HeldChunk {
+            deleted: true,
+            ..held(1, 0, 2, true)
+        });
+        let d = decide_stripe(&found, 2, 3);
+        assert_eq!(
+            d.committed,
+            Some(Committed {
+                version: 2,
+                deleted: true
+            })
+        );
+        assert!(!d.lost && d.rollback.is_empty());
+        assert_eq!(d.holders.keys().copied().collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
     fn a_stable_version_on_too_few_chunks_is_lost_data() {
         let found = [
             held(1, 0, 3, true),
@@ -259,7 +308,7 @@ mod tests {
                 prop_assert!(chunks.len() >= k);
             }
             for &(osd, chunk, to) in &d.rollback {
-                prop_assert_eq!(to, committed);
+                prop_assert!(to <= committed);
                 prop_assert!(found.iter().filter(|h| h.osd == osd && h.chunk == chunk && h.version > to).all(|h| !h.stable));
             }
         }

@@ -247,8 +247,12 @@ impl<D: Disk> Osd<D> {
         item.pending = targets.len();
         item.bytes = (targets.len() * block) as u64;
         for (target, chunk) in targets {
-            debug_assert!(bufs[chunk as usize].is_none(), "a target is never a source");
-            let data = std::mem::take(&mut rebuilt[chunk as usize]);
+            // A chunk read from another holder (its old member, after a set change) is
+            // copied as it is; the others were rebuilt.
+            let data = match &bufs[chunk as usize] {
+                Some(read) => read.clone(),
+                None => std::mem::take(&mut rebuilt[chunk as usize]),
+            };
             let chunk_oid = chunk_oid(oid, chunk);
             let waiter = |step| Waiter::Recovery {
                 pg: key,
