@@ -3,21 +3,21 @@
 //! Our EC writes give every chunk of a stripe the same version: the primary writes the new
 //! version of every chunk (touched data chunks with their new bytes, the other data chunks
 //! with their unchanged bytes of the affected range, parity chunks with the new parity)
-//! *unstable* on every chunk OSD (phase 1), then stabilizes it on all of them (phase 2),
-//! and acknowledges the client when phase 2 is done. So a chunk that holds a version
-//! *stable* proves phase 1 completed: every chunk got that version. The decision:
+//! *unstable* on every live chunk OSD (phase 1), then stabilizes it on all of them
+//! (phase 2), and acknowledges the client when phase 2 is done. The decision:
 //!
 //! | found | decision |
 //! |---|---|
-//! | the newest version that every chunk holds, or that some chunk holds stable (and `k` chunks hold) | *committed*: the stripe's state; its unstable copies are stabilized |
-//! | a newer version, unstable everywhere and missing on some chunk | phase 1 did not finish, never acknowledged: rolled back to the committed one |
-//! | a tombstone (delete) newer than that, on any chunk | committed: a delete needs no data, so one that reached only some chunks is completed on the others (it cannot be rolled back) |
-//! | a newer version stable somewhere but on fewer than `k` chunks | chunks were lost beyond the pool's redundancy: `lost` |
-//! | a chunk without the committed version | to be rebuilt from `k` holders (`holders` says who has what); its unstable older versions are rolled back (to its newest stable one) |
+//! | the newest version that at least `k` chunks hold (stable or not), or a newer tombstone | *committed*: the stripe's state; its unstable copies are stabilized, chunks without it are rebuilt from `k` holders (`holders` says who has what; a delete is completed) |
+//! | a newer version on fewer than `k` chunks, unstable | phase 1 did not reach `k` chunks, never acknowledged: rolled back |
+//! | a newer version on fewer than `k` chunks, stable on one | cannot happen unless chunks were lost beyond the pool's redundancy: `lost` |
 //!
-//! An acknowledged version is stable somewhere and every chunk got it, so it is never
-//! rolled back; a version only some chunks got is rolled back rather than committed,
-//! which needs no rebuild. Tombstones (deletes) are versions like any other.
+//! Why `k` is enough and safe: a version stable anywhere finished phase 1 on every live
+//! member of its epoch's set; activation hears from `k` members of every recorded set
+//! (`history::decide_ec_activation`), all of which hold it, so an acknowledged version is
+//! always committed. Deciding on `k` (rather than waiting for every chunk) also means the
+//! same stripe gets the same decision whichever `k` members are heard. A delete needs no
+//! data and a tombstone cannot be rolled back, so one that reached any chunk is completed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,7 +57,6 @@ pub struct StripeDecision {
 pub fn decide_stripe(held: &[HeldChunk], k: usize, n: usize) -> StripeDecision {
     assert!(k >= 1 && n > k, "an EC stripe has data and parity chunks");
     let mut chunks_at: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
-    let mut stable_at: BTreeSet<u64> = BTreeSet::new();
     let mut tombstone_at: BTreeSet<u64> = BTreeSet::new();
     for h in held {
         debug_assert!(h.version != 0, "version 0 is never listed");
@@ -65,18 +64,12 @@ pub fn decide_stripe(held: &[HeldChunk], k: usize, n: usize) -> StripeDecision {
         chunks_at.entry(h.version).or_default().insert(h.chunk);
         if h.deleted {
             tombstone_at.insert(h.version);
-        } else if h.stable {
-            stable_at.insert(h.version);
         }
     }
     let committed_version = chunks_at
         .iter()
         .rev()
-        .find(|(version, chunks)| {
-            chunks.len() == n
-                || tombstone_at.contains(version)
-                || (stable_at.contains(version) && chunks.len() >= k)
-        })
+        .find(|(version, chunks)| chunks.len() >= k || tombstone_at.contains(version))
         .map(|(&version, _)| version);
     let mut decision = StripeDecision {
         committed: committed_version.map(|version| Committed {
@@ -170,8 +163,8 @@ mod tests {
     }
 
     #[test]
-    fn phase_one_on_k_chunks_is_rolled_back_but_on_all_is_committed() {
-        let mut found = vec![
+    fn phase_one_on_k_chunks_is_committed_and_the_rest_rebuilt() {
+        let found = [
             held(1, 0, 1, true),
             held(1, 0, 2, false),
             held(2, 1, 1, true),
@@ -179,13 +172,11 @@ mod tests {
             held(3, 2, 1, true),
         ];
         let d = decide_stripe(&found, 2, 3);
-        assert_eq!(d.committed.map(|c| c.version), Some(1));
-        assert_eq!(d.rollback, vec![(1, 0, 1), (2, 1, 1)]);
-        found.push(held(3, 2, 2, false));
-        let d = decide_stripe(&found, 2, 3);
         assert_eq!(d.committed.map(|c| c.version), Some(2));
-        assert_eq!(d.stabilize, vec![(1, 0, 2), (2, 1, 2), (3, 2, 2)]);
+        assert_eq!(d.stabilize, vec![(1, 0, 2), (2, 1, 2)]);
         assert!(d.rollback.is_empty());
+        // Chunk 2 lacks version 2: the caller rebuilds it.
+        assert_eq!(d.holders.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]
@@ -243,8 +234,8 @@ mod tests {
     /// write reaches a random subset of chunks unstable (phase 1), and only if it reached
     /// all of them is it stabilized, on a random subset (phase 2, cut short by a crash) or
     /// on all (acknowledged). Whatever the crash point, the decision commits at least the
-    /// last acknowledged version, never rolls back a stable version, commits only a
-    /// version at least `k` chunks hold, and needs no rebuild.
+    /// last acknowledged version, never rolls back a stable version, and commits only a
+    /// version at least `k` chunks hold.
     #[derive(Debug, Clone)]
     struct Write {
         reached: Vec<bool>,
@@ -298,9 +289,6 @@ mod tests {
             }
             let d = decide_stripe(&found, k, n);
             let committed = d.committed.map_or(0, |c| c.version);
-            if committed != 0 {
-                prop_assert_eq!(d.holders.len(), n, "no rebuild needed");
-            }
             prop_assert!(committed >= acked, "committed {} < acked {}", committed, acked);
             prop_assert!(!d.lost);
             if let Some(c) = d.committed {
