@@ -1915,8 +1915,8 @@ fn recovery_copies_from_another_holder_when_the_source_copy_is_damaged() {
 
 /// EC 2+1 (issue 13): every sector written through the primaries reads back; then a
 /// primary dies in the middle of a round of writes (its chunk writes reach some OSDs and
-/// not others) and comes back: peering rolls back the stripes that did not reach every
-/// chunk and stabilizes those that did, and every sector reads an allowed value (the
+/// not others) and comes back: peering rolls back the stripes that did not reach k
+/// chunks and commits those that did, and every sector reads an allowed value (the
 /// acknowledged one, or an unacknowledged newer one); with a member down the PGs serve
 /// degraded; once it is back its stale chunks are rebuilt from the others, so the PGs
 /// serve without another member afterwards.

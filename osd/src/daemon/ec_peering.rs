@@ -1,6 +1,6 @@
 //! Peering of an EC/XOR PG, after every listing is in: decide each stripe
 //! (`ec_decide.rs`), settle what is half-written (roll back a write that did not reach
-//! every chunk, stabilize one that did, complete a delete), then activate as a replicated
+//! `k` chunks, stabilize one that did, complete a delete), then activate as a replicated
 //! PG does (history first).
 //!
 //! Activation ([`history::decide_ec_activation`]): `k` reachable members of every set the

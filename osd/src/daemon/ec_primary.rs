@@ -9,8 +9,8 @@
 //! The op holds its object's queue throughout (as in `primary.rs`), so a read sees the
 //! stripe before or after a write, never a mix. Any failed part fails the op with -EPIPE
 //! (the client retries) and the PG peers again: peering rolls back a write that did not
-//! reach every chunk and stabilizes one that did (`ec_decide.rs`), so no explicit
-//! SEC_ROLLBACK is needed here.
+//! reach `k` chunks and commits one that did (`ec_decide.rs`), so no explicit SEC_ROLLBACK
+//! is needed here.
 //!
 //! Degraded (a chunk OSD absent from the live set): a read that needs an absent data
 //! chunk reads the same in-chunk range of `k` live chunks and rebuilds it; a write that
