@@ -1973,6 +1973,26 @@ fn ec_pool_serves_and_settles_half_written_stripes() {
         sim.verify("after a primary died mid-write");
         write_all(&mut sim);
         sim.verify("EC after more writes");
+        // One member down: its PGs serve degraded (reads rebuild its data chunks, writes
+        // skip it); back, its stale chunks are rebuilt from the others.
+        let down = 1 + seed % 3;
+        sim.kill(down);
+        sim.settle("an EC member down");
+        sim.verify("EC degraded");
+        write_all(&mut sim);
+        sim.verify("EC degraded, after writes");
+        sim.start(down);
+        sim.settle("the EC member is back and rebuilt");
+        sim.verify("EC with the member back");
+        write_all(&mut sim);
+        sim.verify("EC with the member back, after writes");
+        // Its chunks were rebuilt: any other member can go now.
+        let other = 1 + (down % 3);
+        sim.kill(other);
+        sim.settle("another EC member down");
+        sim.verify("EC served by the rebuilt member and one more");
+        sim.start(other);
+        sim.settle("every EC member back");
         // Bits flipped at rest in every chunk of one member: reads that meet a bad data
         // chunk rebuild its range from the other two instead.
         let rotten = 1 + (seed + 1) % 3;
@@ -1996,24 +2016,6 @@ fn ec_pool_serves_and_settles_half_written_stripes() {
         sim.verify("EC reads around rotten chunks");
         write_all(&mut sim);
         sim.verify("EC after writes over rotten chunks");
-        // One member down: its PGs serve degraded (reads rebuild its data chunks, writes
-        // skip it); back, its stale chunks are rebuilt from the others.
-        let down = 1 + seed % 3;
-        sim.kill(down);
-        sim.settle("an EC member down");
-        sim.verify("EC degraded");
-        write_all(&mut sim);
-        sim.verify("EC degraded, after writes");
-        sim.start(down);
-        sim.settle("the EC member is back and rebuilt");
-        sim.verify("EC with the member back");
-        write_all(&mut sim);
-        sim.verify("EC with the member back, after writes");
-        // Its chunks were rebuilt: any other member can go now.
-        let other = 1 + (down % 3);
-        sim.kill(other);
-        sim.settle("another EC member down");
-        sim.verify("EC served by the rebuilt member and one more");
     }
 }
 

@@ -3,7 +3,7 @@
 //! | op | steps |
 //! |---|---|
 //! | read | read each touched data chunk's part from its slot's OSD, assemble |
-//! | write | read the old bytes of the data chunks over the write's in-chunk range (`ec_layout.rs`) where the write does not cover it, lay the new bytes over them, compute the parity of that range; phase 1: every chunk OSD writes its chunk's range *unstable* at the new version; phase 2: every chunk OSD stabilizes it; then the client is answered |
+//! | write | read the old bytes of the data chunks over the write's in-chunk range (`ec_layout.rs`) where the write does not cover it, lay the new bytes over them, compute the parity of that range; phase 1: every live chunk OSD writes its chunk's range *unstable* at the new version; then the client is answered (any `k` members hold it now, so peering commits it) and phase 2 runs in the background: every chunk OSD stabilizes it |
 //! | delete | a tombstone at the new version on every chunk OSD |
 //!
 //! The op holds its object's queue throughout (as in `primary.rs`), so a read sees the
@@ -26,6 +26,7 @@ use super::ec_layout::{ChunkPart, EcLayout};
 use super::primary::ClientKind;
 use super::{Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
+use crate::cluster::PgKey;
 use crate::ec::{Chunk, ErasureCode};
 use vitastor_proto::errno;
 use vitastor_proto::wire::request::{SecDelete, SecRw};
@@ -58,6 +59,10 @@ enum Phase {
 /// The state of one EC client op (keyed like its [`super::primary::ClientOp`]).
 #[derive(Debug)]
 pub(super) struct EcOp {
+    pg: PgKey,
+    /// The stripe.
+    oid: ObjectId,
+    is_delete: bool,
     phase: Phase,
     /// Parts of the current phase not answered yet.
     pending: usize,
@@ -88,8 +93,11 @@ impl<D: Disk> Osd<D> {
     /// The live chunk OSDs of op `key`'s PG in slot order (0 for absent ones), its epoch
     /// and EC info, if the PG is active with at least `k` of them.
     fn ec_members(&self, key: u64) -> Option<(Vec<u64>, u64, std::sync::Arc<EcInfo>)> {
-        let op = self.client_ops.get(&key)?;
-        let pg = self.pgs.get(&op.pg?)?;
+        let pg = match self.client_ops.get(&key) {
+            Some(op) => op.pg?,
+            None => self.ec_ops.get(&key)?.pg, // a stabilize after the answer
+        };
+        let pg = self.pgs.get(&pg)?;
         let info = pg.ec.clone()?;
         let live = pg.live_slots.iter().filter(|&&osd| osd != 0).count();
         let serving = pg.base == super::PgBase::Active
@@ -179,6 +187,9 @@ impl<D: Disk> Osd<D> {
         let granularity = self.store.bitmap_granularity();
         let bitmap_bytes = (info.layout.stripe_size() / u64::from(granularity)).div_ceil(8);
         let mut state = EcOp {
+            pg: op.pg.expect("invariant: EC ops have a PG"),
+            oid: op.oid,
+            is_delete: false,
             phase: Phase::Read,
             pending: parts.len(),
             failed: None,
@@ -227,6 +238,9 @@ impl<D: Disk> Osd<D> {
         let is_delete = matches!(op.kind, ClientKind::Delete);
         let (offset, len) = (op.offset, op.len);
         let mut state = EcOp {
+            pg: op.pg.expect("invariant: EC ops have a PG"),
+            oid: op.oid,
+            is_delete,
             phase: Phase::ReadOld,
             pending: 0,
             failed: None,
@@ -316,12 +330,8 @@ impl<D: Disk> Osd<D> {
         let Some((members, epoch, _)) = self.ec_members(key) else {
             return self.ec_fail(key, errno::EPIPE);
         };
-        let Some(op) = self.client_ops.get(&key) else {
-            return;
-        };
-        let (pg, oid) = (op.pg.expect("invariant: EC ops have a PG"), op.oid);
-        let is_delete = matches!(op.kind, ClientKind::Delete);
         let state = self.ec_ops.get_mut(&key).expect("invariant: a live EC op");
+        let (pg, oid, is_delete) = (state.pg, state.oid, state.is_delete);
         state.pending = members.iter().filter(|&&osd| osd != 0).count();
         let (phase, version, (start, end)) = (state.phase, state.version, state.range);
         for (chunk, &osd) in members.iter().enumerate() {
@@ -400,7 +410,9 @@ impl<D: Disk> Osd<D> {
         let Some(state) = self.ec_ops.get(&key) else {
             return;
         };
-        let writes = matches!(state.phase, Phase::Write | Phase::Stabilize);
+        // Phase 1 must be durable before the answer; a stabilize need not be (peering
+        // commits a version k members hold either way).
+        let writes = state.phase == Phase::Write;
         match result {
             Ok(_) if writes && !sync && self.sync_every_write() => {
                 let waiter = Waiter::Ec {
@@ -513,18 +525,29 @@ impl<D: Disk> Osd<D> {
             Phase::ReadOld => self.ec_encode_and_write(key),
             Phase::ReadDegraded => self.ec_finish_degraded_read(key),
             Phase::Write if !self.ec_is_delete(key) => {
-                self.ec_ops
-                    .get_mut(&key)
-                    .expect("invariant: found above")
-                    .phase = Phase::Stabilize;
+                // Phase 1 is on every live member: whichever k members a later peering
+                // hears hold it, so it is committed (`ec_decide.rs`). Answer now and
+                // stabilize in the background (the object's next op may start meanwhile;
+                // stabilizing this version does not touch a newer one).
+                let state = self.ec_ops.get_mut(&key).expect("invariant: found above");
+                state.phase = Phase::Stabilize;
+                let version = state.version;
+                if let Some(op) = self.client_ops.get_mut(&key) {
+                    op.version = version;
+                    op.pending = 0;
+                    self.finish_client_op(key);
+                }
                 self.ec_send_phase(key);
             }
-            Phase::Write | Phase::Stabilize => {
+            Phase::Write => {
                 let state = self.ec_ops.remove(&key).expect("invariant: found above");
                 let op = self.client_ops.get_mut(&key).expect("invariant: a live op");
                 op.version = state.version;
                 op.pending = 0;
                 self.finish_client_op(key);
+            }
+            Phase::Stabilize => {
+                self.ec_ops.remove(&key);
             }
         }
     }
@@ -587,14 +610,25 @@ impl<D: Disk> Osd<D> {
     }
 
     fn ec_is_delete(&self, key: u64) -> bool {
-        self.client_ops
-            .get(&key)
-            .is_some_and(|op| matches!(op.kind, ClientKind::Delete))
+        self.ec_ops.get(&key).is_some_and(|state| state.is_delete)
     }
 
     /// Ends EC op `key` with an error; the PG peers again once its ops drained.
     fn ec_fail(&mut self, key: u64, code: i32) {
-        self.ec_ops.remove(&key);
+        let state = self.ec_ops.remove(&key);
+        if let Some(state) = state.filter(|_| !self.client_ops.contains_key(&key)) {
+            // A background stabilize failed: peering settles the stripe.
+            tracing::warn!(pool = state.pg.0, pg = state.pg.1, oid = %state.oid, code, "EC stabilize failed; the PG peers again");
+            if let Some(pg) = self.pgs.get_mut(&state.pg) {
+                if pg.base == super::PgBase::Active {
+                    pg.base = super::PgBase::Repeering;
+                    if pg.inflight == 0 {
+                        self.start_peering(state.pg);
+                    }
+                }
+            }
+            return;
+        }
         if let Some(op) = self.client_ops.get_mut(&key) {
             tracing::warn!(key, code, "EC op failed; the PG peers again");
             op.peer_failed = true;
