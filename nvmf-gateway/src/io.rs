@@ -21,12 +21,11 @@ pub const DSM_RANGE_BYTES: usize = 16;
 /// Internal path error: the host may retry on another path.
 const PATH_ERROR: Status = Status::path(0x00);
 
-fn status_of(error: &IoError, is_write: bool) -> Status {
+fn status_of(error: &IoError) -> Status {
     match error.errno {
         libc_errno::EROFS => Status::WRITE_TO_READ_ONLY,
         libc_errno::EINVAL => Status::INVALID_FIELD,
         libc_errno::ENOENT => Status::NAMESPACE_NOT_READY,
-        _ if is_write => PATH_ERROR,
         _ => PATH_ERROR,
     }
 }
@@ -89,7 +88,7 @@ pub async fn execute(
                 }
                 Err(error) => {
                     tracing::warn!("read {offset}+{len} of {}: {}", bdev.name(), error.message);
-                    Outcome::status(status_of(&error, false))
+                    Outcome::status(status_of(&error))
                 }
             }
         }
@@ -115,13 +114,13 @@ pub async fn execute(
                 }
                 Err(error) => {
                     tracing::warn!("write {offset}+{len} of {}: {}", bdev.name(), error.message);
-                    Outcome::status(status_of(&error, true))
+                    Outcome::status(status_of(&error))
                 }
             }
         }
         io_op::FLUSH => match bdev.device.flush().await {
             Ok(()) => Outcome::ok(0),
-            Err(error) => Outcome::status(status_of(&error, true)),
+            Err(error) => Outcome::status(status_of(&error)),
         },
         io_op::WRITE_ZEROES => {
             let (offset, len) = match block_range(&bdev, slba, nlb) {
@@ -137,7 +136,7 @@ pub async fn execute(
                     bdev.stats.num_write_ops.fetch_add(1, Ordering::Relaxed);
                     Outcome::ok(0)
                 }
-                Err(error) => Outcome::status(status_of(&error, true)),
+                Err(error) => Outcome::status(status_of(&error)),
             }
         }
         io_op::DATASET_MANAGEMENT => dataset_management(&bdev, sqe, &data).await,
@@ -177,7 +176,7 @@ async fn dataset_management(bdev: &Bdev, sqe: &Sqe, data: &[u8]) -> Outcome {
             .deallocate(slba * BLOCK_BYTES, blocks * BLOCK_BYTES)
             .await
         {
-            return Outcome::status(status_of(&error, true));
+            return Outcome::status(status_of(&error));
         }
         bdev.stats.num_unmap_ops.fetch_add(1, Ordering::Relaxed);
         bdev.stats
