@@ -54,7 +54,8 @@ pub const CAP: u64 = (QUEUE_ENTRIES_MAX as u64 - 1) | (1 << 16) | (15 << 24) | (
 /// Async event types and the log page each points at.
 pub mod event {
     /// Notice: namespace attribute changed (log page 4).
-    pub const NS_CHANGED: u32 = 2 | (0 << 8) | (0x04 << 16);
+    /// (type 2 = notice, information 0, log page 4 in bits 16-23)
+    pub const NS_CHANGED: u32 = 2 | (0x04 << 16);
     /// Notice: ANA change (log page 0x0C).
     pub const ANA_CHANGED: u32 = 2 | (3 << 8) | (0x0c << 16);
     /// Async Event Configuration bits enabling them.

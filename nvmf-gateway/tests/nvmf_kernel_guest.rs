@@ -97,6 +97,7 @@ echo "GUEST-RESULT big_back=$(sha256sum < /tmp/big_back | cut -d' ' -f1)"
 nvme disconnect -n {NQN} > /tmp/disconnect 2>&1
 echo "GUEST-RESULT disconnect_rc=$?"
 echo "GUEST-RESULT after_disconnect=$(ls /dev/nvme0n1 2>/dev/null)"
+dmesg | grep -i nvme | sed 's/^/GUEST-DMESG /'
 "#
     )
 }
@@ -187,7 +188,10 @@ fn kernel_nvme_tcp_in_a_guest() {
         run.exit,
         run.timed_out
     );
-    for line in console.lines().filter(|l| l.starts_with("GUEST-RESULT")) {
+    for line in console
+        .lines()
+        .filter(|l| l.starts_with("GUEST-RESULT") || l.starts_with("GUEST-DMESG"))
+    {
         eprintln!("{line}");
     }
     let result = |key: &str| {
