@@ -260,3 +260,106 @@ impl HostQueue {
         Ok(self.execute(command, None).await?.0)
     }
 }
+
+/// Connects a controller of `subnqn` as `hostnqn`: the admin queue (enabled) and one I/O
+/// queue. The admin queue must be kept open while the I/O queue is used.
+pub async fn connect_controller(
+    address: &str,
+    subnqn: &str,
+    hostnqn: &str,
+) -> HostResult<(HostQueue, HostQueue)> {
+    let mut admin = HostQueue::open(address, Digests::default()).await?;
+    let c = admin
+        .fabrics_connect(0, 31, 0xffff, subnqn, hostnqn, 0)
+        .await?;
+    if !c.status.is_success() {
+        return Err(HostError::Protocol(format!(
+            "admin Connect: {:?}",
+            c.status
+        )));
+    }
+    let cntlid = c.dw0 as u16;
+    let c = admin.property_set(0x14, 1).await?;
+    if !c.status.is_success() {
+        return Err(HostError::Protocol(format!("CC.EN: {:?}", c.status)));
+    }
+    let mut io = HostQueue::open(address, Digests::default()).await?;
+    let c = io
+        .fabrics_connect(1, QUEUE_SQSIZE, cntlid, subnqn, hostnqn, 0)
+        .await?;
+    if !c.status.is_success() {
+        return Err(HostError::Protocol(format!("I/O Connect: {:?}", c.status)));
+    }
+    Ok((admin, io))
+}
+
+/// SQSIZE (0's based) of the I/O queues this host opens.
+pub const QUEUE_SQSIZE: u16 = 127;
+
+impl HostQueue {
+    /// Keeps `depth` commands in flight until `deadline`: `next()` gives each command and
+    /// its in-capsule write data (at most 8 KiB; reads bring their data in C2HData).
+    /// Returns every command's latency; any error status fails the run.
+    pub async fn run_depth(
+        &mut self,
+        depth: u16,
+        deadline: std::time::Instant,
+        mut next: impl FnMut() -> (Command, Option<Vec<u8>>),
+    ) -> HostResult<Vec<std::time::Duration>> {
+        assert!(depth >= 1 && depth <= QUEUE_SQSIZE, "depth fits the queue");
+        let mut started = vec![None; usize::from(depth) + 1];
+        let mut latencies = Vec::new();
+        let mut in_flight = 0usize;
+        for cid in 1..=depth {
+            self.submit(cid, &mut next).await?;
+            started[usize::from(cid)] = Some(std::time::Instant::now());
+            in_flight += 1;
+        }
+        while in_flight > 0 {
+            match self.recv().await? {
+                Pdu::C2HData { .. } => {}
+                Pdu::CapsuleResp { cqe } => {
+                    let cid = u16::from_le_bytes([cqe[12], cqe[13]]);
+                    let status = Status::from_field(u16::from_le_bytes([cqe[14], cqe[15]]));
+                    if !status.is_success() {
+                        return Err(HostError::Protocol(format!("cid {cid}: {status:?}")));
+                    }
+                    let Some(start) = started.get_mut(usize::from(cid)).and_then(Option::take)
+                    else {
+                        return Err(HostError::Protocol(format!("CQE for unknown cid {cid}")));
+                    };
+                    let now = std::time::Instant::now();
+                    latencies.push(now - start);
+                    if now < deadline {
+                        self.submit(cid, &mut next).await?;
+                        started[usize::from(cid)] = Some(std::time::Instant::now());
+                    } else {
+                        in_flight -= 1;
+                    }
+                }
+                other => return Err(HostError::Protocol(format!("unexpected {other:?}"))),
+            }
+        }
+        Ok(latencies)
+    }
+
+    async fn submit(
+        &mut self,
+        cid: u16,
+        next: &mut impl FnMut() -> (Command, Option<Vec<u8>>),
+    ) -> HostResult<()> {
+        let (mut command, data) = next();
+        if let Some(data) = &data {
+            assert!(
+                data.len() <= HOST_IN_CAPSULE_MAX_BYTES,
+                "in-capsule data only"
+            );
+            command.data_len = data.len() as u32;
+        }
+        let capsule = Pdu::CapsuleCmd {
+            sqe: command.sqe(cid, data.is_some()),
+            data: data.unwrap_or_default(),
+        };
+        self.send(&capsule).await
+    }
+}
