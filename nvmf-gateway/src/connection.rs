@@ -303,6 +303,12 @@ impl Queue {
             controller.touch();
         }
         let wants = sqe.sgl_length_bytes() as usize;
+        if sqe.controller_to_host() && wants > TRANSFER_MAX_BYTES as usize {
+            // Checked before anything sizes a buffer by the SGL length.
+            self.respond(&sqe, sqhd, Status::SGL_INVALID_DATA_LENGTH.into())
+                .await;
+            return Ok(());
+        }
         if sqe.host_to_controller() && wants > 0 {
             match sqe.sgl_type() {
                 sgl::IN_CAPSULE => {

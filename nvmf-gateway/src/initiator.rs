@@ -306,7 +306,7 @@ impl HostQueue {
         deadline: std::time::Instant,
         mut next: impl FnMut() -> (Command, Option<Vec<u8>>),
     ) -> HostResult<Vec<std::time::Duration>> {
-        assert!(depth >= 1 && depth <= QUEUE_SQSIZE, "depth fits the queue");
+        assert!((1..=QUEUE_SQSIZE).contains(&depth), "depth fits the queue");
         let mut started = vec![None; usize::from(depth) + 1];
         let mut latencies = Vec::new();
         let mut in_flight = 0usize;

@@ -1,8 +1,9 @@
 //! The Linux kernel's NVMe/TCP initiator (Debian's nvme-tcp module and nvme-cli) against a
 //! `vitastor-nvmf` process, in a TCG guest (the host kernel has no nvme-tcp): `nvme
-//! discover`, `connect` with a refused and an allowed host NQN, O_DIRECT writes and reads
-//! of the namespace (4 KiB in the capsule and 1 MiB through R2T), `disconnect`; then the
-//! host reads the image through the cluster client and finds the guest's data.
+//! discover`, `connect` with a refused and an allowed host NQN (the latter with header and
+//! data digests), O_DIRECT writes and reads of the namespace (4 KiB in the capsule and
+//! 1 MiB through R2T), `disconnect`; then the host reads the image through the cluster
+//! client and finds the guest's data.
 //!
 //! The cluster and the gateway run on the host; the guest reaches the gateway's
 //! 127.0.0.1 listener at 10.0.2.2 (QEMU user networking). The gateway is configured with
@@ -75,7 +76,7 @@ echo "GUEST-RESULT discover_rc=$?"
 echo "GUEST-RESULT discover_has_nqn=$(grep -c 'subnqn: *{NQN}' /tmp/disc)"
 nvme connect $A -n {NQN} -q {HOST_BAD} > /tmp/bad 2>&1
 echo "GUEST-RESULT refused_rc=$?"
-nvme connect $A -n {NQN} -q {HOST_OK} > /tmp/ok 2>&1
+nvme connect $A -n {NQN} -q {HOST_OK} --hdr-digest --data-digest > /tmp/ok 2>&1
 echo "GUEST-RESULT connect_rc=$?"
 cat /tmp/ok
 for i in $(seq 1 300); do [ -b /dev/nvme0n1 ] && break; sleep 0.1; done
@@ -169,7 +170,9 @@ fn kernel_nvme_tcp_in_a_guest() {
     );
 
     let initrd = guest::Initramfs::new(&dir, &kernel)
-        .modules(&["nvme-tcp", "virtio_pci", "virtio_net"])
+        // crc32c_generic: the digests (nvme-tcp asks the crypto API for "crc32c", a soft
+        // dependency modules.dep does not list).
+        .modules(&["nvme-tcp", "crc32c_generic", "virtio_pci", "virtio_net"])
         .binary(std::path::Path::new("/usr/sbin/nvme"), "/bin/nvme")
         .file("/etc/nvme/hostnqn", format!("{HOST_OK}\n").as_bytes())
         .build(&script(port));

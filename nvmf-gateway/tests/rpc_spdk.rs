@@ -254,6 +254,21 @@ fn spdk_rpc_py_drives_the_gateway() {
     let bdevs = rpc.json(&["bdev_get_bdevs", "-b", "vol0"]);
     assert_eq!(bdevs[0]["num_blocks"], 4096);
     assert_eq!(bdevs[0]["uuid"], NS_UUID);
+    // By pool and inode, read-only.
+    rpc.ok(&[
+        "bdev_vitastor_create",
+        "-b",
+        "ro",
+        "--pool",
+        "1",
+        "--inode",
+        "1",
+        "-r",
+    ]);
+    let ro = rpc.json(&["bdev_get_bdevs", "-b", "ro"]);
+    assert_eq!(ro[0]["supported_io_types"]["write"], false);
+    assert_eq!(ro[0]["driver_specific"]["vitastor"]["inode"], 1);
+    rpc.ok(&["bdev_vitastor_delete", "ro"]);
 
     rpc.ok(&[
         "nvmf_create_subsystem",
