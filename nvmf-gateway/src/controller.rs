@@ -32,9 +32,17 @@ pub const CHANGED_NS_MAX: usize = 1024;
 /// Keep-alive timeout when the host gives none on Connect (SPDK's default: 10 s; 0 is
 /// allowed and disables the timer, as discovery controllers do).
 pub const KATO_DEFAULT_MS: u32 = 10_000;
-/// Largest transfer of one command: MDTS 2^8 pages of 4 KiB.
-pub const MDTS_POW2: u8 = 8;
+/// Largest transfer of one command: MDTS 2^5 pages of 4 KiB = 128 KiB (SPDK's default
+/// max_io_size; hosts split larger I/O). It also bounds the write data a queue holds:
+/// [`QUEUE_WRITE_DATA_MAX_BYTES`].
+pub const MDTS_POW2: u8 = 5;
 pub const TRANSFER_MAX_BYTES: u32 = 4096 << MDTS_POW2;
+/// Write data one queue may hold at once (received or being written): every entry with a
+/// whole transfer. 64 queues of a controller hold at most 1 GiB.
+pub const QUEUE_WRITE_DATA_MAX_BYTES: usize =
+    QUEUE_ENTRIES_MAX as usize * TRANSFER_MAX_BYTES as usize;
+const _: () = assert!(TRANSFER_MAX_BYTES as usize <= crate::pdu::PDU_DATA_MAX_BYTES);
+const _: () = assert!(QUEUE_WRITE_DATA_MAX_BYTES <= 16 << 20);
 
 /// Property offsets.
 pub mod property {

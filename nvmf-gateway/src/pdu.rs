@@ -34,8 +34,8 @@ pub const SHORT_HLEN: usize = 24;
 /// Data a termination request may carry: the offending PDU header, at most this many bytes.
 pub const TERM_DATA_MAX_BYTES: usize = 152;
 /// Largest data any PDU may carry: the transfer limit of one command (the controller's
-/// MDTS) bounds in-capsule data, H2C data (maxh2cdata) and C2H data alike.
-pub const PDU_DATA_MAX_BYTES: usize = 1 << 20;
+/// MDTS, 128 KiB) bounds in-capsule data, H2C data (maxh2cdata) and C2H data alike.
+pub const PDU_DATA_MAX_BYTES: usize = 128 << 10;
 /// Largest PDU accepted on the wire: the longest header, its digest, the largest alignment
 /// padding (pda 31 = 128 bytes), the data and its digest. Checked before any buffer for
 /// the PDU is allocated, so a lying `plen` cannot make us allocate more.

@@ -2,8 +2,8 @@
 //! `vitastor-nvmf` process, in a TCG guest (the host kernel has no nvme-tcp): `nvme
 //! discover`, `connect` with a refused and an allowed host NQN (the latter with header and
 //! data digests), O_DIRECT writes and reads of the namespace (4 KiB in the capsule and
-//! 1 MiB through R2T), `disconnect`; then the host reads the image through the cluster
-//! client and finds the guest's data.
+//! 1 MiB blocks, which the kernel sends as 128 KiB R2T transfers), `disconnect`; then the
+//! host reads the image through the cluster client and finds the guest's data.
 //!
 //! The cluster and the gateway run on the host; the guest reaches the gateway's
 //! 127.0.0.1 listener at 10.0.2.2 (QEMU user networking). The gateway is configured with

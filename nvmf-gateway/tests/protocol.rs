@@ -239,8 +239,8 @@ async fn io_in_capsule_and_through_r2t_with_and_without_digests() {
     ] {
         let (_admin, cntlid) = admin(&f, digests, 0).await;
         let mut q = io_queue(&f, cntlid, digests).await;
-        // 4 KiB in the capsule, 256 KiB through an R2T.
-        for (slba, blocks, seed) in [(0u64, 1u32, 1u8), (10, 64, 2)] {
+        // 4 KiB in the capsule, 128 KiB (the transfer limit) through an R2T.
+        for (slba, blocks, seed) in [(0u64, 1u32, 1u8), (10, 32, 2)] {
             let data = pattern(blocks as usize * 4096, seed);
             let (c, _) = q
                 .execute(rw(io_op::WRITE, slba, blocks), Some(&data))
@@ -262,7 +262,7 @@ async fn io_in_capsule_and_through_r2t_with_and_without_digests() {
         assert!(c.status.is_success());
         let (_, back) = q.execute(rw(io_op::READ, 10, 3), None).await.unwrap();
         assert!(back[..8192].iter().all(|b| *b == 0));
-        assert_eq!(back[8192..], pattern(64 * 4096, 2)[8192..12288]);
+        assert_eq!(back[8192..], pattern(32 * 4096, 2)[8192..12288]);
         let mut range = vec![0u8; 16];
         range[4..8].copy_from_slice(&4u32.to_le_bytes());
         range[8..16].copy_from_slice(&20u64.to_le_bytes());
