@@ -3,7 +3,9 @@
 //! ranges and ANA reporting (gateway A optimized, B non-optimized). The Linux host in a TCG
 //! guest sees one namespace with two paths; while it writes, gateway A is killed with
 //! SIGKILL and the writes go on through B. The guest measures the longest write (the
-//! failover gap); the host then checks every acknowledged block in the image.
+//! failover gap). Gateway A is then restarted, restores its configuration from etcd, and
+//! the host's reconnect brings the optimized path back. The host checks every acknowledged
+//! block in the image.
 //!
 //! The guest asks for the kill itself, by connecting to a port the test listens on (the
 //! host kills the gateway when the connection arrives), so the kill lands mid-run.
@@ -62,6 +64,29 @@ fn call(socket: &std::path::Path, method: &str, params: serde_json::Value) {
     assert!(reply.get("error").is_none(), "{method}: {reply}");
 }
 
+/// Starts a gateway process (it restores its configuration from etcd, if any) and waits
+/// for its RPC socket.
+fn spawn_gateway(etcd: &str, dir: &std::path::Path, name: &str) -> Child {
+    let socket = dir.join(format!("{name}.sock"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_vitastor-nvmf"))
+        .args(["--etcd_address", etcd])
+        .args(["--gateway_name", name])
+        .arg("--rpc-socket")
+        .arg(&socket)
+        .stderr(log)
+        .spawn()
+        .expect("start vitastor-nvmf");
+    wait_for("the RPC socket", Duration::from_secs(30), || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    child
+}
+
 /// Starts a gateway and exports the image from it with the shared identity.
 fn gateway(
     cluster: &LocalCluster,
@@ -72,17 +97,7 @@ fn gateway(
 ) -> Child {
     let dir = &cluster.scratch.0;
     let socket = dir.join(format!("{name}.sock"));
-    let child = Command::new(env!("CARGO_BIN_EXE_vitastor-nvmf"))
-        .args(["--etcd_address", &cluster.etcd.address])
-        .args(["--gateway_name", name])
-        .arg("--rpc-socket")
-        .arg(&socket)
-        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log"))
-        .spawn()
-        .expect("start vitastor-nvmf");
-    wait_for("the RPC socket", Duration::from_secs(30), || {
-        UnixStream::connect(&socket).is_ok()
-    });
+    let child = spawn_gateway(&cluster.etcd.address, dir, name);
     let listen = serde_json::json!({"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
     call(
         &socket,
@@ -152,6 +167,14 @@ dd if=/dev/nvme0n1 of=/tmp/back bs=4096 count={BLOCKS} iflag=direct 2>/dev/null
 echo "GUEST-RESULT data=$(sha256sum < /tmp/data | cut -d' ' -f1)"
 echo "GUEST-RESULT back=$(sha256sum < /tmp/back | cut -d' ' -f1)"
 echo "GUEST-RESULT ana_after=$(cat /sys/block/nvme0c*n1/ana_state 2>/dev/null | sort | tr '\n' ' ')"
+echo restart | nc 10.0.2.2 {kill_port} > /tmp/restarted
+echo "GUEST-RESULT restarted=$(cat /tmp/restarted)"
+# The host reconnects the lost path (reconnect_delay 10 s) to the restored gateway.
+for i in $(seq 1 400); do [ "$(cat /sys/class/nvme/nvme0/state)" = live ] && break; sleep 0.1; done
+echo "GUEST-RESULT path_a_state=$(cat /sys/class/nvme/nvme0/state)"
+echo "GUEST-RESULT ana_restored=$(cat /sys/block/nvme0c*n1/ana_state 2>/dev/null | sort | tr '\n' ' ')"
+dd if=/tmp/data of=/dev/nvme0n1 bs=4096 count=16 seek={BLOCKS} oflag=direct 2>/dev/null
+echo "GUEST-RESULT write_after_restore_rc=$?"
 nvme disconnect -n {NQN} > /dev/null 2>&1
 echo "GUEST-RESULT disconnect_rc=$?"
 dmesg | grep -i nvme | sed 's/^/GUEST-DMESG /'
@@ -194,8 +217,11 @@ fn multipath_failover_in_a_guest() {
     // The kill switch: the first connection kills gateway A.
     let kill_listener = TcpListener::bind("127.0.0.1:0").expect("bind the kill port");
     let kill_port = kill_listener.local_addr().expect("address").port();
+    // The second connection restarts it: it restores its configuration from etcd.
     let killer = {
         let gateway_a = gateway_a.clone();
+        let etcd = cluster.etcd.address.clone();
+        let dir = cluster.scratch.0.clone();
         std::thread::spawn(move || {
             if let Ok((mut stream, _)) = kill_listener.accept() {
                 if let Some(mut child) = gateway_a.lock().expect("not poisoned").take() {
@@ -203,6 +229,13 @@ fn multipath_failover_in_a_guest() {
                     let _ = child.wait();
                 }
                 let _ = stream.write_all(b"done\n");
+            }
+            if let Ok((mut stream, _)) = kill_listener.accept() {
+                let mut slot = gateway_a.lock().expect("not poisoned");
+                if slot.is_none() {
+                    *slot = Some(spawn_gateway(&etcd, &dir, "gw-a"));
+                }
+                let _ = stream.write_all(b"restarted\n");
             }
         })
     };
@@ -225,8 +258,14 @@ fn multipath_failover_in_a_guest() {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // Release the kill switch if the guest never used it (both accepts).
+    let _ = std::net::TcpStream::connect(("127.0.0.1", kill_port));
     let _ = std::net::TcpStream::connect(("127.0.0.1", kill_port));
     let _ = killer.join();
+    if let Some(mut child) = gateway_a.lock().expect("not poisoned").take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let _ = gateway_b.kill();
     let _ = gateway_b.wait();
     let console = &run.console;
@@ -264,6 +303,18 @@ fn multipath_failover_in_a_guest() {
         "writes failed during failover:\n{console}"
     );
     assert_eq!(result("data"), result("back"), "{console}");
+    assert_eq!(result("restarted"), "restarted", "{console}");
+    assert_eq!(
+        result("path_a_state"),
+        "live",
+        "the path came back:\n{console}"
+    );
+    assert_eq!(
+        result("ana_restored").trim(),
+        "non-optimized optimized",
+        "{console}"
+    );
+    assert_eq!(result("write_after_restore_rc"), "0", "{console}");
     let gap_ms: u64 = result("gap_cs").parse::<u64>().expect("centiseconds") * 10;
     eprintln!("failover gap (longest 4 KiB write after the kill, TCG guest): {gap_ms} ms");
 
