@@ -553,3 +553,43 @@ async fn random_commands_always_complete() {
     assert_eq!(back, data, "the block written first is intact");
     assert_eq!(f.target.controller_count(), 1);
 }
+
+/// An ANA state change reaches the host as an event and in the ANA log; I/O through an
+/// inaccessible path fails with the path status a multipath host fails over on.
+#[tokio::test]
+async fn ana_state_changes_raise_an_event_and_gate_io() {
+    let f = fixture(false).await;
+    let (mut q, cntlid) = admin(&f, Digests::default(), 0).await;
+    let mut io = io_queue(&f, cntlid, Digests::default()).await;
+    let mut set = Command::new(admin_op::SET_FEATURES);
+    set.cdw10 = 0x0b;
+    set.cdw11 = event::AEC_ANA;
+    assert!(q.execute(set, None).await.unwrap().0.status.is_success());
+    let key = f.target.subsystem(SUBNQN).unwrap().listeners[0]
+        .address
+        .key();
+    let target = f.target.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        target
+            .set_ana_state(
+                SUBNQN,
+                &key,
+                vitastor_nvmf::config::AnaState::Inaccessible,
+                None,
+            )
+            .unwrap();
+    });
+    let (c, _) = q
+        .execute(Command::new(admin_op::ASYNC_EVENT_REQUEST), None)
+        .await
+        .unwrap();
+    assert_eq!(c.dw0, event::ANA_CHANGED);
+    let mut log = Command::new(admin_op::GET_LOG_PAGE);
+    log.cdw10 = 0x0c | ((4096 / 4 - 1) << 16);
+    log.data_len = 4096;
+    let (_, page) = q.execute(log, None).await.unwrap();
+    assert_eq!(page[16 + 16], 3, "inaccessible");
+    let (c, _) = io.execute(rw(io_op::READ, 0, 1), None).await.unwrap();
+    assert_eq!(c.status, Status::ANA_INACCESSIBLE);
+}
