@@ -191,7 +191,20 @@ async fn dispatch(gateway: &Gateway, method: &str, p: &Params) -> Result<Value, 
         "nvmf_subsystem_add_listener" => {
             let nqn = p.str("nqn")?;
             let address = listen_address(&p.object("listen_address")?)?;
+            // rpc.py's `-n/--ana-state` sets the new listener's state at once.
+            let ana_state = match p.opt_str("ana_state")? {
+                None => None,
+                Some(text) => Some(AnaState::parse(&text).ok_or_else(|| {
+                    RpcError::invalid_params(format!(
+                        "ana_state: {text:?} is not optimized, non_optimized or inaccessible"
+                    ))
+                })?),
+            };
+            let key = address.key();
             add_listener(gateway, &nqn, address).await?;
+            if let Some(state) = ana_state.filter(|_| nqn != DISCOVERY_NQN) {
+                target.set_ana_state(&nqn, &key, state, None)?;
+            }
             Ok(json!(true))
         }
         "nvmf_subsystem_remove_listener" => {
