@@ -10,7 +10,7 @@ RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
     cargo build --release -j2 --target "$target"
-for name in wire_header journal_entry etcd_pools; do
+for name in wire_header journal_entry etcd_pools nvmf_pdu; do
     mkdir -p "corpus/$name"
     "./target/$target/release/$name" "corpus/$name" -max_total_time="$seconds" -print_final_stats=1
 done

@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-packages="fio etcd-server etcd-client protobuf-compiler libnbd-bin fonts-dejavu-core busybox-static cpio libglib2.0-dev pkg-config python3 libjerasure-dev libgf-complete-dev libisal-dev"
+packages="fio etcd-server etcd-client protobuf-compiler libnbd-bin fonts-dejavu-core busybox-static cpio libglib2.0-dev pkg-config python3 python3-venv nvme-cli libjerasure-dev libgf-complete-dev libisal-dev"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
@@ -39,3 +39,9 @@ command -v cargo >/dev/null || { echo "setup: cargo is missing; install Rust wit
 ./scripts/fetch-qemu-source.sh
 # A Debian kernel for the guest tests (testkit/src/guest/): downloaded, unpacked, not installed.
 ./scripts/fetch-guest-kernel.sh
+# SPDK's JSON-RPC client (PyPI package spdk: rpc.py as spdk-rpc) for the NVMe-oF gateway's
+# RPC tests, in a virtual environment (Debian's python3 refuses system-wide pip installs).
+if [ ! -x target/spdk-venv/bin/spdk-rpc ]; then
+    python3 -m venv target/spdk-venv
+    target/spdk-venv/bin/pip install --quiet spdk==26.9
+fi
