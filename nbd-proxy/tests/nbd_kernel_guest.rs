@@ -9,10 +9,9 @@
 //! every OSD port and forwards each connection to 10.0.2.2 at the same port (busybox
 //! `nc -ll -e nc`): the client in the guest then uses the addresses etcd gives it.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use vitastor_testkit::{guest, LocalCluster};
+use vitastor_testkit::{guest, sha256_hex, LocalCluster};
 
 const POOLS: &str = r#"{"1":{"name":"testpool","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":8,"failure_domain":"osd"}}"#;
 const GLOBAL: &str = r#"{"immediate_commit":"all"}"#;
@@ -20,26 +19,6 @@ const IMAGE_SIZE: u64 = 16 << 20;
 /// The first phase writes 1 MiB; the second starts 8 MiB of writes and is killed early.
 const FIRST_BLOCKS: u64 = 256;
 const SECOND_BLOCKS: u64 = 2048;
-
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(data)
-        .expect("feed sha256sum");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// The guest's script: forwarders, then the two phases; results as GUEST-RESULT lines.
 fn script(etcd: &str, ports: &[u16]) -> String {

@@ -11,10 +11,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 use vitastor_client::{Client, ClientOptions};
-use vitastor_testkit::{free_port, guest, wait_for, LocalCluster};
+use vitastor_testkit::{free_port, guest, sha256_hex, wait_for, LocalCluster};
 
 /// Debian's nvme-cli, copied into the guest with its libraries.
 const NVME_CLI: &str = "/usr/sbin/nvme";
@@ -32,26 +32,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(data)
-        .expect("feed sha256sum");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// One JSON-RPC call on the gateway's socket; panics on an error reply.

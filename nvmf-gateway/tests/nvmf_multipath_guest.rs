@@ -13,11 +13,11 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vitastor_client::{Client, ClientOptions};
-use vitastor_testkit::{free_port, guest, wait_for, LocalCluster};
+use vitastor_testkit::{free_port, guest, sha256_hex, wait_for, LocalCluster};
 
 /// Debian's nvme-cli, copied into the guest with its libraries.
 const NVME_CLI: &str = "/usr/sbin/nvme";
@@ -30,26 +30,6 @@ const BDEV_UUID: &str = "5b7e6a1c-3d2f-4e8a-9b1c-0d2e3f4a5b6c";
 /// Blocks written one O_DIRECT dd at a time; the kill is asked for after KILL_AT.
 const BLOCKS: u32 = 120;
 const KILL_AT: u32 = 40;
-
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(data)
-        .expect("feed sha256sum");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
 
 fn call(socket: &std::path::Path, method: &str, params: serde_json::Value) {
     let mut stream = UnixStream::connect(socket).expect("connect the RPC socket");

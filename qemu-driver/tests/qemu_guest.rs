@@ -7,10 +7,9 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use vitastor_testkit::guest;
+use vitastor_testkit::sha256_hex;
 
 const IMAGE_SIZE: u64 = 16 << 20;
 /// Another size, so the guest can tell the two disks apart.
@@ -19,26 +18,6 @@ const IOTHREAD_IMAGE_SIZE: u64 = 24 << 20;
 /// object boundaries at an offset that is not object-aligned.
 const SEEK_BLOCKS: u64 = 1027;
 const COUNT_BLOCKS: u64 = 256;
-
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(data)
-        .expect("feed sha256sum");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
 
 #[test]
 fn guest_disks_on_vitastor_images() {

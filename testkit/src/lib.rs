@@ -6,6 +6,7 @@
 
 pub mod guest;
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -339,4 +340,26 @@ impl Drop for LocalCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// The SHA-256 of `data` as hex, computed by coreutils' `sha256sum` (the same tool the
+/// guests use, so host and guest digests compare as strings).
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(data)
+        .expect("feed sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
