@@ -24,6 +24,7 @@
 
 use super::ec_layout::{ChunkPart, EcLayout};
 use super::primary::ClientKind;
+use super::scrub::{local_copy, peer_copy};
 use super::{Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
 use crate::cluster::PgKey;
@@ -422,16 +423,14 @@ impl<D: Disk> Osd<D> {
                 };
                 self.submit_store(Op::Sync, waiter);
             }
-            Ok(OpOutput::Read {
-                version,
-                bitmap,
-                data,
-            }) => self.ec_part_done(key, chunk, Ok((version, bitmap, data.to_vec()))),
-            Ok(_) => self.ec_part_done(key, chunk, Ok((0, Vec::new(), Vec::new()))),
-            Err(error) => {
-                tracing::warn!(key, chunk, "EC part failed here: {}", error.message);
-                self.ec_part_done(key, chunk, Err(error.errno))
+            Ok(OpOutput::Version(_) | OpOutput::Done) => {
+                self.ec_part_done(key, chunk, Ok((0, Vec::new(), Vec::new())))
             }
+            Err(ref error) => {
+                tracing::warn!(key, chunk, "EC part failed here: {}", error.message);
+                self.ec_part_done(key, chunk, local_copy(result))
+            }
+            read => self.ec_part_done(key, chunk, local_copy(read)),
         }
     }
 
@@ -442,14 +441,13 @@ impl<D: Disk> Osd<D> {
         chunk: u32,
         result: Result<(Reply, Vec<u8>), i32>,
     ) {
-        let part = result.and_then(|(reply, payload)| match reply.body {
-            ReplyBody::SecRw { version, attr_len } if payload.len() >= attr_len as usize => {
-                let (bitmap, data) = payload.split_at(attr_len as usize);
-                Ok((version, bitmap.to_vec(), data.to_vec()))
+        // Reads bring a copy; writes, stabilizes and deletes only their success.
+        let part = match &result {
+            Ok((reply, _)) if !matches!(reply.body, ReplyBody::SecRw { .. }) => {
+                Ok((0, Vec::new(), Vec::new()))
             }
-            ReplyBody::SecRw { .. } => Err(errno::EIO),
-            _ => Ok((0, Vec::new(), Vec::new())),
-        });
+            _ => peer_copy(result),
+        };
         self.ec_part_done(key, chunk, part);
     }
 

@@ -7,13 +7,14 @@
 //! stable, at the committed version.
 
 use super::recovery::RecoveryStep;
+use super::scrub::{local_copy, peer_copy};
 use super::{Osd, Waiter};
 use crate::blockstore::{AlignedBuf, Disk, Op, OpError, OpOutput};
 use crate::cluster::PgKey;
 use crate::ec::Chunk;
 use std::collections::HashMap;
 use vitastor_proto::wire::request::SecRw;
-use vitastor_proto::wire::{Reply, ReplyBody, RequestBody};
+use vitastor_proto::wire::{Reply, RequestBody};
 use vitastor_proto::ObjectId;
 
 /// The chunks of one stripe being read for a rebuild.
@@ -117,11 +118,9 @@ impl<D: Disk> Osd<D> {
         (key, gen, oid, chunk): (PgKey, u64, ObjectId, u32),
         result: Result<OpOutput, OpError>,
     ) {
-        let read = match result {
-            Ok(OpOutput::Read { version, data, .. }) => Ok((version, data.to_vec())),
-            Ok(_) => Err("not a read".to_string()),
-            Err(error) => Err(error.message),
-        };
+        let read = local_copy(result)
+            .map(|(version, _, data)| (version, data))
+            .map_err(|code| format!("error {code}"));
         self.ec_rebuild_chunk(key, gen, oid, chunk, read);
     }
 
@@ -130,15 +129,9 @@ impl<D: Disk> Osd<D> {
         (key, gen, oid, chunk): (PgKey, u64, ObjectId, u32),
         result: Result<(Reply, Vec<u8>), i32>,
     ) {
-        let read = match result {
-            Ok((reply, payload)) => match reply.body {
-                ReplyBody::SecRw { version, attr_len } if payload.len() >= attr_len as usize => {
-                    Ok((version, payload[attr_len as usize..].to_vec()))
-                }
-                _ => Err("a bad read reply".to_string()),
-            },
-            Err(code) => Err(format!("error {code}")),
-        };
+        let read = peer_copy(result)
+            .map(|(version, _, data)| (version, data))
+            .map_err(|code| format!("error {code}"));
         self.ec_rebuild_chunk(key, gen, oid, chunk, read);
     }
 
