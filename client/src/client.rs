@@ -126,6 +126,10 @@ struct Inner {
     /// of requests waiting for them (one attempt per OSD per backoff period, not one per
     /// request), and the backoff that sets it. Cleared by a successful connect.
     connect_failures: Mutex<HashMap<u64, (Instant, Backoff)>>,
+    /// One connect attempt per OSD at a time: the requests that find no connection take
+    /// turns here, so when a penalty expires one of them connects and the others reuse
+    /// the connection or see the new penalty (not 64 connects at once at fio's iodepth).
+    connect_turns: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     sync_order: RwLock<()>,
     unsynced: Mutex<Vec<UnsyncedWrite>>,
     watch_task: tokio::task::JoinHandle<()>,
@@ -198,6 +202,7 @@ impl Client {
             connections: Mutex::default(),
             revoking: Mutex::default(),
             connect_failures: Mutex::default(),
+            connect_turns: Mutex::default(),
             sync_order: RwLock::new(()),
             unsynced: Mutex::default(),
             watch_task,
@@ -289,17 +294,43 @@ impl Client {
         osd: u64,
         address: &str,
     ) -> std::result::Result<Arc<OsdConnection>, ConnectError> {
-        if let Some(existing) = self
+        if let Some(existing) = self.live_connection(osd) {
+            return Ok(existing);
+        }
+        let turn = self
             .inner
-            .connections
+            .connect_turns
             .lock()
             .expect("not poisoned")
-            .get(&osd)
-        {
-            if !existing.is_closed() {
-                return Ok(existing.clone());
-            }
+            .entry(osd)
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
+        if let Some(existing) = self.live_connection(osd) {
+            return Ok(existing);
         }
+        if let Some(wait) = self.connect_penalty(osd) {
+            return Err(ConnectError::BackingOff(wait));
+        }
+        let result = self.connect_now(osd, address).await;
+        match &result {
+            Ok(_) => self.connect_succeeded(osd),
+            Err(_) => self.connect_failed(osd, &self.settings()),
+        }
+        result
+    }
+
+    fn live_connection(&self, osd: u64) -> Option<Arc<OsdConnection>> {
+        let connections = self.inner.connections.lock().expect("not poisoned");
+        connections.get(&osd).filter(|c| !c.is_closed()).cloned()
+    }
+
+    /// Connects to `osd` at `address` (the caller holds the OSD's connect turn).
+    async fn connect_now(
+        &self,
+        osd: u64,
+        address: &str,
+    ) -> std::result::Result<Arc<OsdConnection>, ConnectError> {
         let weak = Arc::downgrade(&self.inner);
         let settings = Arc::new(move || {
             let global = weak
@@ -448,25 +479,20 @@ impl Client {
                 self.wait_for_change(retry.next_delay()).await;
                 continue;
             };
-            if let Some(wait) = self.connect_penalty(osd) {
-                self.wait_for_change(wait.min(retry.next_delay())).await;
-                continue;
-            }
             let connection = match self.connection(osd, &address).await {
-                Ok(connection) => {
-                    self.connect_succeeded(osd);
-                    connection
+                Ok(connection) => connection,
+                Err(ConnectError::BackingOff(wait)) => {
+                    self.wait_for_change(wait.min(retry.next_delay())).await;
+                    continue;
                 }
                 Err(ConnectError::Refused(error)) => {
                     tracing::debug!("{error}; checking whether it is dead");
-                    self.connect_failed(osd, &settings);
                     self.revoke_lease(osd, &address).await;
                     self.wait_for_change(retry.next_delay()).await;
                     continue;
                 }
                 Err(ConnectError::Other(error)) => {
                     tracing::debug!("{error}; retrying");
-                    self.connect_failed(osd, &settings);
                     self.wait_for_change(retry.next_delay()).await;
                     continue;
                 }

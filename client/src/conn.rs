@@ -29,12 +29,19 @@ pub struct ConnectionLost;
 pub enum ConnectError {
     Refused(String),
     Other(String),
+    /// A connect to this OSD failed recently; the next attempt may start after this long.
+    BackingOff(Duration),
 }
 
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConnectError::Refused(text) | ConnectError::Other(text) => f.write_str(text),
+            ConnectError::BackingOff(wait) => write!(
+                f,
+                "a connect failed recently; next attempt in {} ms",
+                wait.as_millis()
+            ),
         }
     }
 }
