@@ -23,9 +23,10 @@ use std::collections::BTreeSet;
 use vitastor_osd::blockstore::dump::{dump_journal, dump_meta};
 use vitastor_osd::blockstore::prepare::prepare;
 use vitastor_osd::blockstore::sim::SimDisk;
+use vitastor_osd::blockstore::Disk;
 use vitastor_osd::blockstore::{
     AlignedBuf, Blockstore, BlockstoreConfig, BlockstoreError, Completion, FormatOptions,
-    ListedVersion, Op, OpId, OpOutput,
+    ListedVersion, Op, OpError, OpId, OpOutput,
 };
 use vitastor_proto::{errno, ObjectId};
 
@@ -38,6 +39,37 @@ const SECTORS: usize = (BLOCK as usize) / SECTOR;
 const OBJECTS: u64 = 6;
 const DISK_BYTES: u64 = 8 << 20;
 const JOURNAL_BYTES: u64 = 256 << 10;
+
+/// Waits for the next completion the way the OSD's event loop does: it sleeps until the
+/// device signals one (an eventfd), with no periodic tick. So the blockstore must have
+/// handed every request it queued to the device; one left queued would never complete
+/// (the loop would hang). Fails the sequence instead of hanging.
+fn poll_on_device_event(store: &mut Blockstore<SimDisk>) {
+    let disk = store.sim_disk_mut();
+    let (in_flight, unsubmitted) = (disk.in_flight(), disk.unsubmitted());
+    assert!(
+        in_flight > unsubmitted,
+        "stalled: operations wait but the device was handed nothing to do \
+         ({in_flight} requests in flight, {unsubmitted} of them never handed to it)"
+    );
+    store.poll(true).unwrap_or_else(|e| panic!("poll: {e}"));
+}
+
+/// [`Blockstore::run`] driven like the OSD drives the blockstore: submit, poll once (the
+/// OSD polls after handling each message), then poll only on device events.
+fn run_like_the_osd(store: &mut Blockstore<SimDisk>, op: Op) -> Result<OpOutput, OpError> {
+    let id = store.submit(op);
+    store.poll(false).unwrap_or_else(|e| panic!("poll: {e}"));
+    let mut done = Vec::new();
+    loop {
+        store.take_completions(&mut done);
+        // Other completions (syncs a batch submitted) have no one waiting for them.
+        if let Some(found) = done.drain(..).find(|c| c.id == id) {
+            return found.result;
+        }
+        poll_on_device_event(store);
+    }
+}
 
 /// Content of one sector written with id `id` (0 = zeros).
 fn sector_pattern(id: u64, sector: usize) -> Vec<u8> {
@@ -307,13 +339,16 @@ impl Harness {
             "write obj {object} sectors {first}+{} stable {stable} ids {ids:?}",
             ids.len()
         ));
-        let result = self.store().run(Op::Write {
-            oid: oid(object as u64),
-            version: 0,
-            offset,
-            data,
-            stable,
-        });
+        let result = run_like_the_osd(
+            self.store(),
+            Op::Write {
+                oid: oid(object as u64),
+                version: 0,
+                offset,
+                data,
+                stable,
+            },
+        );
         match result {
             Ok(OpOutput::Version(version)) => {
                 self.log.push(format!("  -> v{version}"));
@@ -328,7 +363,17 @@ impl Harness {
     /// can be neither flushed nor dropped). Without one, ENOSPC is a failure. Afterwards
     /// everything is stabilized so the flusher can proceed.
     fn on_enospc(&mut self) {
-        let unstable: usize = self.model.iter().map(|m| m.unstable_versions().len()).sum();
+        self.on_enospc_pinned_by(self.unstable_count());
+    }
+
+    fn unstable_count(&self) -> usize {
+        self.model.iter().map(|m| m.unstable_versions().len()).sum()
+    }
+
+    /// [`Harness::on_enospc`] for an ENOSPC that happened when `unstable` versions were
+    /// unstable (in a batch, a write that was refused can see versions that a later
+    /// stable write of the same batch then stabilized).
+    fn on_enospc_pinned_by(&mut self, unstable: usize) {
         let journal_used = self.store().journal_used_bytes();
         if unstable == 0 {
             let summary = self.store().debug_summary();
@@ -346,10 +391,13 @@ impl Harness {
                 let Some(&version) = self.model[object].unstable_versions().last() else {
                     continue;
                 };
-                match self.store().run(Op::Stabilize {
-                    oid: oid(object as u64),
-                    version,
-                }) {
+                match run_like_the_osd(
+                    self.store(),
+                    Op::Stabilize {
+                        oid: oid(object as u64),
+                        version,
+                    },
+                ) {
                     Ok(_) => {
                         self.model[object]
                             .history
@@ -393,7 +441,7 @@ impl Harness {
             0 => None,
             v => Some(v),
         };
-        match self.store().run(Op::Delete {
+        match run_like_the_osd(self.store(), Op::Delete {
             oid: oid(object as u64),
             version: requested,
         }) {
@@ -437,10 +485,13 @@ impl Harness {
         self.log.push(format!(
             "purge obj {object} v{requested} (tombstone {tombstone:?}, expect {expected})"
         ));
-        match self.store().run(Op::Purge {
-            oid: oid(object as u64),
-            version: requested,
-        }) {
+        match run_like_the_osd(
+            self.store(),
+            Op::Purge {
+                oid: oid(object as u64),
+                version: requested,
+            },
+        ) {
             Ok(OpOutput::Version(version)) if version == expected => {
                 if expected != 0 {
                     self.model[object].purged();
@@ -460,10 +511,13 @@ impl Harness {
             return;
         };
         self.log.push(format!("stabilize obj {object} v{version}"));
-        if let Err(error) = self.store().run(Op::Stabilize {
-            oid: oid(object as u64),
-            version,
-        }) {
+        if let Err(error) = run_like_the_osd(
+            self.store(),
+            Op::Stabilize {
+                oid: oid(object as u64),
+                version,
+            },
+        ) {
             self.fail(format!("stabilize failed: {error}"));
         }
         for entry in self.model[object]
@@ -495,10 +549,13 @@ impl Harness {
         let version = targets[self.rng.gen_range(0..targets.len())];
         self.log
             .push(format!("rollback obj {object} to v{version}"));
-        if let Err(error) = self.store().run(Op::Rollback {
-            oid: oid(object as u64),
-            version,
-        }) {
+        if let Err(error) = run_like_the_osd(
+            self.store(),
+            Op::Rollback {
+                oid: oid(object as u64),
+                version,
+            },
+        ) {
             self.fail(format!("rollback failed: {error}"));
         }
         let model = &mut self.model[object];
@@ -518,18 +575,21 @@ impl Harness {
 
     fn sync(&mut self) {
         self.log.push("sync".into());
-        if let Err(error) = self.store().run(Op::Sync) {
+        if let Err(error) = run_like_the_osd(self.store(), Op::Sync) {
             self.fail(format!("sync failed: {error}"));
         }
         self.model.iter_mut().for_each(ObjectModel::synced);
     }
 
     fn read_object(&mut self, object: usize) -> Result<(u64, Vec<u64>), String> {
-        match self.store().run(Op::Read {
-            oid: oid(object as u64),
-            offset: 0,
-            len: BLOCK,
-        }) {
+        match run_like_the_osd(
+            self.store(),
+            Op::Read {
+                oid: oid(object as u64),
+                offset: 0,
+                len: BLOCK,
+            },
+        ) {
             Ok(OpOutput::Read { version, data, .. }) => {
                 let mut ids = Vec::with_capacity(SECTORS);
                 for sector in 0..SECTORS {
@@ -594,6 +654,7 @@ impl Harness {
         let count = self.rng.gen_range(2..=OBJECTS as usize);
         let mut objects: Vec<usize> = (0..OBJECTS as usize).collect();
         let mut submitted: Vec<(OpId, usize, bool)> = Vec::new();
+        let unstable_at_submit = self.unstable_count();
         for _ in 0..count {
             let object = objects.swap_remove(self.rng.gen_range(0..objects.len()));
             let (offset, data, ids, first) = self.random_write(object);
@@ -625,19 +686,24 @@ impl Harness {
             usize::MAX
         };
         let mut done: Vec<Completion> = Vec::new();
-        let mut finished = 0;
         let mut round = 0;
-        while finished < submitted.len() && round < polls {
-            self.store()
-                .poll(true)
-                .unwrap_or_else(|e| panic!("poll: {e}"));
+        // The OSD polls once after handling the messages that submitted them, then on
+        // device events only.
+        self.store()
+            .poll(false)
+            .unwrap_or_else(|e| panic!("poll: {e}"));
+        loop {
             let mut batch = Vec::new();
             self.store().take_completions(&mut batch);
             done.extend(batch);
-            finished = submitted
+            let finished = submitted
                 .iter()
                 .filter(|(id, _, _)| done.iter().any(|c| c.id == *id))
                 .count();
+            if finished == submitted.len() || round >= polls {
+                break;
+            }
+            poll_on_device_event(self.store());
             round += 1;
         }
         let mut out_of_space = false;
@@ -674,7 +740,7 @@ impl Harness {
             }
         }
         if out_of_space && !crash {
-            self.on_enospc();
+            self.on_enospc_pinned_by(unstable_at_submit.max(self.unstable_count()));
         }
         if crash {
             self.crash();
@@ -746,10 +812,13 @@ impl Harness {
                 .map(|v| v.version)
                 .collect();
             if let Some(max) = unstable.iter().max() {
-                if let Err(error) = self.store().run(Op::Stabilize {
-                    oid: oid(object as u64),
-                    version: *max,
-                }) {
+                if let Err(error) = run_like_the_osd(
+                    self.store(),
+                    Op::Stabilize {
+                        oid: oid(object as u64),
+                        version: *max,
+                    },
+                ) {
                     self.fail(format!("stabilize after crash failed: {error}"));
                 }
             }

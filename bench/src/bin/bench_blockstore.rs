@@ -290,6 +290,7 @@ fn run(args: Args) -> Result<(), String> {
 
     let runtime = Duration::from_secs(runtime_s);
     let mut rows = Vec::new();
+    let mut device_costs: Vec<String> = Vec::new();
     for pattern in PATTERNS {
         if args
             .only
@@ -311,7 +312,25 @@ fn run(args: Args) -> Result<(), String> {
         eprintln!("{}: ours...", pattern.name);
         // Each test starts from a flushed journal, as each fio job starts fresh.
         ours.store.flush_all().map_err(|e| e.to_string())?;
+        let before = ours.store.stats();
         let ours_stats = ours.run(&pattern, runtime)?;
+        // Flushing what the test wrote is part of what its writes cost the device.
+        ours.store.flush_all().map_err(|e| e.to_string())?;
+        let after = ours.store.stats();
+        let user_writes =
+            (after.small_writes + after.big_writes) - (before.small_writes + before.big_writes);
+        if user_writes > 0 {
+            let per = |a: u64, b: u64| (a - b) as f64 / user_writes as f64;
+            device_costs.push(format!(
+                "{}: per user write the device got {:.2} writes of {:.1} KiB in all and {:.2} fsyncs ({} syncs took {} group fsyncs)",
+                pattern.name,
+                per(after.device_writes, before.device_writes),
+                per(after.device_write_bytes, before.device_write_bytes) / 1024.0,
+                per(after.device_fsyncs, before.device_fsyncs),
+                after.syncs - before.syncs,
+                after.fsyncs - before.fsyncs,
+            ));
+        }
         rows.push(Row {
             name: pattern.name.to_string(),
             metric: pattern.metric,
@@ -337,6 +356,7 @@ fn run(args: Args) -> Result<(), String> {
             stats.small_writes, stats.big_writes, stats.syncs, stats.flush_batches, stats.flushed_objects, stats.space_waits, stats.csum_errors, format_size(memory as u64)
         ),
     ];
+    let configuration: Vec<String> = configuration.into_iter().chain(device_costs).collect();
     report::publish(
         &args.results,
         "Blockstore vs raw file",

@@ -52,6 +52,11 @@ pub trait Disk {
     /// Requests submitted and not yet reaped.
     fn in_flight(&self) -> usize;
 
+    /// Requests queued by [`Disk::submit`] that the device has not been handed yet (the
+    /// next [`Disk::poll`] hands them over). The OSD polls only when the device signals a
+    /// completion, so a request left here after a poll would wait for an unrelated event.
+    fn unsubmitted(&self) -> usize;
+
     /// Makes `len` bytes at `offset` read as zeros without writing them, when the device
     /// can (a hole in a file, WRITE ZEROES on a block device). Only while nothing is in
     /// flight. `Ok(false)` means "not supported: write the zeros yourself".

@@ -31,6 +31,7 @@ pub mod dump;
 pub mod error;
 mod flusher;
 pub mod fuzz_records;
+mod group_commit;
 pub mod journal;
 pub mod journal_format;
 mod journal_triage;

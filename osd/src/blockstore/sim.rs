@@ -48,6 +48,9 @@ pub struct SimDisk {
     pending: Vec<Pending>,
     unsynced: Vec<Unsynced>,
     writes_completed: u64,
+    /// Requests submitted since the last poll: the device starts them (and can complete
+    /// them) only when polled, as io_uring does with its submission queue.
+    unsubmitted: usize,
     rng: SmallRng,
     /// Complete requests in random order (true) or in submission order.
     pub reorder: bool,
@@ -69,6 +72,7 @@ impl SimDisk {
             pending: Vec::new(),
             unsynced: Vec::new(),
             writes_completed: 0,
+            unsubmitted: 0,
             rng: SmallRng::seed_from_u64(seed),
             reorder: true,
             fail_writes_from: u64::MAX,
@@ -218,9 +222,11 @@ impl Disk for SimDisk {
             }
         }
         self.pending.push(pending);
+        self.unsubmitted += 1;
     }
 
     fn poll(&mut self, min_complete: usize, out: &mut Vec<IoCompletion>) -> std::io::Result<()> {
+        self.unsubmitted = 0;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -243,6 +249,10 @@ impl Disk for SimDisk {
 
     fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    fn unsubmitted(&self) -> usize {
+        self.unsubmitted
     }
 }
 

@@ -147,17 +147,26 @@ pub struct BlockstoreStats {
     pub small_writes: u64,
     pub big_writes: u64,
     pub syncs: u64,
+    /// fsyncs issued for syncs (group commit: one may serve many syncs).
+    pub fsyncs: u64,
     pub flush_batches: u64,
     pub flushed_objects: u64,
     pub csum_errors: u64,
     /// Times an op had to wait for journal or data space (the flusher was behind).
     pub space_waits: u64,
+    /// Requests sent to the device after open (journal, data, metadata, headers), and
+    /// the bytes they wrote: what a user write costs the device, flushing included.
+    pub device_writes: u64,
+    pub device_write_bytes: u64,
+    pub device_fsyncs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Owner {
     Op(usize),
     Flusher,
+    /// The group commit's fsync ([`super::group_commit`]).
+    Fsync,
 }
 
 pub(super) enum OpState {
@@ -200,6 +209,7 @@ pub struct Blockstore<D: Disk> {
     pub(super) inflight_journal: std::collections::BTreeSet<u64>,
     /// Syncs waiting for earlier writes to complete before their fsync.
     pub(super) sync_waiters: Vec<usize>,
+    pub(super) fsyncs: super::group_commit::FsyncGroups,
     /// Ops waiting for journal or data space.
     pub(super) space_waiters: VecDeque<usize>,
     completions: Vec<Completion>,
@@ -237,6 +247,7 @@ impl<D: Disk> Blockstore<D> {
             durable_below: 0,
             inflight_journal: Default::default(),
             sync_waiters: Vec::new(),
+            fsyncs: Default::default(),
             space_waiters: VecDeque::new(),
             completions: Vec::new(),
             io_done: Vec::new(),
@@ -332,7 +343,10 @@ impl<D: Disk> Blockstore<D> {
 
     /// Operations submitted and not yet completed (including the flusher's work).
     pub fn is_idle(&self) -> bool {
-        self.slots.iter().all(Option::is_none) && self.flusher.is_idle() && self.inflight.is_empty()
+        self.slots.iter().all(Option::is_none)
+            && self.flusher.is_idle()
+            && self.fsyncs.is_idle()
+            && self.inflight.is_empty()
     }
 
     pub(super) fn disk_mut(&mut self) -> &mut D {
@@ -388,27 +402,39 @@ impl<D: Disk> Blockstore<D> {
 
     /// Processes disk completions; with `wait`, blocks until at least one arrives (unless
     /// nothing is in flight).
+    ///
+    /// Returns only when every request the blockstore queued has been handed to the
+    /// device: completions start the next step of their operation (a journal write's
+    /// completion starts the data write, a flush batch its next phase, a sync its fsync),
+    /// and the OSD polls again only when the device signals a completion. A request left
+    /// queued would wait for an unrelated event (a 10 ms tick used to hide this).
     pub fn poll(&mut self, wait: bool) -> Result<(), BlockstoreError> {
-        let mut done = std::mem::take(&mut self.io_done);
-        let min = usize::from(wait && !self.inflight.is_empty());
-        let result = self.disk_mut().poll(min, &mut done);
-        for completion in done.drain(..) {
-            let Some((owner, _)) = self.inflight.remove(&completion.tag) else {
-                tracing::error!(
-                    tag = completion.tag,
-                    "completion for an unknown disk request"
-                );
-                continue;
-            };
-            match owner {
-                Owner::Op(index) => self.op_io_done(index, completion.result),
-                Owner::Flusher => self.flusher_io_done(completion.result),
+        let mut min = usize::from(wait && !self.inflight.is_empty());
+        loop {
+            let mut done = std::mem::take(&mut self.io_done);
+            let result = self.disk_mut().poll(min, &mut done);
+            for completion in done.drain(..) {
+                let Some((owner, _)) = self.inflight.remove(&completion.tag) else {
+                    tracing::error!(
+                        tag = completion.tag,
+                        "completion for an unknown disk request"
+                    );
+                    continue;
+                };
+                match owner {
+                    Owner::Op(index) => self.op_io_done(index, completion.result),
+                    Owner::Flusher => self.flusher_io_done(completion.result),
+                    Owner::Fsync => self.group_fsync_done(completion.result),
+                }
             }
+            self.io_done = done;
+            result?;
+            self.after_progress();
+            if self.disk_mut().unsubmitted() == 0 {
+                return Ok(());
+            }
+            min = 0;
         }
-        self.io_done = done;
-        result?;
-        self.after_progress();
-        Ok(())
     }
 
     /// Submits `op` and drives the blockstore until it completes (for tools and tests).
@@ -757,6 +783,14 @@ impl<D: Disk> Blockstore<D> {
         let tag = self.next_tag;
         self.next_tag += 1;
         self.inflight.insert(tag, (owner, kind == IoKind::Write));
+        match kind {
+            IoKind::Write => {
+                self.stats.device_writes += 1;
+                self.stats.device_write_bytes += len as u64;
+            }
+            IoKind::Fsync => self.stats.device_fsyncs += 1,
+            IoKind::Read => {}
+        }
         let request = IoRequest {
             tag,
             kind,
@@ -854,7 +888,7 @@ impl<D: Disk> Blockstore<D> {
         match kind {
             0 => self.read_io_done(index),
             1 => self.write_io_done(index),
-            2 => self.sync_io_done(index),
+            2 => unreachable!("invariant: group commit owns the fsyncs, not the sync ops"),
             _ => self.journal_op_io_done(index),
         }
     }
@@ -882,6 +916,9 @@ impl<D: Disk> Blockstore<D> {
                         size = self.journal.size,
                         free_blocks = self.alloc.free_blocks(),
                         dirty = self.dirty.len(),
+                        complete_below = self.journal_complete_below(),
+                        waiters = self.space_waiters.len(),
+                        summary = self.debug_summary(),
                         "ENOSPC"
                     );
                     let stuck: Vec<usize> = self.space_waiters.drain(..).collect();

@@ -22,6 +22,8 @@ pub struct UringDisk {
     file: File,
     size: u64,
     in_flight: usize,
+    /// Entries pushed to the submission queue since the last `io_uring_enter`.
+    unsubmitted: usize,
 }
 
 impl UringDisk {
@@ -89,6 +91,7 @@ impl UringDisk {
             file,
             size,
             in_flight: 0,
+            unsubmitted: 0,
         })
     }
 
@@ -157,11 +160,13 @@ impl Disk for UringDisk {
                 break;
             }
             // The submission queue is full: hand what is queued to the kernel and retry.
-            if let Err(error) = self.ring.submit() {
-                tracing::error!("io_uring submit failed: {error}");
+            match self.ring.submit() {
+                Ok(_) => self.unsubmitted = 0,
+                Err(error) => tracing::error!("io_uring submit failed: {error}"),
             }
         }
         self.in_flight += 1;
+        self.unsubmitted += 1;
     }
 
     fn poll(&mut self, min_complete: usize, out: &mut Vec<IoCompletion>) -> std::io::Result<()> {
@@ -172,7 +177,10 @@ impl Disk for UringDisk {
             .min(self.in_flight);
         loop {
             match self.ring.submit_and_wait(still_needed) {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.unsubmitted = 0;
+                    break;
+                }
                 Err(error) if error.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
                     self.reap(out);
@@ -187,6 +195,10 @@ impl Disk for UringDisk {
 
     fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    fn unsubmitted(&self) -> usize {
+        self.unsubmitted
     }
 
     fn zero_range(&mut self, offset: u64, len: u64) -> std::io::Result<bool> {

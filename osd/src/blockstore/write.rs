@@ -10,7 +10,7 @@
 //!
 //! Every change is applied to the in-memory state when its journal entry is appended, and
 //! becomes visible to readers when its disk writes complete (`written`). A sync waits for
-//! every write submitted before it, then issues one fsync.
+//! every write submitted before it, then joins the next fsync ([`super::group_commit`]).
 
 use super::aligned::AlignedBuf;
 use super::dirty::{DirtyEntry, DirtyKind};
@@ -55,9 +55,8 @@ impl WriteOp {
 #[derive(Default)]
 pub(super) struct SyncOp {
     barrier_tag: u64,
+    /// Handed to group commit (its writes have completed).
     started: bool,
-    /// Journal entries below this are durable once this sync's fsync completes.
-    covers: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -354,7 +353,8 @@ impl<D: Disk> Blockstore<D> {
         self.sync_waiters.push(index);
     }
 
-    /// Issues the sync's fsync once every write before its barrier has completed.
+    /// Hands the sync to group commit ([`super::group_commit`]) once every write before
+    /// its barrier has completed.
     pub(super) fn try_sync(&mut self, index: usize) {
         let OpState::Sync(op) = &self.slot_mut(index).state else {
             unreachable!("invariant: sync op")
@@ -368,8 +368,8 @@ impl<D: Disk> Blockstore<D> {
             return;
         }
         self.stats.syncs += 1;
-        let covers = self.journal_complete_below();
         if self.config.disable_fsync {
+            let covers = self.journal_complete_below();
             self.durable_below = self.durable_below.max(covers);
             return self.complete(index, Ok(OpOutput::Done));
         }
@@ -377,22 +377,7 @@ impl<D: Disk> Blockstore<D> {
             unreachable!("invariant: sync op")
         };
         op.started = true;
-        op.covers = covers;
-        // SAFETY: fsync transfers no data; the null buffer is never touched.
-        unsafe { self.submit_io(Owner::Op(index), IoKind::Fsync, 0, std::ptr::null_mut(), 0) };
-    }
-
-    pub(super) fn sync_io_done(&mut self, index: usize) {
-        let slot = self.slot_mut(index);
-        if let (OpState::Sync(op), None) = (&slot.state, &slot.error) {
-            let covers = op.covers;
-            self.durable_below = self.durable_below.max(covers);
-        }
-        if let Some(error) = self.slot_mut(index).error.take() {
-            self.flusher.broken = Some(format!("fsync failed: {error}"));
-            return self.complete(index, Err(error));
-        }
-        self.complete(index, Ok(OpOutput::Done))
+        self.join_fsync_group(index);
     }
 
     pub(super) fn start_journal_op(&mut self, index: usize) {

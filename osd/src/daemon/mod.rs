@@ -34,6 +34,7 @@ mod repair;
 mod scrub;
 mod secondary;
 mod stabilize;
+mod timers;
 
 pub use pg::{PgBase, PgStatus};
 

@@ -41,7 +41,7 @@ use vitastor_proto::wire::{Reply, ReplyBody, RequestBody};
 use vitastor_proto::ObjectId;
 
 /// Due PGs are looked for at most this often (ms).
-const DUE_CHECK_EVERY_MS: u64 = 100;
+pub(super) const DUE_CHECK_EVERY_MS: u64 = 100;
 /// A scrub that could not judge every object runs again this much later (ms).
 const SCRUB_RETRY_MS: u64 = 5_000;
 

@@ -94,6 +94,10 @@ struct Node {
     /// Woken on every view change: a peer loop waiting out its reconnect backoff tries
     /// at once when the cluster changed (a restarted peer registered again, say).
     view_changes: tokio::sync::Notify,
+    /// The monotonic ms the timer loop sleeps until ([`Osd::next_timer_ms`] when it
+    /// armed), and its wake-up when an event made an earlier deadline.
+    timer_armed_ms: Cell<u64>,
+    timer_rearm: tokio::sync::Notify,
 }
 
 impl Node {
@@ -109,6 +113,10 @@ impl Node {
                 osd.take_actions(&mut actions);
             }
             if actions.is_empty() {
+                let next_timer_ms = self.osd.borrow().next_timer_ms();
+                if next_timer_ms < self.timer_armed_ms.get() {
+                    self.timer_rearm.notify_one();
+                }
                 return;
             }
             for action in actions.drain(..) {
@@ -259,6 +267,8 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
         inbound: RefCell::new(HashMap::new()),
         peers: RefCell::new(HashMap::new()),
         view_changes: tokio::sync::Notify::new(),
+        timer_armed_ms: Cell::new(0),
+        timer_rearm: tokio::sync::Notify::new(),
         etcd_actions: etcd_actions.clone(),
         next_conn: Cell::new(1),
         osd_num: options.osd_num,
@@ -276,6 +286,7 @@ async fn run_async(options: DaemonOptions) -> Result<(), String> {
 
     tokio::task::spawn_local(accept_loop(node.clone(), listener));
     tokio::task::spawn_local(disk_loop(node.clone(), event_fd));
+    tokio::task::spawn_local(timer_loop(node.clone()));
     tokio::task::spawn_local(etcd::action_loop(node.clone(), etcd.handle(), etcd_actions));
     tokio::task::spawn_local(etcd::watch_loop(node.clone(), etcd.handle(), cursor));
     let stats_key = etcd.key(&format!("/osd/stats/{}", options.osd_num));
@@ -476,15 +487,10 @@ async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
             std::process::exit(1);
         }
     };
+    // No tick: the blockstore hands every request to the device before its poll returns,
+    // so each step of its work is announced by a completion (and the eventfd).
     loop {
-        // The blockstore's flusher can have work that no disk completion will announce;
-        // a short tick keeps it moving.
-        let readable = tokio::time::timeout(Duration::from_millis(10), fd.readable()).await;
-        let Ok(readable) = readable else {
-            node.dispatch();
-            continue;
-        };
-        let Ok(mut guard) = readable else {
+        let Ok(mut guard) = fd.readable().await else {
             return;
         };
         let mut counter = [0u8; 8];
@@ -492,6 +498,21 @@ async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
         unsafe { libc::read(fd.get_ref().as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
         guard.clear_ready();
         node.dispatch();
+    }
+}
+
+/// Runs the daemon's time-based work (lease deadline, retries, recovery pauses, scrub
+/// checks) when [`Osd::next_timer_ms`] says, re-armed by `dispatch` when an event made
+/// an earlier deadline.
+async fn timer_loop(node: Rc<Node>) {
+    loop {
+        let next_ms = node.osd.borrow().next_timer_ms();
+        node.timer_armed_ms.set(next_ms);
+        let at = node.started + Duration::from_millis(next_ms);
+        tokio::select! {
+            () = tokio::time::sleep_until(at.into()) => node.dispatch(),
+            () = node.timer_rearm.notified() => {}
+        }
     }
 }
 
