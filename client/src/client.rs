@@ -111,6 +111,14 @@ struct UnsyncedWrite {
     data: Vec<u8>,
 }
 
+/// The writes a SYNC must cover (and replay if a primary lost them), bounded by
+/// `client_max_dirty_bytes` / `client_max_dirty_ops`: past either the writer SYNCs.
+#[derive(Debug, Default)]
+struct Unsynced {
+    writes: Vec<UnsyncedWrite>,
+    bytes: u64,
+}
+
 struct Inner {
     options: ClientOptions,
     prefix: String,
@@ -131,7 +139,7 @@ struct Inner {
     /// the connection or see the new penalty (not 64 connects at once at fio's iodepth).
     connect_turns: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     sync_order: RwLock<()>,
-    unsynced: Mutex<Vec<UnsyncedWrite>>,
+    unsynced: Mutex<Unsynced>,
     watch_task: tokio::task::JoinHandle<()>,
 }
 
@@ -584,20 +592,35 @@ impl Client {
     /// Writes `data` at `offset` of `inode`.
     pub async fn write(&self, inode: u64, offset: u64, data: &[u8]) -> Result<()> {
         let pool = (inode >> 48) as u32;
-        let _order = self.inner.sync_order.read().await;
+        let order = self.inner.sync_order.read().await;
         self.write_unordered(inode, offset, data).await?;
-        if !self.immediate_commit_all(pool) {
-            self.inner
-                .unsynced
-                .lock()
-                .expect("not poisoned")
-                .push(UnsyncedWrite {
-                    inode,
-                    offset,
-                    data: data.to_vec(),
-                });
+        if self.immediate_commit_all(pool) {
+            return Ok(());
+        }
+        let over_limit = {
+            let mut unsynced = self.inner.unsynced.lock().expect("not poisoned");
+            unsynced.bytes += data.len() as u64;
+            unsynced.writes.push(UnsyncedWrite {
+                inode,
+                offset,
+                data: data.to_vec(),
+            });
+            let settings = self.settings();
+            unsynced.bytes > settings.client_max_dirty_bytes()
+                || unsynced.writes.len() as u64 > settings.client_max_dirty_ops()
+        };
+        drop(order);
+        if over_limit {
+            // As Vitastor's client does: the copies kept for replay are bounded.
+            self.sync().await?;
         }
         Ok(())
+    }
+
+    /// Bytes and writes acknowledged and not yet covered by a SYNC.
+    pub fn unsynced(&self) -> (u64, usize) {
+        let unsynced = self.inner.unsynced.lock().expect("not poisoned");
+        (unsynced.bytes, unsynced.writes.len())
     }
 
     async fn write_unordered(&self, inode: u64, offset: u64, data: &[u8]) -> Result<()> {
@@ -659,7 +682,8 @@ impl Client {
     /// Makes every write acknowledged before this call durable.
     pub async fn sync(&self) -> Result<()> {
         let _order = self.inner.sync_order.write().await;
-        let unsynced = std::mem::take(&mut *self.inner.unsynced.lock().expect("not poisoned"));
+        let unsynced =
+            std::mem::take(&mut *self.inner.unsynced.lock().expect("not poisoned")).writes;
         if unsynced.is_empty() {
             return Ok(());
         }

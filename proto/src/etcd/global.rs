@@ -55,6 +55,8 @@ pub const DEFAULT_PEER_CONNECT_TIMEOUT_S: u64 = 5;
 /// Pause before a client retries a request that failed on a broken connection or found
 /// its PG without an active primary (woken earlier by any cluster state change).
 pub const DEFAULT_CLIENT_RETRY_INTERVAL_MS: u64 = 50;
+pub const DEFAULT_CLIENT_MAX_DIRTY_BYTES: u64 = 32 << 20;
+pub const DEFAULT_CLIENT_MAX_DIRTY_OPS: u64 = 1024;
 pub const MIN_CLIENT_RETRY_INTERVAL_MS: u64 = 10;
 /// Pause before a client retries a request an OSD refused with -EPIPE (PG not active
 /// there yet), also woken earlier by any cluster state change.
@@ -89,6 +91,14 @@ pub struct GlobalConfig {
     /// Milliseconds (minimum 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_wait_retry_interval: Option<u64>,
+    /// Bytes of acknowledged, not yet SYNCed writes a client keeps (it holds a copy of
+    /// each to replay); past it the client SYNCs by itself. Only without
+    /// immediate_commit=all. Vitastor's default: 32 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_max_dirty_bytes: Option<u64>,
+    /// The same limit counted in write operations. Vitastor's default: 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_max_dirty_ops: Option<u64>,
     /// Background recovery and rebalance copies in flight per OSD (Vitastor: default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_queue_depth: Option<u64>,
@@ -209,6 +219,14 @@ impl GlobalConfig {
             .client_retry_interval
             .unwrap_or(DEFAULT_CLIENT_RETRY_INTERVAL_MS);
         Duration::from_millis(ms.max(MIN_CLIENT_RETRY_INTERVAL_MS))
+    }
+    pub fn client_max_dirty_bytes(&self) -> u64 {
+        self.client_max_dirty_bytes
+            .unwrap_or(DEFAULT_CLIENT_MAX_DIRTY_BYTES)
+    }
+    pub fn client_max_dirty_ops(&self) -> u64 {
+        self.client_max_dirty_ops
+            .unwrap_or(DEFAULT_CLIENT_MAX_DIRTY_OPS)
     }
     pub fn up_wait_retry_interval(&self) -> Duration {
         let ms = self
