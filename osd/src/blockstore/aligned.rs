@@ -1,6 +1,6 @@
 //! Page-aligned byte buffers, as O_DIRECT I/O requires.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::alloc::{alloc, alloc_zeroed, dealloc, Layout};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
@@ -35,10 +35,28 @@ impl AlignedBuf {
         AlignedBuf { ptr, len }
     }
 
+    /// A copy of `data`. Not zeroed first: every byte is written once (the payload
+    /// copy is on every write's path; zeroing it first cost as much as the copy).
     pub fn from_slice(data: &[u8]) -> AlignedBuf {
-        let mut buf = AlignedBuf::new(data.len());
-        buf.copy_from_slice(data);
-        buf
+        if data.is_empty() {
+            return AlignedBuf::new(0);
+        }
+        let layout = Self::layout(data.len());
+        // SAFETY: the layout has a non-zero size (at least IO_ALIGN) and a valid alignment.
+        let raw = unsafe { alloc(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        // SAFETY: the allocation holds layout.size() >= data.len() bytes that nothing else
+        // references; the copy initialises the first data.len() and the fill the rest of
+        // the allocation (disk writes may cover a whole page), so `Deref` sees only
+        // initialised bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), raw, data.len());
+            std::ptr::write_bytes(raw.add(data.len()), 0, layout.size() - data.len());
+        }
+        AlignedBuf {
+            ptr,
+            len: data.len(),
+        }
     }
 
     fn layout(len: usize) -> Layout {

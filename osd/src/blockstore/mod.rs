@@ -33,6 +33,7 @@ mod flusher;
 pub mod fuzz_records;
 mod group_commit;
 pub mod journal;
+pub mod journal_batch;
 pub mod journal_format;
 mod journal_triage;
 mod journal_walk;

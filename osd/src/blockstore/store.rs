@@ -167,6 +167,8 @@ pub(super) enum Owner {
     Flusher,
     /// The group commit's fsync ([`super::group_commit`]).
     Fsync,
+    /// Several ops' journal writes merged into one request ([`super::journal_batch`]).
+    JournalRun,
 }
 
 pub(super) enum OpState {
@@ -210,6 +212,7 @@ pub struct Blockstore<D: Disk> {
     /// Syncs waiting for earlier writes to complete before their fsync.
     pub(super) sync_waiters: Vec<usize>,
     pub(super) fsyncs: super::group_commit::FsyncGroups,
+    pub(super) journal_batch: super::journal_batch::JournalBatch,
     /// Ops waiting for journal or data space.
     pub(super) space_waiters: VecDeque<usize>,
     completions: Vec<Completion>,
@@ -248,6 +251,7 @@ impl<D: Disk> Blockstore<D> {
             inflight_journal: Default::default(),
             sync_waiters: Vec::new(),
             fsyncs: Default::default(),
+            journal_batch: Default::default(),
             space_waiters: VecDeque::new(),
             completions: Vec::new(),
             io_done: Vec::new(),
@@ -411,6 +415,7 @@ impl<D: Disk> Blockstore<D> {
     pub fn poll(&mut self, wait: bool) -> Result<(), BlockstoreError> {
         let mut min = usize::from(wait && !self.inflight.is_empty());
         loop {
+            self.submit_journal_batch();
             let mut done = std::mem::take(&mut self.io_done);
             let result = self.disk_mut().poll(min, &mut done);
             for completion in done.drain(..) {
@@ -425,12 +430,13 @@ impl<D: Disk> Blockstore<D> {
                     Owner::Op(index) => self.op_io_done(index, completion.result),
                     Owner::Flusher => self.flusher_io_done(completion.result),
                     Owner::Fsync => self.group_fsync_done(completion.result),
+                    Owner::JournalRun => self.journal_run_done(completion.tag, completion.result),
                 }
             }
             self.io_done = done;
             result?;
             self.after_progress();
-            if self.disk_mut().unsubmitted() == 0 {
+            if self.disk_mut().unsubmitted() == 0 && self.journal_batch.is_empty() {
                 return Ok(());
             }
             min = 0;
@@ -780,9 +786,43 @@ impl<D: Disk> Blockstore<D> {
         buf: *mut u8,
         len: usize,
     ) {
+        let tag = self.reserve_tag(owner, kind == IoKind::Write);
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.submit_reserved(tag, kind, offset, buf, len) };
+    }
+
+    /// Takes the next tag for a request of `owner` and counts it in flight (and as a
+    /// pending I/O of its op) from now on, before it reaches the device.
+    pub(super) fn reserve_tag(&mut self, owner: Owner, is_write: bool) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
-        self.inflight.insert(tag, (owner, kind == IoKind::Write));
+        self.inflight.insert(tag, (owner, is_write));
+        if let Owner::Op(index) = owner {
+            if let Some(slot) = self.slots[index].as_mut() {
+                slot.pending_io += 1;
+            }
+        }
+        tag
+    }
+
+    /// Forgets a reserved tag that completed as part of another request.
+    pub(super) fn forget_tag(&mut self, tag: u64) {
+        self.inflight.remove(&tag);
+    }
+
+    /// Sends the request of a tag from [`Blockstore::reserve_tag`] to the device.
+    ///
+    /// # Safety
+    /// As [`Blockstore::submit_io`].
+    pub(super) unsafe fn submit_reserved(
+        &mut self,
+        tag: u64,
+        kind: IoKind,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+    ) {
+        debug_assert!(self.inflight.contains_key(&tag), "invariant: reserved tag");
         match kind {
             IoKind::Write => {
                 self.stats.device_writes += 1;
@@ -800,11 +840,6 @@ impl<D: Disk> Blockstore<D> {
         };
         // SAFETY: forwarded from this function's contract.
         unsafe { self.disk_mut().submit(request) };
-        if let Owner::Op(index) = owner {
-            if let Some(slot) = self.slots[index].as_mut() {
-                slot.pending_io += 1;
-            }
-        }
     }
 
     /// Every journal entry before this sequence number has reached the disk (modulo fsync).
@@ -864,7 +899,7 @@ impl<D: Disk> Blockstore<D> {
         }
     }
 
-    fn op_io_done(&mut self, index: usize, result: i32) {
+    pub(super) fn op_io_done(&mut self, index: usize, result: i32) {
         let Some(slot) = self.slots[index].as_mut() else {
             tracing::error!(index, "disk completion for a finished op");
             return;

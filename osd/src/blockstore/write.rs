@@ -175,13 +175,11 @@ impl<D: Disk> Blockstore<D> {
         Some((seq, pos))
     }
 
-    /// Writes the journal entry at `pos` (of `bytes`) to disk on behalf of `owner`.
-    pub(super) fn submit_journal_write(&mut self, owner: Owner, pos: u64, bytes: u64) {
-        let offset = self.journal.disk_offset + pos;
-        let buf = self.journal.ptr_at(pos);
-        // SAFETY: the mirror lives as long as the blockstore and this region is not
-        // rewritten until the journal start passes it, long after the write completes.
-        unsafe { self.submit_io(owner, IoKind::Write, offset, buf, bytes as usize) };
+    /// Writes the journal entry at `pos` (of `bytes`) to disk on behalf of op `index`,
+    /// merged with the entries appended next to it in the same round
+    /// ([`super::journal_batch`]).
+    pub(super) fn submit_journal_write(&mut self, index: usize, pos: u64, bytes: u64) {
+        self.queue_journal_write(index, pos, bytes);
     }
 
     fn wait_for_space(&mut self, index: usize) {
@@ -288,7 +286,7 @@ impl<D: Disk> Blockstore<D> {
                     len as usize,
                 )
             };
-            self.submit_journal_write(Owner::Op(index), pos, SECTOR);
+            self.submit_journal_write(index, pos, SECTOR);
             self.set_op_seq(index, seq);
             self.stats.big_writes += 1;
         } else {
@@ -315,7 +313,7 @@ impl<D: Disk> Blockstore<D> {
                 csums,
             };
             self.push_dirty(oid, DirtyEntry::new(version, seq, stable, false, kind));
-            self.submit_journal_write(Owner::Op(index), pos, bytes);
+            self.submit_journal_write(index, pos, bytes);
             self.set_op_seq(index, seq);
             self.stats.small_writes += 1;
         }
@@ -506,7 +504,7 @@ impl<D: Disk> Blockstore<D> {
         };
         op.version = version;
         op.seq = seq;
-        self.submit_journal_write(Owner::Op(index), pos, SECTOR);
+        self.submit_journal_write(index, pos, SECTOR);
     }
 
     /// Remembers which journal entry an op wrote, to mark it complete later.
