@@ -461,20 +461,48 @@ async fn inbound_read_loop(node: Rc<Node>, conn: ConnId, mut read: OwnedReadHalf
     node.with_osd(|osd| osd.on_disconnect(conn));
 }
 
-/// Writes everything queued for one connection, batching what has piled up.
+/// Messages sent with one `writev` at most (the kernel's IOV_MAX is 1024).
+const WRITE_BATCH_MAX_MESSAGES: usize = 256;
+
+/// Writes everything queued for one connection: what has piled up goes out with one
+/// vectored write, without copying the messages into one buffer.
 async fn write_loop(mut write: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) {
-    let mut batch = Vec::new();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
     while let Some(bytes) = rx.recv().await {
         batch.clear();
-        batch.extend_from_slice(&bytes);
-        while let Ok(more) = rx.try_recv() {
-            batch.extend_from_slice(&more);
+        batch.push(bytes);
+        while batch.len() < WRITE_BATCH_MAX_MESSAGES {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
         }
-        if write.write_all(&batch).await.is_err() {
+        if write_all_vectored(&mut write, &batch).await.is_err() {
             break;
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// Writes every byte of `messages`, in order, with as few `writev` calls as it takes.
+async fn write_all_vectored(
+    write: &mut OwnedWriteHalf,
+    messages: &[Vec<u8>],
+) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = messages
+        .iter()
+        .filter(|m| !m.is_empty())
+        .map(|m| std::io::IoSlice::new(m))
+        .collect();
+    let mut rest = slices.as_mut_slice();
+    while !rest.is_empty() {
+        let written = write.write_vectored(rest).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
 }
 
 async fn disk_loop(node: Rc<Node>, event_fd: OwnedFd) {
