@@ -39,6 +39,10 @@ struct Framer<H> {
     failed: Option<WireError>,
 }
 
+/// Capacity a stream's reassembly buffer keeps between messages; a larger one (left by a
+/// big message) is released once it has been consumed.
+pub const FRAMER_IDLE_CAPACITY_BYTES: usize = 64 << 10;
+
 impl<H> Default for Framer<H> {
     fn default() -> Self {
         Framer {
@@ -52,8 +56,14 @@ impl<H> Default for Framer<H> {
 
 impl<H> Framer<H> {
     fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.buf.len() {
+            if self.buf.capacity() > FRAMER_IDLE_CAPACITY_BYTES {
+                // Everything was consumed: a connection that once carried a 4 MiB
+                // write does not keep 4 MiB for the rest of its life.
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
@@ -500,5 +510,22 @@ mod tests {
         );
         let (request, _) = write_request(1, 4096);
         assert!(encode_request(&request, &[0; 10]).is_err());
+    }
+
+    #[test]
+    fn a_consumed_big_message_does_not_keep_its_buffer() {
+        let (request, payload) = write_request(1, 4 << 20);
+        let bytes = encode_request(&request, &payload).unwrap();
+        let mut decoder = RequestDecoder::new();
+        decoder.push(&bytes);
+        assert!(matches!(decoder.next_event(), Ok(Some(_))));
+        assert!(decoder.framer.buf.capacity() >= 4 << 20);
+        let (small, small_payload) = write_request(2, 4096);
+        decoder.push(&encode_request(&small, &small_payload).unwrap());
+        assert!(
+            decoder.framer.buf.capacity() <= FRAMER_IDLE_CAPACITY_BYTES,
+            "the 4 MiB buffer is released once consumed"
+        );
+        assert!(matches!(decoder.next_event(), Ok(Some(_))));
     }
 }
