@@ -71,6 +71,9 @@ fn unix_now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A client connection's reply queue and what it holds.
+type ClientLink = (UnboundedSender<Vec<u8>>, Rc<QueueGauge>);
+
 /// Outbound connection to a peer OSD.
 enum PeerLink {
     Connecting,
@@ -80,7 +83,7 @@ enum PeerLink {
 struct Node {
     osd: RefCell<Osd<UringDisk>>,
     view: RefCell<ClusterView>,
-    inbound: RefCell<HashMap<ConnId, UnboundedSender<Vec<u8>>>>,
+    inbound: RefCell<HashMap<ConnId, ClientLink>>,
     peers: RefCell<HashMap<u64, PeerLink>>,
     etcd_actions: Rc<etcd_queue::EtcdQueue>,
     next_conn: Cell<ConnId>,
@@ -122,7 +125,8 @@ impl Node {
             for action in actions.drain(..) {
                 match action {
                     Action::Reply { conn, bytes } => {
-                        if let Some(tx) = self.inbound.borrow().get(&conn) {
+                        if let Some((tx, gauge)) = self.inbound.borrow().get(&conn) {
+                            gauge.queued(bytes.len());
                             let _ = tx.send(bytes);
                         }
                     }
@@ -438,10 +442,11 @@ async fn accept_loop(node: Rc<Node>, listener: TcpListener) {
         node.next_conn.set(conn + 1);
         let (read, write) = stream.into_split();
         let (tx, rx) = unbounded_channel();
-        node.inbound.borrow_mut().insert(conn, tx);
+        let gauge = Rc::new(QueueGauge::default());
+        node.inbound.borrow_mut().insert(conn, (tx, gauge.clone()));
         node.osd.borrow_mut().on_connect(conn);
-        tokio::task::spawn_local(write_loop(write, rx));
-        tokio::task::spawn_local(inbound_read_loop(node.clone(), conn, read));
+        tokio::task::spawn_local(write_loop(write, rx, Some(gauge.clone())));
+        tokio::task::spawn_local(inbound_read_loop(node.clone(), conn, read, gauge));
     }
 }
 
@@ -454,8 +459,17 @@ thread_local! {
     static INBOUND_READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; INBOUND_READ_CHUNK_BYTES]);
 }
 
-async fn inbound_read_loop(node: Rc<Node>, conn: ConnId, read: OwnedReadHalf) {
+async fn inbound_read_loop(
+    node: Rc<Node>,
+    conn: ConnId,
+    read: OwnedReadHalf,
+    gauge: Rc<QueueGauge>,
+) {
     loop {
+        // Backpressure: a client that does not read its replies stops being read.
+        while gauge.bytes.get() > REPLY_QUEUE_MAX_BYTES {
+            gauge.drained.notified().await;
+        }
         if read.readable().await.is_err() {
             break;
         }
@@ -480,9 +494,42 @@ async fn inbound_read_loop(node: Rc<Node>, conn: ConnId, read: OwnedReadHalf) {
 /// Messages sent with one `writev` at most (the kernel's IOV_MAX is 1024).
 const WRITE_BATCH_MAX_MESSAGES: usize = 256;
 
+/// Bytes of replies queued for one client connection past which the OSD stops reading
+/// its requests until the client has taken some (a client that sends without reading
+/// must not grow the OSD without bound).
+pub const REPLY_QUEUE_MAX_BYTES: usize = 64 << 20;
+
+/// Bytes queued for a connection's write loop and not yet written, and the wake-up of a
+/// reader waiting for them to drain below [`REPLY_QUEUE_MAX_BYTES`].
+#[derive(Default)]
+struct QueueGauge {
+    bytes: Cell<usize>,
+    drained: tokio::sync::Notify,
+}
+
+impl QueueGauge {
+    fn queued(&self, bytes: usize) {
+        self.bytes.set(self.bytes.get() + bytes);
+    }
+
+    fn written(&self, bytes: usize) {
+        let before = self.bytes.get();
+        debug_assert!(bytes <= before, "invariant: writes only what was queued");
+        self.bytes.set(before - bytes);
+        if before > REPLY_QUEUE_MAX_BYTES && before - bytes <= REPLY_QUEUE_MAX_BYTES {
+            self.drained.notify_one();
+        }
+    }
+}
+
 /// Writes everything queued for one connection: what has piled up goes out with one
-/// vectored write, without copying the messages into one buffer.
-async fn write_loop(mut write: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) {
+/// vectored write, without copying the messages into one buffer. A client connection's
+/// `gauge` counts what is queued (for backpressure); peer links have none.
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    mut rx: UnboundedReceiver<Vec<u8>>,
+    gauge: Option<Rc<QueueGauge>>,
+) {
     let mut batch: Vec<Vec<u8>> = Vec::new();
     while let Some(bytes) = rx.recv().await {
         batch.clear();
@@ -495,6 +542,9 @@ async fn write_loop(mut write: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>
         }
         if write_all_vectored(&mut write, &batch).await.is_err() {
             break;
+        }
+        if let Some(gauge) = &gauge {
+            gauge.written(batch.iter().map(Vec::len).sum());
         }
     }
     let _ = write.shutdown().await;
@@ -607,7 +657,7 @@ async fn peer_loop(node: Rc<Node>, num: u64) {
             };
         let (tx, rx) = unbounded_channel();
         node.peers.borrow_mut().insert(num, PeerLink::Up(tx));
-        tokio::task::spawn_local(write_loop(write, rx));
+        tokio::task::spawn_local(write_loop(write, rx, None));
         node.with_osd(|osd| {
             osd.on_peer_connected(num);
             if !leftover.is_empty() {
