@@ -320,7 +320,12 @@ impl<D: Disk> Osd<D> {
     }
 
     fn client_modify(&mut self, conn: ConnId, id: u64, opcode: Opcode, rw: Rw, kind: ClientKind) {
-        let (pg, oid, offset) = match self.locate(&rw, &format!("{opcode:?}")) {
+        let what = if opcode == Opcode::Delete {
+            "delete"
+        } else {
+            "write"
+        };
+        let (pg, oid, offset) = match self.locate(&rw, what) {
             Ok(found) => found,
             Err(code) => return self.reply(conn, Reply::error(id, opcode, code), &[]),
         };
