@@ -55,6 +55,12 @@ pub fn run_nbd(uri: &str, job: &FioJob) -> Result<RunStats, String> {
 
 /// Runs one job with the given target/engine arguments.
 pub fn run_with(target: &[String], job: &FioJob) -> Result<RunStats, String> {
+    run_with_sync(target, job, "--fdatasync=1")
+}
+
+/// [`run_with`] with `sync_arg` after every write when the job syncs (`--fsync=1` for
+/// engines that take no fdatasync, like Vitastor's).
+pub fn run_with_sync(target: &[String], job: &FioJob, sync_arg: &str) -> Result<RunStats, String> {
     let mut command = Command::new("fio");
     command
         .arg("--name=raw")
@@ -66,7 +72,7 @@ pub fn run_with(target: &[String], job: &FioJob) -> Result<RunStats, String> {
         .arg("--randrepeat=0")
         .arg("--output-format=json");
     if job.fdatasync {
-        command.arg("--fdatasync=1");
+        command.arg(sync_arg);
     }
     if job.runtime_s > 0 {
         command
@@ -78,11 +84,43 @@ pub fn run_with(target: &[String], job: &FioJob) -> Result<RunStats, String> {
         .map_err(|error| format!("cannot run fio (is it installed?): {error}"))?;
     if !out.status.success() {
         return Err(format!(
-            "fio failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "fio failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
         ));
     }
     parse_output(&out.stdout, job)
+}
+
+/// A randwrite of 32 MiB (4k, QD16) with `verify=crc32c` through `target`: an error
+/// when fio finds a block that does not read back as written.
+pub fn verified_run(target: &[String]) -> Result<(), String> {
+    let verified = Command::new("fio")
+        .args([
+            "--name=verify",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=16",
+            "--size=32m",
+        ])
+        .args([
+            "--verify=crc32c",
+            "--verify_state_save=0",
+            "--do_verify=1",
+            "--verify_fatal=1",
+        ])
+        .args(target)
+        .output()
+        .map_err(|e| format!("cannot run fio: {e}"))?;
+    if !verified.status.success() {
+        return Err(format!(
+            "the verified fio run failed: {}{}",
+            String::from_utf8_lossy(&verified.stdout),
+            String::from_utf8_lossy(&verified.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// Extracts IOPS, bandwidth and latency from fio's JSON output.

@@ -31,7 +31,8 @@ pub struct Row {
 }
 
 impl Metric {
-    fn value(self, stats: &RunStats) -> f64 {
+    /// The compared number of a run.
+    pub fn value(self, stats: &RunStats) -> f64 {
         match self {
             Metric::LatencyUs => stats.lat_avg_us,
             Metric::Iops => stats.iops,
@@ -39,7 +40,17 @@ impl Metric {
         }
     }
 
-    fn format(self, stats: &RunStats) -> String {
+    /// The unit of [`Metric::value`]: `us`, `iops` or `MB/s`.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::LatencyUs => "us",
+            Metric::Iops => "iops",
+            Metric::BandwidthMbS => "MB/s",
+        }
+    }
+
+    /// The value with its unit (and p99 latency where the row has one).
+    pub fn format(self, stats: &RunStats) -> String {
         match self {
             Metric::LatencyUs => {
                 format!("{:.1} us (p99 {:.0})", stats.lat_avg_us, stats.lat_p99_us)

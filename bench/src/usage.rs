@@ -34,17 +34,7 @@ impl Usage {
         // user nice system idle iowait irq softirq steal
         let busy: u64 = [0, 1, 2, 5, 6, 7].iter().map(|&i| field(&cpu, i)).sum();
         let idle = field(&cpu, 3) + field(&cpu, 4);
-        let process_ticks = pids
-            .iter()
-            .map(|pid| {
-                let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                // After the command name: state is field 3, utime 14 and stime 15.
-                let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let at = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-                at(11).unwrap_or(0) + at(12).unwrap_or(0)
-            })
-            .sum();
+        let process_ticks = process_ticks(pids);
         let disk_busy_ms = disk.and_then(|(major, minor)| {
             let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
             stats.lines().find_map(|line| {
@@ -83,6 +73,26 @@ impl Usage {
             }),
         })
     }
+}
+
+/// User + system time of the processes `pids` so far, in clock ticks (`/proc/PID/stat`;
+/// a process that is gone counts 0).
+pub fn process_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command name: state is field 3, utime 14 and stime 15.
+            let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let at = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            at(11).unwrap_or(0) + at(12).unwrap_or(0)
+        })
+        .sum()
+}
+
+/// CPU seconds of `ticks` clock ticks.
+pub fn ticks_to_s(ticks: u64) -> f64 {
+    ticks as f64 / TICKS_PER_S
 }
 
 /// (major, minor) of the device holding `dir`, as `/proc/diskstats` names it.

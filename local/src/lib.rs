@@ -22,6 +22,8 @@ pub struct Config {
     pub parity_chunks: u32,
     pub pg_count: u32,
     pub immediate_commit: String,
+    /// Start the OSDs with `--disable_data_fsync` (no fsync of the data files).
+    pub disable_data_fsync: bool,
     pub image: String,
     pub image_size: u64,
     /// etcd client port; 0 picks a free one.
@@ -38,6 +40,7 @@ impl Default for Config {
             parity_chunks: 0,
             pg_count: 32,
             immediate_commit: "all".into(),
+            disable_data_fsync: false,
             image: "testimg".into(),
             image_size: 256 << 20,
             etcd_port: 0,
@@ -173,21 +176,23 @@ impl Cluster {
                     ));
                 }
             }
-            cluster.spawn(
-                &format!("osd{osd}"),
-                Command::new(binary("vitastor-osd"))
-                    .args([
-                        "--osd_num",
-                        &osd.to_string(),
-                        "--data_device",
-                        &path.to_string_lossy(),
-                    ])
-                    .args(["--etcd_address", &cluster.etcd_address.clone()])
-                    .args([
-                        "--immediate_commit",
-                        &cluster.config.immediate_commit.clone(),
-                    ]),
-            )?;
+            let mut command = Command::new(binary("vitastor-osd"));
+            command
+                .args([
+                    "--osd_num",
+                    &osd.to_string(),
+                    "--data_device",
+                    &path.to_string_lossy(),
+                ])
+                .args(["--etcd_address", &cluster.etcd_address.clone()])
+                .args([
+                    "--immediate_commit",
+                    &cluster.config.immediate_commit.clone(),
+                ]);
+            if cluster.config.disable_data_fsync {
+                command.arg("--disable_data_fsync");
+            }
+            cluster.spawn(&format!("osd{osd}"), &mut command)?;
         }
         let address = cluster.etcd_address.clone();
         cluster.spawn(
@@ -362,6 +367,15 @@ Stop with Ctrl-C here, or: vitastor-local stop --dir {dir}",
         }
         self.children.clear();
         let _ = std::fs::remove_file(self.config.dir.join("cluster.json"));
+    }
+
+    /// Process ids of the running OSDs (for their CPU time).
+    pub fn osd_pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .filter(|(name, _)| name.starts_with("osd"))
+            .map(|(_, child)| child.id())
+            .collect()
     }
 
     /// Names of processes that exited on their own.

@@ -3,6 +3,9 @@
 //! and the same fio jobs on a raw file of the same filesystem, in one run. Then a verified
 //! run (randwrite, verify=crc32c) whose failure fails the benchmark.
 //!
+//! `--peer DIR` runs the same tests side by side against a Vitastor build in DIR as well,
+//! in two fsync modes (`vitastor_bench::side_by_side`); without it nothing changes.
+//!
 //! Needs the release binaries: `cargo build --release -j2 -p vitastor-osd -p vitastor-mon
 //! -p vitastor-fio` (the README's main command does it).
 
@@ -10,7 +13,9 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::Command;
 use vitastor_bench::fio::{self, FioJob};
-use vitastor_bench::report::{self, Metric, Row, Target};
+use vitastor_bench::report::{self, Row, Target};
+use vitastor_bench::side_by_side;
+use vitastor_bench::standard::TESTS;
 use vitastor_local::{binary, Cluster, Config};
 
 #[derive(Parser, Debug)]
@@ -30,67 +35,15 @@ struct Args {
     /// An EC pool of K data and M parity chunks (`2+1`) instead of 2 replicas.
     #[arg(long)]
     ec: Option<String>,
+    /// Also run against a Vitastor cluster built in DIR (vitastor-osd, vitastor-disk,
+    /// vitastor-cli, libfio_vitastor.so, mon/), alternating the systems, in two fsync
+    /// modes; the report adds Vitastor, the ratios and report.json.
+    #[arg(long, value_name = "DIR")]
+    peer: Option<PathBuf>,
+    /// With --peer: runs per system and test, alternated (medians are reported).
+    #[arg(long, default_value_t = 2)]
+    alternations: u32,
 }
-
-struct Test {
-    name: &'static str,
-    rw: &'static str,
-    block_size: u64,
-    iodepth: u32,
-    fsync: bool,
-    metric: Metric,
-}
-
-const TESTS: [Test; 6] = [
-    Test {
-        name: "T1Q1 write (4k randwrite, fsync=1)",
-        rw: "randwrite",
-        block_size: 4096,
-        iodepth: 1,
-        fsync: true,
-        metric: Metric::LatencyUs,
-    },
-    Test {
-        name: "T1Q1 read (4k randread)",
-        rw: "randread",
-        block_size: 4096,
-        iodepth: 1,
-        fsync: false,
-        metric: Metric::LatencyUs,
-    },
-    Test {
-        name: "QD128 write (4k randwrite)",
-        rw: "randwrite",
-        block_size: 4096,
-        iodepth: 128,
-        fsync: false,
-        metric: Metric::Iops,
-    },
-    Test {
-        name: "QD128 read (4k randread)",
-        rw: "randread",
-        block_size: 4096,
-        iodepth: 128,
-        fsync: false,
-        metric: Metric::Iops,
-    },
-    Test {
-        name: "linear write (4M, QD32)",
-        rw: "write",
-        block_size: 4 << 20,
-        iodepth: 32,
-        fsync: false,
-        metric: Metric::BandwidthMbS,
-    },
-    Test {
-        name: "linear read (4M, QD32)",
-        rw: "read",
-        block_size: 4 << 20,
-        iodepth: 32,
-        fsync: false,
-        metric: Metric::BandwidthMbS,
-    },
-];
 
 fn main() -> std::process::ExitCode {
     match run(Args::parse()) {
@@ -104,6 +57,19 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let seconds = if args.short { 2 } else { args.runtime };
+    if let Some(peer_bin) = args.peer {
+        if args.ec.is_some() {
+            return Err("--peer compares 2-replica pools: drop --ec".into());
+        }
+        return side_by_side::run(&side_by_side::Options {
+            peer_bin,
+            dir: args.dir,
+            results: args.results,
+            seconds,
+            short: args.short,
+            alternations: args.alternations,
+        });
+    }
     let image_size: u64 = if args.short { 256 << 20 } else { 1 << 30 };
     let engine = binary("libfio_vitastor.so");
     if !engine.exists() {
@@ -137,6 +103,7 @@ fn run(args: Args) -> Result<(), String> {
         parity_chunks,
         pg_count: 32,
         immediate_commit: "all".into(),
+        disable_data_fsync: false,
         image: "bench".into(),
         image_size,
         etcd_port: 0,
@@ -197,30 +164,7 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_file(&raw_file);
 
     eprintln!("verified run: randwrite 4k QD16 verify=crc32c");
-    let verified = Command::new("fio")
-        .args([
-            "--name=verify",
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=16",
-            "--size=32m",
-        ])
-        .args([
-            "--verify=crc32c",
-            "--verify_state_save=0",
-            "--do_verify=1",
-            "--verify_fatal=1",
-        ])
-        .args(&target)
-        .output()
-        .map_err(|e| format!("cannot run fio: {e}"))?;
-    if !verified.status.success() {
-        return Err(format!(
-            "the verified fio run failed: {}{}",
-            String::from_utf8_lossy(&verified.stdout),
-            String::from_utf8_lossy(&verified.stderr)
-        ));
-    }
+    fio::verified_run(&target)?;
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

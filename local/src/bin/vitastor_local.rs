@@ -87,6 +87,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 parity_chunks,
                 pg_count,
                 immediate_commit,
+                disable_data_fsync: false,
                 image,
                 image_size: parse_size(&image_size)?,
                 etcd_port,
