@@ -544,3 +544,37 @@ fn the_pg_index_lists_what_a_scan_finds_through_changes() {
     write(&mut store, object(1, 3), 0, pattern(4096, 3));
     assert_eq!(list_all(&store, 7), list_all(&store, 4));
 }
+
+#[test]
+fn a_failed_fsync_fails_its_group_and_every_later_sync() {
+    let mut store = open(formatted(16 << 20, 1 << 20, 7));
+    store.sim_disk_mut().fail_fsyncs = true;
+    // Writes and syncs in flight together: the syncs share group fsyncs.
+    let mut syncs = Vec::new();
+    for i in 0..4u64 {
+        store.submit(Op::Write {
+            oid: oid(i),
+            version: 0,
+            offset: 0,
+            data: pattern(4096, i as u8),
+            stable: true,
+        });
+        syncs.push(store.submit(Op::Sync));
+    }
+    let mut failed = Vec::new();
+    while failed.len() < syncs.len() {
+        store.poll(true).expect("poll");
+        let mut done = Vec::new();
+        store.take_completions(&mut done);
+        for completion in done.into_iter().filter(|c| syncs.contains(&c.id)) {
+            match completion.result {
+                Err(error) if error.errno == errno::EIO => failed.push(completion.id),
+                other => panic!("a sync over a failed fsync must fail: {other:?}"),
+            }
+        }
+    }
+    // Linux may report the next fsync as a success although the failed writeback is
+    // lost: a later sync must not promise anything either.
+    store.sim_disk_mut().fail_fsyncs = false;
+    assert!(matches!(store.run(Op::Sync), Err(error) if error.errno == errno::EIO));
+}

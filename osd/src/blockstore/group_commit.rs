@@ -39,6 +39,12 @@ impl FsyncGroups {
 impl<D: Disk> Blockstore<D> {
     /// Sync op `index` is ready: start an fsync for it, or wait to share the next one.
     pub(super) fn join_fsync_group(&mut self, index: usize) {
+        if let Some(reason) = &self.flusher.broken {
+            // After a failed fsync Linux may report the next one as a success although
+            // the failed writeback is gone: nothing is promised durable any more.
+            let error = OpError::new(errno::EIO, format!("blockstore stopped: {reason}"));
+            return self.complete(index, Err(error));
+        }
         if self.fsyncs.in_flight.is_some() {
             self.fsyncs.waiting.push(index);
         } else {
@@ -65,14 +71,16 @@ impl<D: Disk> Blockstore<D> {
         if result < 0 {
             let error = OpError::new(-result, format!("fsync failed: {}", errno::name(-result)));
             self.flusher.broken = Some(format!("fsync failed: {error}"));
-            for index in members {
+            // The waiting group fails too: a later fsync could not prove its writes.
+            let waiting = std::mem::take(&mut self.fsyncs.waiting);
+            for index in members.into_iter().chain(waiting) {
                 self.complete(index, Err(error.clone()));
             }
-        } else {
-            self.durable_below = self.durable_below.max(covers);
-            for index in members {
-                self.complete(index, Ok(OpOutput::Done));
-            }
+            return;
+        }
+        self.durable_below = self.durable_below.max(covers);
+        for index in members {
+            self.complete(index, Ok(OpOutput::Done));
         }
         let waiting = std::mem::take(&mut self.fsyncs.waiting);
         if !waiting.is_empty() {

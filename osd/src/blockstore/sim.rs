@@ -56,6 +56,8 @@ pub struct SimDisk {
     pub reorder: bool,
     /// Writes at or beyond this offset fail with -EIO (fault injection); u64::MAX = off.
     pub fail_writes_from: u64,
+    /// Every fsync fails with -EIO (fault injection).
+    pub fail_fsyncs: bool,
     pub stats: SimStats,
 }
 
@@ -76,6 +78,7 @@ impl SimDisk {
             rng: SmallRng::seed_from_u64(seed),
             reorder: true,
             fail_writes_from: u64::MAX,
+            fail_fsyncs: false,
             stats: SimStats::default(),
         }
     }
@@ -218,7 +221,11 @@ impl Disk for SimDisk {
             }
             IoKind::Fsync => {
                 self.stats.fsyncs += 1;
-                pending.covers_below = self.writes_completed;
+                if self.fail_fsyncs {
+                    pending.result = -libc::EIO;
+                } else {
+                    pending.covers_below = self.writes_completed;
+                }
             }
         }
         self.pending.push(pending);
