@@ -453,7 +453,7 @@ async fn accept_loop(node: Rc<Node>, listener: TcpListener) {
 /// Bytes read from a client socket at once, into one buffer shared by every connection
 /// of this (single) thread: an idle connection owns no read buffer (3000 idle clients
 /// used to hold 256 KiB each).
-const INBOUND_READ_CHUNK_BYTES: usize = 256 << 10;
+pub const INBOUND_READ_CHUNK_BYTES: usize = 256 << 10;
 
 thread_local! {
     static INBOUND_READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; INBOUND_READ_CHUNK_BYTES]);
@@ -496,7 +496,9 @@ const WRITE_BATCH_MAX_MESSAGES: usize = 256;
 
 /// Bytes of replies queued for one client connection past which the OSD stops reading
 /// its requests until the client has taken some (a client that sends without reading
-/// must not grow the OSD without bound).
+/// must not grow the OSD without bound). Checked between socket reads: the replies to
+/// the requests of one read (up to [`INBOUND_READ_CHUNK_BYTES`] of them) can come on top;
+/// a limit of ops in flight per connection would bound that too (not built yet).
 pub const REPLY_QUEUE_MAX_BYTES: usize = 64 << 20;
 
 /// Bytes queued for a connection's write loop and not yet written, and the wake-up of a
