@@ -16,6 +16,21 @@ pub struct FioJob {
     pub size: u64,
 }
 
+impl FioJob {
+    /// A sequential write of `size` bytes in `block_size` pieces at depth 8, run to the
+    /// end: fills an image or file so that reads hit written blocks.
+    pub fn fill(size: u64, block_size: u64) -> FioJob {
+        FioJob {
+            rw: "write",
+            block_size,
+            iodepth: 8,
+            fdatasync: false,
+            runtime_s: 0,
+            size,
+        }
+    }
+}
+
 pub fn fio_version() -> Option<String> {
     let out = Command::new("fio").arg("--version").output().ok()?;
     out.status
@@ -25,15 +40,7 @@ pub fn fio_version() -> Option<String> {
 
 /// Fills `path` (creating it) with `size` bytes of data so reads hit real blocks.
 pub fn prefill(path: &Path, size: u64) -> Result<(), String> {
-    let job = FioJob {
-        rw: "write",
-        block_size: 1 << 20,
-        iodepth: 8,
-        fdatasync: false,
-        runtime_s: 0,
-        size,
-    };
-    run(path, &job).map(|_| ())
+    run(path, &FioJob::fill(size, 1 << 20)).map(|_| ())
 }
 
 /// Runs one job on a file and returns what fio measured.

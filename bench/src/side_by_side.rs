@@ -83,17 +83,7 @@ fn start_ours(
     for osd in 1..=OSDS {
         let path = dir.join(format!("osd{osd}.bin"));
         fio::prefill(&path, osd_size)?;
-        let output = Command::new(binary("vitastor-disk"))
-            .args(["prepare", "--data_device", &path.to_string_lossy()])
-            .output()
-            .map_err(|e| format!("cannot run vitastor-disk: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "vitastor-disk prepare {}: {}",
-                path.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
+        vitastor_local::prepare_data_file(&path)?;
     }
     Cluster::start(Config {
         dir: dir.to_path_buf(),
@@ -166,14 +156,7 @@ fn run_mode(options: &Options, mode: &Mode, raw_file: &Path) -> Result<Vec<PeerR
         mode.name,
         image_size >> 20
     );
-    let fill = FioJob {
-        rw: "write",
-        block_size: 4 << 20,
-        iodepth: 8,
-        fdatasync: false,
-        runtime_s: 0,
-        size: image_size,
-    };
+    let fill = FioJob::fill(image_size, 4 << 20);
     fio::run_with(&ours_target, &fill)?;
     fio::run_with(&peer_target, &fill)?;
     let mut rows = Vec::new();

@@ -68,6 +68,22 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// Formats `path` (a file) as an OSD's data device with our `vitastor-disk prepare`.
+pub fn prepare_data_file(path: &Path) -> Result<(), String> {
+    let output = Command::new(binary("vitastor-disk"))
+        .args(["prepare", "--data_device", &path.to_string_lossy()])
+        .output()
+        .map_err(|e| format!("cannot run vitastor-disk: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "vitastor-disk prepare {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// The etcd command line for a one-member cluster on 127.0.0.1 with its data in
 /// `dir/etcd` (shared by the launcher, the test harness and the benchmarks).
 pub fn etcd_command(dir: &Path, client_port: u16, peer_port: u16) -> Command {
@@ -164,17 +180,7 @@ impl Cluster {
                 std::fs::File::create(&path)
                     .and_then(|f| f.set_len(cluster.config.osd_size))
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                let output = Command::new(binary("vitastor-disk"))
-                    .args(["prepare", "--data_device", &path.to_string_lossy()])
-                    .output()
-                    .map_err(|e| format!("cannot run vitastor-disk: {e}"))?;
-                if !output.status.success() {
-                    return Err(format!(
-                        "vitastor-disk prepare {}: {}",
-                        path.display(),
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    ));
-                }
+                prepare_data_file(&path)?;
             }
             let mut command = Command::new(binary("vitastor-osd"));
             command

@@ -120,14 +120,7 @@ fn run(args: Args) -> Result<(), String> {
         "filling the image and the raw file ({} MiB)",
         image_size >> 20
     );
-    let fill = FioJob {
-        rw: "write",
-        block_size: 4 << 20,
-        iodepth: 8,
-        fdatasync: false,
-        runtime_s: 0,
-        size: image_size,
-    };
+    let fill = FioJob::fill(image_size, 4 << 20);
     fio::run_with(&target, &fill)?;
     fio::prefill(&raw_file, image_size)?;
 

@@ -80,17 +80,7 @@ fn main() -> Result<(), String> {
         size: IMAGE_SIZE,
     };
     // Fill both sides so reads hit written blocks.
-    fio::run_nbd(
-        &uri,
-        &FioJob {
-            rw: "write",
-            block_size: 1 << 20,
-            iodepth: 8,
-            fdatasync: false,
-            runtime_s: 0,
-            size: IMAGE_SIZE,
-        },
-    )?;
+    fio::run_nbd(&uri, &FioJob::fill(IMAGE_SIZE, 1 << 20))?;
     let raw_dir = PathBuf::from("target/bench-nbd-raw");
     std::fs::create_dir_all(&raw_dir).map_err(|e| e.to_string())?;
     let raw_file = raw_dir.join("raw.bin");

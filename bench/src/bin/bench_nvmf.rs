@@ -183,17 +183,7 @@ fn main() -> Result<(), String> {
         size: IMAGE_SIZE,
     };
     // Fill the image so reads hit written blocks.
-    fio::run_with(
-        &fio_target,
-        &FioJob {
-            rw: "write",
-            block_size: 1 << 20,
-            iodepth: 8,
-            fdatasync: false,
-            runtime_s: 0,
-            size: IMAGE_SIZE,
-        },
-    )?;
+    fio::run_with(&fio_target, &FioJob::fill(IMAGE_SIZE, 1 << 20))?;
     let mut rows = Vec::new();
     for (name, rw, depth, metric) in [
         ("T1Q1 4k randwrite", "randwrite", 1u16, Metric::LatencyUs),
